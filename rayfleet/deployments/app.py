@@ -1,0 +1,87 @@
+"""``build(args)``: the ``import_path`` of a Serve config, spec in, application out.
+
+Everything that can be wrong with a config is found here, when ``serve deploy`` or
+``serve run`` builds the app: the spec's fields, and every version's manifest and
+artifact in the store. A request never meets a missing model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ray.serve import Application
+
+from rayfleet.deployments.replica import ModelReplica
+from rayfleet.deployments.router import Router, deployment_name
+from rayfleet.platform.errors import ConfigError
+from rayfleet.platform.runtimes.triton import triton_manifest
+from rayfleet.platform.spec import PlatformSpec, VersionSpec, parse_spec
+from rayfleet.platform.store import Manifest, ModelStore
+
+__all__ = ["build", "build_from_spec"]
+
+
+def _manifest(store: ModelStore, model: str, version: VersionSpec) -> Manifest:
+    if version.triton is not None:
+        return triton_manifest(version.triton)
+    try:
+        return store.manifest(model, version.name, version.uri)
+    except ConfigError as error:
+        raise ConfigError(f"models.{model}.versions.{version.name}: {error}") from None
+
+
+def _replica(model: str, version: VersionSpec, manifest: Manifest, store: str) -> Any:
+    scaling = version.autoscaling
+    autoscaling_config = {
+        "min_replicas": scaling.min_replicas,
+        "initial_replicas": scaling.initial_replicas,
+        "max_replicas": scaling.max_replicas,
+        "target_ongoing_requests": version.target_ongoing_requests,
+    }
+    return ModelReplica.options(
+        name=deployment_name(model, version.name),
+        ray_actor_options={"num_cpus": version.num_cpus, "num_gpus": version.num_gpus},
+        autoscaling_config=autoscaling_config,
+        max_ongoing_requests=version.replica_max_ongoing_requests,
+        max_queued_requests=version.max_queued_requests,
+    ).bind(
+        model,
+        version.model_dump(mode="json"),
+        manifest.model_dump(mode="json"),
+        store,
+    )
+
+
+def build_from_spec(spec: PlatformSpec) -> Application:
+    """The Serve application for a validated spec: one router, one deployment per
+    version."""
+    store = ModelStore(spec.store)
+    # Replicas may run in another working directory: give them an absolute root.
+    spec = spec.model_copy(update={"store": store.uri})
+    manifests: dict[str, dict[str, dict[str, Any]]] = {}
+    replicas: dict[str, dict[str, Any]] = {}
+    for model in spec.models:
+        manifests[model.name] = {}
+        replicas[model.name] = {}
+        for version in model.versions:
+            manifest = _manifest(store, model.name, version)
+            manifests[model.name][version.name] = manifest.model_dump(mode="json")
+            replicas[model.name][version.name] = _replica(
+                model.name, version, manifest, spec.store
+            )
+    router = spec.router
+    return Router.options(
+        ray_actor_options={"num_cpus": router.num_cpus},
+        num_replicas=router.num_replicas,
+        max_ongoing_requests=router.max_ongoing_requests,
+    ).bind(spec.model_dump(mode="json"), manifests, replicas)
+
+
+def build(args: Mapping[str, Any]) -> Application:
+    """Serve's application builder: ``import_path: rayfleet.deployments.app:build``.
+
+    Raises :class:`~rayfleet.platform.errors.ConfigError` naming the field path of
+    every problem in ``args``.
+    """
+    return build_from_spec(parse_spec(args))

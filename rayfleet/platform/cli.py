@@ -1,0 +1,132 @@
+"""The ``rayfleet`` command.
+
+::
+
+    rayfleet up CONFIG [--smoke]             start local Ray, serve CONFIG, block
+    rayfleet models ls --store URI           list models and versions
+    rayfleet models push DIR --store URI --model M --version V [--overwrite]
+    rayfleet demo build --store URI          train and push the digits demo models
+
+Ray is imported only by the commands that start it, so store commands stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rayfleet.platform.errors import ConfigError
+from rayfleet.platform.spec import parse_spec
+from rayfleet.platform.store import ModelStore
+
+__all__ = ["main"]
+
+
+def _models_ls(args: argparse.Namespace) -> int:
+    store = ModelStore(args.store)
+    models = store.models()
+    if not models:
+        print(f"no models in {store.uri}")
+    for model in models:
+        for version in store.versions(model):
+            manifest = store.manifest(model, version)
+            print(f"{model}\t{version}\t{manifest.runtime}\t{manifest.description}")
+    return 0
+
+
+def _models_push(args: argparse.Namespace) -> int:
+    uri = ModelStore(args.store).push(
+        args.folder, args.model, args.version, overwrite=args.overwrite
+    )
+    print(f"pushed {args.model}/{args.version} to {uri}")
+    return 0
+
+
+def _demo_build(args: argparse.Namespace) -> int:
+    from rayfleet.demo import build_demo_store
+
+    for version in build_demo_store(args.store):
+        print(
+            f"digits/{version.name}: {version.description}, "
+            f"held-out accuracy {version.accuracy:.3f}"
+        )
+    return 0
+
+
+def load_serve_config(path: str) -> dict[str, Any]:
+    """Read a Serve config file and check the rayfleet spec of each application."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from error
+    if not isinstance(config, dict) or not config.get("applications"):
+        raise ConfigError(f"{path}: expected a Serve config with 'applications'")
+    for index, app in enumerate(config["applications"]):
+        parse_spec(app.get("args") or {}, source=f"{path}: applications.{index}.args")
+    return config
+
+
+def _up(args: argparse.Namespace) -> int:
+    from rayfleet.deployments.local import serve_config_locally
+
+    config = load_serve_config(args.config)
+    serve_config_locally(config, smoke=args.smoke)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rayfleet", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser(
+        "up", help="start local Ray and serve a config; Ctrl-C stops"
+    )
+    up.add_argument("config", help="a Serve config file, e.g. configs/demo.yaml")
+    up.add_argument(
+        "--smoke", action="store_true", help="send a few tritonclient requests once up"
+    )
+    up.set_defaults(run=_up)
+
+    models = commands.add_parser("models", help="the model store").add_subparsers(
+        dest="models_command", required=True
+    )
+    ls = models.add_parser("ls", help="list models and versions")
+    ls.add_argument("--store", required=True, help="store URI: path, s3://...")
+    ls.set_defaults(run=_models_ls)
+    push = models.add_parser("push", help="copy a local version folder into the store")
+    push.add_argument("folder", help="folder with manifest.json and the artifact")
+    push.add_argument("--store", required=True)
+    push.add_argument("--model", required=True)
+    push.add_argument("--version", required=True)
+    push.add_argument("--overwrite", action="store_true")
+    push.set_defaults(run=_models_push)
+
+    demo = commands.add_parser("demo", help="demo models").add_subparsers(
+        dest="demo_command", required=True
+    )
+    build = demo.add_parser("build", help="train digits v1-v3 and push them")
+    build.add_argument("--store", required=True)
+    build.set_defaults(run=_demo_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rayfleet`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigError as error:
+        print(f"rayfleet: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

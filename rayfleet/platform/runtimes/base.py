@@ -1,0 +1,54 @@
+"""The one interface every runtime implements, and warm-up on top of it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from rayfleet.platform.protocol.datatypes import numpy_dtype
+from rayfleet.platform.signature import Signature
+
+__all__ = ["Runtime", "warm_up", "zero_inputs"]
+
+
+class Runtime(Protocol):
+    """A loaded model version: a batch of named inputs in, named outputs out.
+
+    Inputs and outputs share the first (batch) dimension when the signature has
+    one. ``predict`` may block; replicas run it off their event loop.
+    """
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on one batch."""
+        ...
+
+
+def zero_inputs(signature: Signature, batch_size: int) -> dict[str, np.ndarray]:
+    """Inputs of the right names, dtypes and shapes, filled with zeros.
+
+    Free dimensions become ``batch_size`` in the first place and 1 elsewhere.
+    """
+    inputs = {}
+    for spec in signature.inputs:
+        shape = tuple(
+            (batch_size if index == 0 else 1) if dim == -1 else dim
+            for index, dim in enumerate(spec.shape)
+        )
+        if spec.datatype == "BYTES":
+            inputs[spec.name] = np.full(shape, b"", dtype=object)
+        else:
+            inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+    return inputs
+
+
+def warm_up(runtime: Runtime, signature: Signature, max_batch_size: int) -> None:
+    """Run the model on the smallest and the largest batch it will see.
+
+    Sessions allocate and pick kernels on their first calls; doing that here, in
+    the replica's constructor, keeps the cost off the first client of a new replica.
+    """
+    sizes = sorted({1, max_batch_size}) if signature.batchable else [1]
+    for size in sizes:
+        runtime.predict(zero_inputs(signature, size))

@@ -1,0 +1,259 @@
+"""The typed rayfleet spec: the ``args`` of a Serve config, validated at deploy time.
+
+A Serve config names ``rayfleet.deployments.app:build`` as its ``import_path`` and
+puts a :class:`PlatformSpec` under ``args``. Validation happens when the application
+is built, so a typo fails ``serve deploy`` with the field path, never a request::
+
+    store: ./build/models
+    router: {max_body_bytes: 67108864, request_timeout_s: 30}
+    models:
+      - name: digits
+        versions:
+          - name: v1
+          - name: v2
+            weight: 10
+            canary: true
+
+Unknown keys are errors everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rayfleet.platform.errors import ConfigError
+
+__all__ = [
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "ModelSpec",
+    "PlatformSpec",
+    "RouterSpec",
+    "TritonTarget",
+    "VersionSpec",
+    "parse_spec",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+Runtime = Literal["onnx", "python", "triton"]
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits, '_', '.', '-' "
+            "(at most 63, starting with a letter or digit), e.g. 'digits' or 'v2'"
+        )
+    return value
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchingSpec(_Spec):
+    """Dynamic batching on a replica: ``max_batch_size: 1`` turns it off."""
+
+    max_batch_size: PositiveInt = 16
+    batch_wait_timeout_s: NonNegativeFloat = 0.002
+
+
+class AutoscalingSpec(_Spec):
+    """Replica bounds and the in-flight requests each replica should carry.
+
+    ``target_ongoing_requests`` defaults to the version's ``max_batch_size``, so a
+    replica at target has about one full batch in flight.
+    """
+
+    min_replicas: NonNegativeInt = 1
+    initial_replicas: NonNegativeInt | None = None
+    max_replicas: PositiveInt = 1
+    target_ongoing_requests: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must not exceed max_replicas "
+                f"({self.max_replicas})"
+            )
+        initial = self.initial_replicas
+        if initial is not None and not (
+            self.min_replicas <= initial <= self.max_replicas
+        ):
+            raise ValueError(
+                f"initial_replicas ({initial}) must lie between min_replicas "
+                f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class TritonTarget(_Spec):
+    """A model on a remote KServe v2 / Triton server, reached with tritonclient."""
+
+    url: str = Field(description="host:port of the server's HTTP endpoint")
+    model_name: str
+    model_version: str = ""
+    timeout_s: PositiveFloat = 30.0
+
+
+class VersionSpec(_Spec):
+    """One version of a model, served by its own autoscaled replica set.
+
+    Its files live at ``{store}/{model}/{name}/`` unless ``uri`` says otherwise.
+    ``runtime`` overrides the manifest's. ``weight`` is its percent of unpinned
+    traffic; versions without a weight share what the others leave.
+    """
+
+    name: str
+    uri: str | None = None
+    runtime: Runtime | None = None
+    triton: TritonTarget | None = None
+    num_cpus: NonNegativeFloat = 1.0
+    num_gpus: NonNegativeFloat = 0.0
+    batching: BatchingSpec = BatchingSpec()
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_ongoing_requests: PositiveInt | None = None
+    max_queued_requests: int = Field(default=-1, ge=-1)
+    weight: float | None = Field(default=None, ge=0, le=100)
+    canary: bool = False
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _triton_target(self) -> VersionSpec:
+        if (self.runtime == "triton") != (self.triton is not None):
+            raise ValueError(
+                "runtime 'triton' and a 'triton' block go together, e.g. "
+                "{runtime: triton, triton: {url: '127.0.0.1:8001', model_name: m}}"
+            )
+        return self
+
+    @property
+    def target_ongoing_requests(self) -> float:
+        """The in-flight requests per replica the autoscaler aims for."""
+        target = self.autoscaling.target_ongoing_requests
+        return float(target if target is not None else self.batching.max_batch_size)
+
+    @property
+    def replica_max_ongoing_requests(self) -> int:
+        """How many requests a replica takes at once; queued above that."""
+        if self.max_ongoing_requests is not None:
+            return self.max_ongoing_requests
+        return max(2 * int(self.target_ongoing_requests), 2)
+
+
+class ModelSpec(_Spec):
+    """A named model and the versions of it that are served."""
+
+    name: str
+    versions: tuple[VersionSpec, ...] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _versions(self) -> ModelSpec:
+        names = [version.name for version in self.versions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"version names must be unique; repeated: {duplicates}")
+        self.initial_weights()
+        return self
+
+    def version(self, name: str) -> VersionSpec:
+        """The version called ``name``."""
+        for version in self.versions:
+            if version.name == name:
+                return version
+        raise KeyError(name)
+
+    def initial_weights(self) -> dict[str, float]:
+        """Percent of unpinned traffic per version, from the declared weights.
+
+        Versions without a weight share what is left of 100 equally; canaries
+        without a weight start at 0.
+        """
+        declared = sum(v.weight for v in self.versions if v.weight is not None)
+        if declared > 100 + 1e-9:
+            raise ValueError(f"version weights add up to {declared:g}, over 100")
+        sharing = [v for v in self.versions if v.weight is None and not v.canary]
+        share = (100 - declared) / len(sharing) if sharing else 0.0
+        weights = {}
+        for version in self.versions:
+            if version.weight is not None:
+                weights[version.name] = version.weight
+            else:
+                weights[version.name] = 0.0 if version.canary else share
+        if sum(weights.values()) <= 0:
+            raise ValueError(
+                "no version gets traffic: give at least one version a weight > 0"
+            )
+        return weights
+
+
+class RouterSpec(_Spec):
+    """Limits and size of the router, the HTTP ingress."""
+
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
+    request_timeout_s: PositiveFloat = 30.0
+    num_cpus: NonNegativeFloat = 0.5
+    num_replicas: PositiveInt = 1
+    max_ongoing_requests: PositiveInt = 512
+    sticky_header: str | None = Field(
+        default="x-session-id",
+        description="requests with the same value of this header meet one version",
+    )
+
+
+class PlatformSpec(_Spec):
+    """Everything rayfleet serves in one Serve application."""
+
+    store: str = Field(min_length=1, description="model store URI: path, s3://, gs://")
+    router: RouterSpec = RouterSpec()
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> PlatformSpec:
+        names = [model.name for model in self.models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        """The model called ``name``."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+
+def parse_spec(args: Mapping[str, Any], source: str = "args") -> PlatformSpec:
+    """Validate ``args`` into a :class:`PlatformSpec`.
+
+    Raises :class:`ConfigError` whose message lists every problem with its field
+    path, e.g. ``args.models.0.versions.1.batching.max_batch_size: ...``.
+    """
+    try:
+        return PlatformSpec.model_validate(dict(args))
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            path = ".".join(str(part) for part in (source, *problem["loc"]))
+            lines.append(f"{path}: {problem['msg']}")
+        raise ConfigError("invalid rayfleet spec:\n  " + "\n  ".join(lines)) from None

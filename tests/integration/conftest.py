@@ -1,0 +1,155 @@
+"""One Ray instance and one Serve app for every integration test.
+
+Starting Ray costs seconds and the machines have two cores, so the session shares
+one cluster, one store (the digits demo models plus small python test models) and
+one application. Tests that need their own app deploy it under another name.
+"""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+
+from rayfleet.demo import build_demo_store  # noqa: E402
+from rayfleet.deployments.app import build  # noqa: E402
+from rayfleet.platform.signature import Signature, TensorSpec  # noqa: E402
+from rayfleet.platform.store import MANIFEST, Manifest  # noqa: E402
+
+# A python model: y = 2x. x < 0 raises (a model bug); x >= 1000 sleeps x - 1000 ms
+# (a slow request); a load_delay_s file makes loading slow (a cold replica).
+TEST_MODEL = textwrap.dedent(
+    """
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+
+    def load(version_dir):
+        delay = Path(version_dir, "load_delay_s")
+        if delay.exists():
+            time.sleep(float(delay.read_text()))
+
+        def predict(inputs):
+            x = inputs["x"]
+            if (x < 0).any():
+                raise ValueError("negative input")
+            slow = x[x >= 1000]
+            if slow.size:
+                time.sleep((float(slow.max()) - 1000) / 1000)
+            return {"y": x * 2}
+
+        return predict
+    """
+)
+
+TEST_SIGNATURE = Signature(
+    inputs=(TensorSpec(name="x", datatype="FP32", shape=(-1, 2)),),
+    outputs=(TensorSpec(name="y", datatype="FP32", shape=(-1, 2)),),
+)
+
+
+def write_python_version(root: Path, model: str, version: str, **files: str) -> None:
+    """A python-runtime version of the doubling test model, straight into a store."""
+    folder = root / model / version
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text(TEST_MODEL)
+    manifest = Manifest(
+        runtime="python",
+        artifact="predict.py",
+        python={"callable": "predict:load"},  # type: ignore[arg-type]
+        signature=TEST_SIGNATURE,
+    )
+    (folder / MANIFEST).write_text(manifest.to_json())
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    build_demo_store(str(root))
+    write_python_version(root, "double", "v1")
+    write_python_version(root, "slowstart", "v1", load_delay_s="4")
+    return root
+
+
+def app_args(store: Path, **router: Any) -> dict[str, Any]:
+    """The shared test app: digits v1/v2/v3 and the python test model."""
+    small = {"num_cpus": 0.1}
+    return {
+        "store": str(store),
+        "router": {
+            "num_cpus": 0.1,
+            "request_timeout_s": 5,
+            "max_body_bytes": 1 << 20,
+            **router,
+        },
+        "models": [
+            {
+                "name": "digits",
+                "versions": [
+                    {
+                        "name": "v1",
+                        **small,
+                        "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01},
+                    },
+                    {"name": "v2", "canary": True, "weight": 10, **small},
+                    {"name": "v3", "canary": True, "weight": 0, **small},
+                ],
+            },
+            {
+                "name": "double",
+                "versions": [
+                    {
+                        "name": "v1",
+                        **small,
+                        "batching": {
+                            "max_batch_size": 4,
+                            "batch_wait_timeout_s": 0.005,
+                        },
+                        "max_ongoing_requests": 4,
+                        "max_queued_requests": 2,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_url(store: Path) -> Iterator[str]:
+    port = free_port()
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build(app_args(store)), name="rayfleet", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the test app never became ready"
+        time.sleep(0.5)
+    yield url
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def http(serve_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=serve_url, timeout=30) as client:
+        yield client
