@@ -12,7 +12,12 @@ import numpy as np
 from ray import serve
 
 from rayfleet.platform.errors import ModelError, RayfleetError
-from rayfleet.platform.runtimes import Runtime, load_runtime, warm_up
+from rayfleet.platform.runtimes import (
+    Runtime,
+    guarded_predict,
+    load_runtime,
+    warm_up,
+)
 from rayfleet.platform.service import ReplicaResult
 from rayfleet.platform.spec import VersionSpec
 from rayfleet.platform.store import Manifest, ModelStore
@@ -115,19 +120,17 @@ class ModelReplica:
 
     async def _predict(self, inputs: Inputs) -> tuple[Inputs, float]:
         started = time.perf_counter()
+        where = f"{self.model}/{self.spec.name}"
         try:
             # Off the event loop, so requests keep queueing for the next batch
             # while this one runs.
-            outputs = await asyncio.to_thread(self.runtime.predict, inputs)
-        except RayfleetError:
+            outputs = await asyncio.to_thread(
+                guarded_predict, self.runtime, inputs, where
+            )
+        except RayfleetError as error:
             self.errors += 1
+            logger.warning("%s: %s", where, error.message)
             raise
-        except Exception as error:
-            self.errors += 1
-            logger.warning("%s/%s raised: %r", self.model, self.spec.name, error)
-            raise ModelError(
-                f"{self.model}/{self.spec.name} failed: {type(error).__name__}: {error}"
-            ) from None
         return outputs, (time.perf_counter() - started) * 1000
 
     def stats(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ Convention, for requests and responses alike:
   their UTF-8 bytes. Arrow has no bfloat16, so BF16 travels as uint16 with field
   metadata ``datatype`` = ``"BF16"``. The encoders write ``datatype`` on every field;
   when present it must agree with the column's Arrow type.
-* Nulls are not tensors' business and are rejected at every nesting level.
+* Tensors have no nulls, so a null at any nesting level is rejected.
 * Schema metadata carries ``id`` on requests, and ``model_name``,
   ``model_version`` and (when set) ``id`` on responses.
 
@@ -126,20 +126,29 @@ def _read_batch(body: bytes, what: str) -> Any:
         raise InvalidInput(
             f"Arrow {what} must hold exactly one record batch, got {len(batches)}"
         )
+    try:
+        # Reading trusts the sizes and offsets the client wrote; checking them
+        # keeps a corrupt body from reading past its buffers.
+        batches[0].validate(full=True)
+    except pa.ArrowException as e:
+        raise InvalidInput(f"Arrow {what} is malformed: {e}") from e
     return batches[0]
 
 
 def _batch_to_arrays(
     batch: Any, what: str
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    try:
+        # Field names are decoded lazily, so a name that is not UTF-8 fails here.
+        names: list[str] = batch.schema.names
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"an Arrow {what} name is not valid UTF-8") from e
     arrays: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
-    for field, column in zip(batch.schema, batch.columns, strict=True):
-        if field.name in arrays:
-            raise InvalidInput(f"{what} {field.name!r} appears more than once")
-        arrays[field.name], datatypes[field.name] = _column_to_array(
-            field, column, what
-        )
+    for name, field, column in zip(names, batch.schema, batch.columns, strict=True):
+        if name in arrays:
+            raise InvalidInput(f"{what} {name!r} appears more than once")
+        arrays[name], datatypes[name] = _column_to_array(field, column, what)
     return arrays, datatypes
 
 
@@ -155,7 +164,7 @@ def _column_to_array(field: Any, column: Any, what: str) -> tuple[np.ndarray, st
         if row_shape_hint is None:
             row_shape_hint = list(column.type.shape)
         storage = column.storage
-    elif isinstance(column.type, pa.ExtensionType):
+    elif isinstance(column.type, pa.BaseExtensionType):
         raise InvalidInput(
             f"{label}: Arrow extension type {column.type} is unsupported"
         )
@@ -188,7 +197,7 @@ def _metadata_shape(label: str, metadata: Mapping[bytes, bytes]) -> list[int] | 
         return None
     try:
         shape = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise InvalidInput(f"{label}: metadata shape is not valid JSON") from e
     if not isinstance(shape, list) or any(
         isinstance(dim, bool) or not isinstance(dim, int) or dim < 0 for dim in shape

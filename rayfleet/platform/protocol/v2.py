@@ -56,9 +56,10 @@ _LENGTH_PREFIX = struct.Struct("<I")
 class EncodedResponse:
     """A v2 response body as chunks to write in order.
 
-    ``chunks[0]`` is the JSON header; the rest are the binary outputs, each a
-    bytes-format memoryview of the output array where it was already contiguous
-    little-endian. ``header_length`` is the value for the
+    ``chunks[0]`` is the JSON header; the rest are the non-empty binary outputs in
+    header order: a byte memoryview of the output array's own memory when it is
+    already contiguous and little-endian (of a contiguous copy otherwise), or
+    ``bytes`` for BYTES outputs. ``header_length`` is the value for the
     ``Inference-Header-Content-Length`` HTTP header, or None when the body is JSON
     only and the header must be left out.
     """

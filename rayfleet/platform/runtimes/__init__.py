@@ -9,11 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayfleet.platform.errors import StoreError
-from rayfleet.platform.runtimes.base import Runtime, warm_up, zero_inputs
+from rayfleet.platform.runtimes.base import (
+    Runtime,
+    guarded_predict,
+    warm_up,
+    zero_inputs,
+)
 from rayfleet.platform.spec import VersionSpec
 from rayfleet.platform.store import Manifest
 
-__all__ = ["Runtime", "load_runtime", "warm_up", "zero_inputs"]
+__all__ = [
+    "Runtime",
+    "guarded_predict",
+    "load_runtime",
+    "warm_up",
+    "zero_inputs",
+]
 
 
 def load_runtime(

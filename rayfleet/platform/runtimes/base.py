@@ -7,10 +7,11 @@ from typing import Protocol
 
 import numpy as np
 
+from rayfleet.platform.errors import ModelError, RayfleetError
 from rayfleet.platform.protocol.datatypes import numpy_dtype
 from rayfleet.platform.signature import Signature
 
-__all__ = ["Runtime", "warm_up", "zero_inputs"]
+__all__ = ["Runtime", "guarded_predict", "warm_up", "zero_inputs"]
 
 
 class Runtime(Protocol):
@@ -52,3 +53,17 @@ def warm_up(runtime: Runtime, signature: Signature, max_batch_size: int) -> None
     sizes = sorted({1, max_batch_size}) if signature.batchable else [1]
     for size in sizes:
         runtime.predict(zero_inputs(signature, size))
+
+
+def guarded_predict(
+    runtime: Runtime, inputs: Mapping[str, np.ndarray], where: str
+) -> dict[str, np.ndarray]:
+    """``runtime.predict``, with anything the model's own code raises turned into
+    :class:`ModelError` naming ``where`` (model/version), so a client gets a 500
+    with the message and the replica carries on."""
+    try:
+        return runtime.predict(inputs)
+    except RayfleetError:
+        raise
+    except Exception as error:
+        raise ModelError(f"{where} failed: {type(error).__name__}: {error}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from typing import Any
@@ -86,9 +87,9 @@ def assert_same(actual: np.ndarray, expected: np.ndarray) -> None:
         np.testing.assert_array_equal(actual, expected)
 
 
-def _as_bytes(value: object) -> bytes:
+def _as_bytes(value: Any) -> bytes:
     # tritonclient gives BYTES read from JSON back as str.
-    return value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 def raw_body(header: dict[str, Any], *binary: bytes) -> tuple[bytes, int | None]:
@@ -269,8 +270,7 @@ def test_non_contiguous_and_big_endian_outputs() -> None:
 
 
 def test_empty_and_scalar_outputs() -> None:
-    outputs = {"empty": np.zeros((0, 3), np.int32), "scalar": np.float64(2.5)}
-    outputs["scalar"] = np.asarray(outputs["scalar"])
+    outputs = {"empty": np.zeros((0, 3), np.int32), "scalar": np.array(2.5)}
     for binary in (True, False):
         result = triton_result(
             encode_response(InferResponse("m", "1", outputs), [], binary)
@@ -356,7 +356,7 @@ def _input(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in spec.items() if value is not None}
 
 
-def _binary_input(datatype: str, shape: list[int], size: int) -> dict[str, Any]:
+def _binary_input(datatype: str, shape: list[int], size: object) -> dict[str, Any]:
     return _input(
         datatype=datatype,
         shape=shape,
@@ -368,106 +368,102 @@ def _prefixed(*elements: bytes) -> bytes:
     return b"".join(struct.pack("<I", len(e)) + e for e in elements)
 
 
-def _case(header: dict[str, Any], *binary: bytes) -> tuple[bytes, int | None]:
-    return raw_body(header, *binary)
-
-
 BAD_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ("malformed json", (b'{"inputs": [', None), "not valid JSON"),
     ("not utf-8", (b'{"inputs": "\xff"}', None), "not valid JSON"),
     ("deep nesting", (b"[" * 100_000, None), "not valid JSON"),
     ("not an object", (b"[1]", None), "must be a JSON object"),
-    ("missing inputs", _case({}), "request has no 'inputs'"),
-    ("inputs not a list", _case({"inputs": {}}), "'inputs' must be a list"),
-    ("input not an object", _case({"inputs": [1]}), "inputs[0] must be an object"),
+    ("missing inputs", raw_body({}), "request has no 'inputs'"),
+    ("inputs not a list", raw_body({"inputs": {}}), "'inputs' must be a list"),
+    ("input not an object", raw_body({"inputs": [1]}), "inputs[0] must be an object"),
     (
         "missing name",
-        _case({"inputs": [_input(name=None, data=[1, 2])]}),
+        raw_body({"inputs": [_input(name=None, data=[1, 2])]}),
         "inputs[0] has no 'name'",
     ),
     (
         "missing shape",
-        _case({"inputs": [_input(shape=None, data=[1, 2])]}),
+        raw_body({"inputs": [_input(shape=None, data=[1, 2])]}),
         "input 'x' has no 'shape'",
     ),
     (
         "shape not ints",
-        _case({"inputs": [_input(shape=[2.0], data=[1, 2])]}),
+        raw_body({"inputs": [_input(shape=[2.0], data=[1, 2])]}),
         "input 'x': 'shape' must be a list of integers",
     ),
     (
         "missing datatype",
-        _case({"inputs": [_input(datatype=None, data=[1, 2])]}),
+        raw_body({"inputs": [_input(datatype=None, data=[1, 2])]}),
         "input 'x' has no 'datatype'",
     ),
     (
         "unknown datatype",
-        _case({"inputs": [_input(datatype="FP8", data=[1, 2])]}),
+        raw_body({"inputs": [_input(datatype="FP8", data=[1, 2])]}),
         "input 'x': unknown datatype 'FP8'",
     ),
     (
         "negative dim",
-        _case({"inputs": [_input(shape=[-1, 2], data=[1, 2])]}),
+        raw_body({"inputs": [_input(shape=[-1, 2], data=[1, 2])]}),
         "input 'x': shape [-1, 2] has a negative dimension",
     ),
     (
         "count mismatch",
-        _case({"inputs": [_input(shape=[2, 2], data=[1, 2, 3])]}),
+        raw_body({"inputs": [_input(shape=[2, 2], data=[1, 2, 3])]}),
         "input 'x': data holds 3 elements but shape [2, 2] needs 4",
     ),
     (
         "ragged data",
-        _case({"inputs": [_input(shape=[3], data=[[1, 2], [3]])]}),
+        raw_body({"inputs": [_input(shape=[3], data=[[1, 2], [3]])]}),
         "input 'x': data is not a rectangular",
     ),
     (
         "uint8 overflow",
-        _case({"inputs": [_input(datatype="UINT8", data=[1, 300])]}),
+        raw_body({"inputs": [_input(datatype="UINT8", data=[1, 300])]}),
         "input 'x': value 300 does not fit UINT8",
     ),
     (
         "string for fp32",
-        _case({"inputs": [_input(data=["a", "b"])]}),
+        raw_body({"inputs": [_input(data=["a", "b"])]}),
         "input 'x': FP32 data must be numbers",
     ),
     (
         "float for int32",
-        _case({"inputs": [_input(datatype="INT32", data=[1, 2.5])]}),
+        raw_body({"inputs": [_input(datatype="INT32", data=[1, 2.5])]}),
         "input 'x': INT32 data must be integers",
     ),
     (
         "number for bool",
-        _case({"inputs": [_input(datatype="BOOL", data=[0, 1])]}),
+        raw_body({"inputs": [_input(datatype="BOOL", data=[0, 1])]}),
         "input 'x': BOOL data must be true or false",
     ),
     (
         "number for bytes",
-        _case({"inputs": [_input(datatype="BYTES", data=["a", 1])]}),
+        raw_body({"inputs": [_input(datatype="BYTES", data=["a", 1])]}),
         "input 'x': BYTES data must be strings, got number",
     ),
     (
         "fp16 overflow",
-        _case({"inputs": [_input(datatype="FP16", data=[1.0, 1e6])]}),
+        raw_body({"inputs": [_input(datatype="FP16", data=[1.0, 1e6])]}),
         "input 'x': value 1000000.0 overflows FP16",
     ),
     (
         "no data",
-        _case({"inputs": [_input()]}),
+        raw_body({"inputs": [_input()]}),
         "input 'x' has neither 'data' nor binary",
     ),
     (
         "duplicate names",
-        _case({"inputs": [_input(data=[1, 2]), _input(data=[3, 4])]}),
+        raw_body({"inputs": [_input(data=[1, 2]), _input(data=[3, 4])]}),
         "input 'x' appears more than once",
     ),
     (
         "binary body too short",
-        _case({"inputs": [_binary_input("FP32", [4], 16)]}, b"\0" * 8),
+        raw_body({"inputs": [_binary_input("FP32", [4], 16)]}, b"\0" * 8),
         "input 'x': binary_data_size 16 overruns the body; only 8 bytes remain",
     ),
     (
         "binary trailing bytes",
-        _case({"inputs": [_binary_input("FP32", [2], 8)]}, b"\0" * 11),
+        raw_body({"inputs": [_binary_input("FP32", [2], 8)]}, b"\0" * 11),
         "body has 3 bytes after the last binary input",
     ),
     (
@@ -483,12 +479,13 @@ BAD_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ("negative header length", (b'{"inputs": []}', -1), "-1 is negative"),
     (
         "size not a multiple",
-        _case({"inputs": [_binary_input("FP32", [2], 6)]}, b"\0" * 6),
-        "input 'x': binary_data_size 6 is not a multiple of the FP32 element size (4 bytes)",
+        raw_body({"inputs": [_binary_input("FP32", [2], 6)]}, b"\0" * 6),
+        "input 'x': binary_data_size 6 is not a multiple of the FP32 element size "
+        "(4 bytes)",
     ),
     (
         "binary count mismatch",
-        _case({"inputs": [_binary_input("INT16", [3], 4)]}, b"\0" * 4),
+        raw_body({"inputs": [_binary_input("INT16", [3], 4)]}, b"\0" * 4),
         "input 'x': binary data holds 2 elements but shape [3] needs 3",
     ),
     (
@@ -498,7 +495,7 @@ BAD_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ),
     (
         "data and binary",
-        _case(
+        raw_body(
             {"inputs": [{**_binary_input("UINT8", [1], 1), "data": [1]}]},
             b"\x01",
         ),
@@ -506,84 +503,86 @@ BAD_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ),
     (
         "binary size not an int",
-        _case({"inputs": [_binary_input("UINT8", [1], "1")]}, b"\x01"),  # type: ignore[arg-type]
+        raw_body({"inputs": [_binary_input("UINT8", [1], "1")]}, b"\x01"),
         "input 'x': binary_data_size must be an integer",
     ),
     (
         "negative binary size",
-        _case({"inputs": [_binary_input("UINT8", [1], -1)]}, b"\x01"),
+        raw_body({"inputs": [_binary_input("UINT8", [1], -1)]}, b"\x01"),
         "input 'x': binary_data_size is negative",
     ),
     (
         "bool byte not 0 or 1",
-        _case({"inputs": [_binary_input("BOOL", [2], 2)]}, b"\x01\x02"),
+        raw_body({"inputs": [_binary_input("BOOL", [2], 2)]}, b"\x01\x02"),
         "input 'x': BOOL bytes must be 0 or 1",
     ),
     (
         "bytes element overruns",
-        _case(
+        raw_body(
             {"inputs": [_binary_input("BYTES", [1], 6)]}, struct.pack("<I", 5) + b"ab"
         ),
         "input 'x': BYTES element 0 of length 5 overruns binary_data_size",
     ),
     (
         "bytes ends early",
-        _case({"inputs": [_binary_input("BYTES", [2], 8)]}, _prefixed(b"a") + b"zzz"),
+        raw_body(
+            {"inputs": [_binary_input("BYTES", [2], 8)]}, _prefixed(b"a") + b"zzz"
+        ),
         "input 'x': binary BYTES data ends before element 1",
     ),
     (
         "bytes trailing",
-        _case({"inputs": [_binary_input("BYTES", [1], 7)]}, _prefixed(b"a") + b"zz"),
+        raw_body({"inputs": [_binary_input("BYTES", [1], 7)]}, _prefixed(b"a") + b"zz"),
         "input 'x': binary BYTES data has 2 bytes after its 1 elements",
     ),
     (
         "bytes huge shape",
-        _case({"inputs": [_binary_input("BYTES", [10**9], 8)]}, _prefixed(b"", b"")),
+        raw_body({"inputs": [_binary_input("BYTES", [10**9], 8)]}, _prefixed(b"", b"")),
         "input 'x': binary_data_size 8 is too small for 1000000000 BYTES elements",
     ),
     (
         "shared memory input",
-        _case({"inputs": [_input(parameters={"shared_memory_region": "r"})]}),
+        raw_body({"inputs": [_input(parameters={"shared_memory_region": "r"})]}),
         "input 'x': shared memory inputs are not supported",
     ),
     (
         "input parameters not an object",
-        _case({"inputs": [_input(parameters=[1], data=[1, 2])]}),
+        raw_body({"inputs": [_input(parameters=[1], data=[1, 2])]}),
         "input 'x': 'parameters' must be an object",
     ),
     (
         "id not a string",
-        _case({"id": 7, "inputs": []}),
+        raw_body({"id": 7, "inputs": []}),
         "request 'id' must be a string",
     ),
     (
         "request parameters not an object",
-        _case({"parameters": 1, "inputs": []}),
+        raw_body({"parameters": 1, "inputs": []}),
         "request: 'parameters' must be an object",
     ),
     (
         "binary_data_output not bool",
-        _case({"parameters": {"binary_data_output": 1}, "inputs": []}),
+        raw_body({"parameters": {"binary_data_output": 1}, "inputs": []}),
         "binary_data_output must be true or false",
     ),
     (
         "outputs not a list",
-        _case({"inputs": [], "outputs": {}}),
+        raw_body({"inputs": [], "outputs": {}}),
         "'outputs' must be a list",
     ),
     (
         "output without name",
-        _case({"inputs": [], "outputs": [{}]}),
+        raw_body({"inputs": [], "outputs": [{}]}),
         "outputs[0] has no 'name'",
     ),
     (
         "duplicate outputs",
-        _case({"inputs": [], "outputs": [{"name": "y"}, {"name": "y"}]}),
+        raw_body({"inputs": [], "outputs": [{"name": "y"}, {"name": "y"}]}),
         "output 'y' is requested more than once",
     ),
     (
         "binary_data not bool",
-        _case(
+        raw_body(
             {
                 "inputs": [],
                 "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}],
@@ -593,7 +592,7 @@ BAD_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ),
     (
         "classification",
-        _case(
+        raw_body(
             {
                 "inputs": [],
                 "outputs": [{"name": "y", "parameters": {"classification": 3}}],
@@ -603,7 +602,7 @@ BAD_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ),
     (
         "shared memory output",
-        _case(
+        raw_body(
             {
                 "inputs": [],
                 "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r"}}],
@@ -703,3 +702,52 @@ def assert_same_nan(actual: np.ndarray, expected: np.ndarray) -> None:
         )
     else:
         assert_same(actual, expected)
+
+
+_JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=3)
+    | st.sampled_from(DATATYPES)
+)
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["name", "data", "b64"]), children)
+    ),
+    max_leaves=12,
+)
+_INPUT_SPECS = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["x", "y"]) | _JSON_VALUES,
+        "shape": st.lists(st.integers(-2, 5), max_size=3) | _JSON_VALUES,
+        "datatype": st.sampled_from(DATATYPES) | _JSON_VALUES,
+        "data": _JSON_VALUES,
+        "parameters": st.fixed_dictionaries(
+            {}, optional={"binary_data_size": st.integers(-2, 40) | _JSON_VALUES}
+        ),
+    },
+)
+_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "inputs": st.lists(_INPUT_SPECS, max_size=3) | _JSON_VALUES,
+        "outputs": _JSON_VALUES,
+        "parameters": _JSON_VALUES,
+        "id": _JSON_VALUES,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=_HEADERS, tail=st.binary(max_size=40), with_length=st.booleans())
+def test_arbitrary_bodies_fail_only_with_invalid_input(
+    header: dict[str, Any], tail: bytes, with_length: bool
+) -> None:
+    head = json.dumps(header).encode()
+    with contextlib.suppress(InvalidInput):
+        decode_request(head + tail, len(head) if with_length else None)

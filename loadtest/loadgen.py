@@ -1,0 +1,141 @@
+"""A closed-loop HTTP load generator, run as its own process at ``nice 19``.
+
+Ray starts its workers at niceness 15; a client at niceness 0 on the same two cores
+would starve the server it measures. Each of ``concurrency`` workers sends the same
+request, waits for the answer, and sends the next, for ``duration_s`` seconds after
+a warm-up.
+
+    python -m loadtest.loadgen URL BODY_FILE --header k=v -c 32 -d 5
+prints one JSON line: requests/s, p50/p99/max ms, errors by status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import aiohttp
+import numpy as np
+
+__all__ = ["LoadResult", "run_load", "run_load_subprocess"]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one closed-loop run measured."""
+
+    concurrency: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+
+
+async def run_load(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 1.0,
+) -> LoadResult:
+    """Drive ``url`` with ``concurrency`` closed-loop workers and measure."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        measuring = False
+        stop_at = time.perf_counter() + warmup_s + duration_s
+
+        async def worker() -> None:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as reply:
+                        await reply.read()
+                        status = reply.status
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                    status = -1
+                    errors[type(error).__name__] += 1
+                elapsed = time.perf_counter() - started
+                if measuring:
+                    latencies.append(elapsed)
+                    if status != 200:
+                        errors[str(status)] += 1
+
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await asyncio.sleep(warmup_s)
+        measuring = True
+        began = time.perf_counter()
+        await asyncio.gather(*tasks)
+        seconds = time.perf_counter() - began
+    values = np.array(latencies or [float("nan")]) * 1000
+    return LoadResult(
+        concurrency=concurrency,
+        requests=len(latencies),
+        seconds=seconds,
+        rps=len(latencies) / seconds,
+        p50_ms=float(np.percentile(values, 50)),
+        p99_ms=float(np.percentile(values, 99)),
+        max_ms=float(values.max()),
+        errors=dict(errors),
+    )
+
+
+def run_load_subprocess(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration_s: float,
+    scratch: str,
+) -> LoadResult:
+    """Run :func:`run_load` in a fresh process at niceness 19."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
+        file.write(body)
+    command = [
+        sys.executable, "-m", "loadtest.loadgen", url, file.name,
+        "-c", str(concurrency), "-d", str(duration_s),
+    ]
+    for key, value in headers.items():
+        command += ["--header", f"{key}={value}"]
+    output = subprocess.run(
+        command, check=True, capture_output=True, text=True, timeout=duration_s + 120
+    ).stdout
+    os.unlink(file.name)
+    return LoadResult(**json.loads(output.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("body_file")
+    parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("-c", "--concurrency", type=int, default=1)
+    parser.add_argument("-d", "--duration", type=float, default=5.0)
+    args = parser.parse_args()
+    os.nice(19)
+    headers = dict(h.split("=", 1) for h in args.header)
+    with open(args.body_file, "rb") as file:
+        body = file.read()
+    result = asyncio.run(
+        run_load(args.url, body, headers, args.concurrency, args.duration)
+    )
+    print(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main()
