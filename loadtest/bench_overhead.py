@@ -35,6 +35,7 @@ import onnxruntime as ort
 import tritonclient.http as triton_http
 
 from loadtest.loadgen import LoadResult, run_load_subprocess
+from rayfleet.deployments.serve_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "loadtest" / "out"
@@ -100,8 +101,16 @@ def _ensure_kserve() -> Path:
         print("building KServe's virtualenv (once) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "kserve==0.21.0",
-             "onnxruntime", "numpy"],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "kserve==0.21.0",
+                "onnxruntime",
+                "numpy",
+            ],
             check=True,
         )
     return python
@@ -125,9 +134,16 @@ def raw_onnxruntime(rows: np.ndarray, duration_s: float) -> LoadResult:
         latencies.append(time.perf_counter() - started)
     seconds = time.perf_counter() - began
     values = np.array(latencies) * 1000
-    return LoadResult(1, len(values), seconds, len(values) / seconds,
-                      float(np.percentile(values, 50)), float(np.percentile(values, 99)),
-                      float(values.max()), {})
+    return LoadResult(
+        1,
+        len(values),
+        seconds,
+        len(values) / seconds,
+        float(np.percentile(values, 50)),
+        float(np.percentile(values, 99)),
+        float(values.max()),
+        {},
+    )
 
 
 @contextlib.contextmanager
@@ -136,9 +152,14 @@ def running(target: Target, port: int) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **target.env}
     log = open(OUT / f"{target.name}.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [*target.command, "--port", str(port)] if target.name != "kserve"
+        [*target.command, "--port", str(port)]
+        if target.name != "kserve"
         else [*target.command, str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -147,7 +168,10 @@ def running(target: Target, port: int) -> Iterator[str]:
             if process.poll() is not None:
                 raise RuntimeError(f"{target.name} exited; see {log.name}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/models/digits/ready", timeout=2).status_code == 200:
+                if (
+                    httpx.get(f"{url}/v2/models/digits/ready", timeout=2).status_code
+                    == 200
+                ):
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{target.name} never became ready; see {log.name}")
@@ -171,23 +195,43 @@ def targets() -> list[Target]:
     py = [sys.executable, "-m", "loadtest.targets"]
     store = ["--store", str(STORE)]
     quiet = {"RAY_SERVE_LOG_TO_STDERR": "0"}
-    direct = {**quiet, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+    fast = {**quiet, **SERVE_ENV}  # what rayfleet ships with
     return [
         Target("starlette (no Ray)", [*py, "starlette", *store], ("json", "binary")),
         Target(
             "kserve",
-            [str(_ensure_kserve()), str(ROOT / "loadtest/peers/kserve_server.py"),
-             str(STORE / "digits/v1/model.onnx"), "digits"],
+            [
+                str(_ensure_kserve()),
+                str(ROOT / "loadtest/peers/kserve_server.py"),
+                str(STORE / "digits/v1/model.onnx"),
+                "digits",
+            ],
             ("json",),
         ),
-        Target("serve-bare (defaults)", [*py, "serve-bare", *store], ("json",),
-               quiet),
-        Target("rayfleet (defaults)", [*py, "rayfleet", *store], ("json", "binary"),
-               quiet),
-        Target("serve-bare (direct ingress)", [*py, "serve-bare", *store], ("json",),
-               direct),
-        Target("rayfleet (direct ingress)", [*py, "rayfleet", *store],
-               ("json", "binary"), direct),
+        Target(
+            "serve-bare (Serve defaults)", [*py, "serve-bare", *store], ("json",), quiet
+        ),
+        Target(
+            "rayfleet (Serve defaults)", [*py, "rayfleet", *store], ("json",), quiet
+        ),
+        Target(
+            "serve-bare (rayfleet's Serve env)",
+            [*py, "serve-bare", *store],
+            ("json",),
+            fast,
+        ),
+        Target(
+            "rayfleet (hop to replica)",
+            [*py, "rayfleet", *store],
+            ("json", "binary"),
+            fast,
+        ),
+        Target(
+            "rayfleet (in-router)",
+            [*py, "rayfleet", *store, "--placement", "router"],
+            ("json", "binary"),
+            fast,
+        ),
     ]
 
 
@@ -216,8 +260,12 @@ def main() -> None:
                 body, headers = payloads[payload]
                 for concurrency in args.concurrency:
                     result = run_load_subprocess(
-                        f"{url}/v2/models/digits/infer", body, headers,
-                        concurrency, args.duration, str(OUT),
+                        f"{url}/v2/models/digits/infer",
+                        body,
+                        headers,
+                        concurrency,
+                        args.duration,
+                        str(OUT),
                     )
                     results.append((target.name, payload, result))
                     print(

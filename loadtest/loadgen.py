@@ -107,8 +107,15 @@ def run_load_subprocess(
     with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
         file.write(body)
     command = [
-        sys.executable, "-m", "loadtest.loadgen", url, file.name,
-        "-c", str(concurrency), "-d", str(duration_s),
+        sys.executable,
+        "-m",
+        "loadtest.loadgen",
+        url,
+        file.name,
+        "-c",
+        str(concurrency),
+        "-d",
+        str(duration_s),
     ]
     for key, value in headers.items():
         command += ["--header", f"{key}={value}"]

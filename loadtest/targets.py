@@ -22,8 +22,7 @@ import time
 from typing import Any
 
 from rayfleet.deployments.http_app import build_http_app
-from rayfleet.platform.inprocess import InProcessBackend
-from rayfleet.platform.runtimes import load_runtime, warm_up
+from rayfleet.platform.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.service import InferenceService
 from rayfleet.platform.spec import PlatformSpec, parse_spec
 from rayfleet.platform.store import ModelStore
@@ -31,7 +30,9 @@ from rayfleet.platform.store import ModelStore
 __all__ = ["bench_args", "inprocess_app"]
 
 
-def bench_args(store: str, *, max_batch_size: int = 16) -> dict[str, Any]:
+def bench_args(
+    store: str, *, max_batch_size: int = 16, placement: str = "replica"
+) -> dict[str, Any]:
     """One model, one version: the spec every target serves."""
     return {
         "store": store,
@@ -42,6 +43,7 @@ def bench_args(store: str, *, max_batch_size: int = 16) -> dict[str, Any]:
                 "versions": [
                     {
                         "name": "v1",
+                        "placement": placement,
                         "num_cpus": 0.5,
                         "batching": {
                             "max_batch_size": max_batch_size,
@@ -57,20 +59,12 @@ def bench_args(store: str, *, max_batch_size: int = 16) -> dict[str, Any]:
 def inprocess_app(spec: PlatformSpec) -> Any:
     """rayfleet's HTTP app over runtimes loaded in this process."""
     store = ModelStore(spec.store)
-    runtimes: dict[str, dict[str, Any]] = {}
-    manifests: dict[str, dict[str, Any]] = {}
-    for model in spec.models:
-        runtimes[model.name], manifests[model.name] = {}, {}
-        for version in model.versions:
-            manifest = store.manifest(model.name, version.name, version.uri)
-            folder = store.fetch(model.name, version.name, version.uri)
-            runtime = load_runtime(manifest, folder, version)
-            warm_up(runtime, manifest.signature, version.batching.max_batch_size)
-            runtimes[model.name][version.name] = runtime
-            manifests[model.name][version.name] = manifest
-    return build_http_app(
-        InferenceService(spec, manifests, InProcessBackend(runtimes))
-    )
+    manifests = {
+        model.name: {v.name: store.manifest(model.name, v.name) for v in model.versions}
+        for model in spec.models
+    }
+    runtimes = load_runtimes(spec, manifests, placement=None)
+    return build_http_app(InferenceService(spec, manifests, InProcessBackend(runtimes)))
 
 
 def _serve_bare(spec_args: dict[str, Any]) -> Any:
@@ -94,8 +88,11 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--placement", choices=["replica", "router"], default="replica")
     args = parser.parse_args()
-    spec_args = bench_args(args.store, max_batch_size=args.max_batch_size)
+    spec_args = bench_args(
+        args.store, max_batch_size=args.max_batch_size, placement=args.placement
+    )
     if args.kind == "starlette":
         import uvicorn
 

@@ -16,7 +16,12 @@ from rayfleet.deployments.replica import ModelReplica
 from rayfleet.deployments.router import Router, deployment_name
 from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.runtimes.triton import triton_manifest
-from rayfleet.platform.spec import PlatformSpec, VersionSpec, parse_spec
+from rayfleet.platform.spec import (
+    AutoscalingSpec,
+    PlatformSpec,
+    VersionSpec,
+    parse_spec,
+)
 from rayfleet.platform.store import Manifest, ModelStore
 
 __all__ = ["build", "build_from_spec"]
@@ -31,18 +36,22 @@ def _manifest(store: ModelStore, model: str, version: VersionSpec) -> Manifest:
         raise ConfigError(f"models.{model}.versions.{version.name}: {error}") from None
 
 
-def _replica(model: str, version: VersionSpec, manifest: Manifest, store: str) -> Any:
-    scaling = version.autoscaling
-    autoscaling_config = {
+def _autoscaling_config(scaling: AutoscalingSpec, target: float) -> dict[str, Any]:
+    return {
         "min_replicas": scaling.min_replicas,
         "initial_replicas": scaling.initial_replicas,
         "max_replicas": scaling.max_replicas,
-        "target_ongoing_requests": version.target_ongoing_requests,
+        "target_ongoing_requests": target,
     }
+
+
+def _replica(model: str, version: VersionSpec, manifest: Manifest, store: str) -> Any:
     return ModelReplica.options(
         name=deployment_name(model, version.name),
         ray_actor_options={"num_cpus": version.num_cpus, "num_gpus": version.num_gpus},
-        autoscaling_config=autoscaling_config,
+        autoscaling_config=_autoscaling_config(
+            version.autoscaling, version.target_ongoing_requests
+        ),
         max_ongoing_requests=version.replica_max_ongoing_requests,
         max_queued_requests=version.max_queued_requests,
     ).bind(
@@ -67,13 +76,16 @@ def build_from_spec(spec: PlatformSpec) -> Application:
         for version in model.versions:
             manifest = _manifest(store, model.name, version)
             manifests[model.name][version.name] = manifest.model_dump(mode="json")
-            replicas[model.name][version.name] = _replica(
-                model.name, version, manifest, spec.store
-            )
+            if version.placement == "replica":
+                replicas[model.name][version.name] = _replica(
+                    model.name, version, manifest, spec.store
+                )
     router = spec.router
     return Router.options(
         ray_actor_options={"num_cpus": router.num_cpus},
-        num_replicas=router.num_replicas,
+        autoscaling_config=_autoscaling_config(
+            router.autoscaling, router.autoscaling.target_ongoing_requests or 64
+        ),
         max_ongoing_requests=router.max_ongoing_requests,
     ).bind(spec.model_dump(mode="json"), manifests, replicas)
 

@@ -10,6 +10,7 @@ import ray
 from ray import serve
 
 from rayfleet.deployments.app import build
+from rayfleet.deployments.serve_env import apply_serve_env
 
 __all__ = ["serve_config_locally", "smoke_requests"]
 
@@ -50,6 +51,7 @@ def serve_config_locally(config: dict[str, Any], *, smoke: bool = False) -> None
     """Serve every application of a Serve config on a local Ray until Ctrl-C."""
     http = config.get("http_options") or {}
     host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
+    apply_serve_env()
     ray.init()
     serve.start(http_options={"host": host, "port": port})
     for app in config["applications"]:

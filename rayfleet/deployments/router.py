@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from rayfleet.deployments.http_app import build_http_app
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
+from rayfleet.platform.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.service import InferenceService, ReplicaResult
 from rayfleet.platform.spec import PlatformSpec
 from rayfleet.platform.store import Manifest
@@ -28,16 +29,27 @@ __all__ = ["Router", "ServeBackend", "deployment_name"]
 
 
 class ServeBackend:
-    """Reaches each version's replicas through its Serve deployment handle."""
+    """Runs versions placed in the router in-process, and reaches every other
+    version's replicas through its Serve deployment handle."""
 
-    def __init__(self, handles: dict[str, dict[str, DeploymentHandle]]) -> None:
+    def __init__(
+        self,
+        handles: dict[str, dict[str, DeploymentHandle]],
+        local: InProcessBackend,
+    ) -> None:
         self.handles = handles
+        self.local = local
         self._ready: dict[str, tuple[float, bool]] = {}
+
+    def _is_local(self, model: str, version: str) -> bool:
+        return version in self.local.runtimes.get(model, {})
 
     async def infer(
         self, model: str, version: str, inputs: dict[str, np.ndarray]
     ) -> ReplicaResult:
         """One call to a replica of the version; Ray's failures become typed errors."""
+        if self._is_local(model, version):
+            return await self.local.infer(model, version, inputs)
         handle = self.handles[model][version]
         try:
             result: ReplicaResult = await handle.infer.remote(inputs)
@@ -54,6 +66,8 @@ class ServeBackend:
 
     async def ready(self, model: str, version: str) -> bool:
         """Whether Serve reports the version's deployment healthy (cached 1 s)."""
+        if self._is_local(model, version):
+            return True
         name = deployment_name(model, version)
         now = time.monotonic()
         cached = self._ready.get(name)
@@ -84,13 +98,16 @@ class Router:
         manifests: dict[str, dict[str, dict[str, Any]]],
         handles: dict[str, dict[str, DeploymentHandle]],
     ) -> None:
+        platform_spec = PlatformSpec.model_validate(spec)
+        typed = {
+            model: {v: Manifest.model_validate(m) for v, m in versions.items()}
+            for model, versions in manifests.items()
+        }
+        # Versions placed in the router load and warm up here, so a router
+        # replica is healthy only once it can serve them.
+        local = InProcessBackend(load_runtimes(platform_spec, typed))
         self.service = InferenceService(
-            PlatformSpec.model_validate(spec),
-            {
-                model: {v: Manifest.model_validate(m) for v, m in versions.items()}
-                for model, versions in manifests.items()
-            },
-            ServeBackend(handles),
+            platform_spec, typed, ServeBackend(handles, local)
         )
 
     def __serve_build_asgi_app__(self) -> Starlette:

@@ -1,8 +1,7 @@
-"""A backend that runs the runtimes in the calling process, without Ray.
+"""Runtimes in the calling process, without Ray.
 
-It serves the router's HTTP app for route tests and benchmarks (the HTTP limit of
-rayfleet's own stack, with no Ray hop), and is the reference the Serve backend is
-measured against.
+The router runs versions placed in it (``placement: router``) here, with no Ray
+hop; route tests and benchmarks run the whole HTTP app over it.
 """
 
 from __future__ import annotations
@@ -13,10 +12,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rayfleet.platform.runtimes import load_runtime, warm_up
 from rayfleet.platform.runtimes.base import Runtime, guarded_predict
 from rayfleet.platform.service import ReplicaResult
+from rayfleet.platform.spec import Placement, PlatformSpec
+from rayfleet.platform.store import Manifest, ModelStore
 
-__all__ = ["InProcessBackend"]
+__all__ = ["InProcessBackend", "load_runtimes"]
 
 
 class InProcessBackend:
@@ -43,3 +45,26 @@ class InProcessBackend:
     async def ready(self, model: str, version: str) -> bool:
         """Loaded runtimes are always ready."""
         return version in self.runtimes.get(model, {})
+
+
+def load_runtimes(
+    spec: PlatformSpec,
+    manifests: Mapping[str, Mapping[str, Manifest]],
+    *,
+    placement: Placement | None = "router",
+) -> dict[str, dict[str, Runtime]]:
+    """Load and warm up every version placed at ``placement`` (``None``: all)."""
+    store = ModelStore(spec.store)
+    runtimes: dict[str, dict[str, Runtime]] = {}
+    for model in spec.models:
+        for version in model.versions:
+            if placement is not None and version.placement != placement:
+                continue
+            manifest = manifests[model.name][version.name]
+            folder = None
+            if (version.runtime or manifest.runtime) != "triton":
+                folder = store.fetch(model.name, version.name, version.uri)
+            runtime = load_runtime(manifest, folder, version)
+            warm_up(runtime, manifest.signature, version.batching.max_batch_size)
+            runtimes.setdefault(model.name, {})[version.name] = runtime
+    return runtimes

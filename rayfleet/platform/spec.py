@@ -51,6 +51,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 Runtime = Literal["onnx", "python", "triton"]
+Placement = Literal["replica", "router"]
 
 
 def _check_name(value: str) -> str:
@@ -113,17 +114,25 @@ class TritonTarget(_Spec):
 
 
 class VersionSpec(_Spec):
-    """One version of a model, served by its own autoscaled replica set.
+    """One version of a model.
 
     Its files live at ``{store}/{model}/{name}/`` unless ``uri`` says otherwise.
     ``runtime`` overrides the manifest's. ``weight`` is its percent of unpinned
     traffic; versions without a weight share what the others leave.
+
+    ``placement`` says where it runs. ``replica`` (the default): its own Serve
+    deployment, autoscaled on its own requests in flight and batched there, one
+    Ray hop from the router. ``router``: loaded inside every router replica and
+    run there with no hop, scaling with the router; for small CPU models whose
+    inference costs less than a hop (about 3-7 ms here, see DESIGN.md), where the
+    hop, not the model, would decide latency and throughput.
     """
 
     name: str
     uri: str | None = None
     runtime: Runtime | None = None
     triton: TritonTarget | None = None
+    placement: Placement = "replica"
     num_cpus: NonNegativeFloat = 1.0
     num_gpus: NonNegativeFloat = 0.0
     batching: BatchingSpec = BatchingSpec()
@@ -136,11 +145,16 @@ class VersionSpec(_Spec):
     _name = field_validator("name")(_check_name)
 
     @model_validator(mode="after")
-    def _triton_target(self) -> VersionSpec:
+    def _consistent(self) -> VersionSpec:
         if (self.runtime == "triton") != (self.triton is not None):
             raise ValueError(
                 "runtime 'triton' and a 'triton' block go together, e.g. "
                 "{runtime: triton, triton: {url: '127.0.0.1:8001', model_name: m}}"
+            )
+        if self.placement == "router" and self.num_gpus > 0:
+            raise ValueError(
+                "a version placed in the router cannot ask for GPUs: router "
+                "replicas are CPU processes; use placement: replica"
             )
         return self
 
@@ -207,12 +221,16 @@ class ModelSpec(_Spec):
 
 
 class RouterSpec(_Spec):
-    """Limits and size of the router, the HTTP ingress."""
+    """Limits and size of the router, the HTTP ingress.
+
+    The router autoscales on its own requests in flight; versions placed in the
+    router scale with it.
+    """
 
     max_body_bytes: PositiveInt = 64 * 1024 * 1024
     request_timeout_s: PositiveFloat = 30.0
     num_cpus: NonNegativeFloat = 0.5
-    num_replicas: PositiveInt = 1
+    autoscaling: AutoscalingSpec = AutoscalingSpec(target_ongoing_requests=64)
     max_ongoing_requests: PositiveInt = 512
     sticky_header: str | None = Field(
         default="x-session-id",

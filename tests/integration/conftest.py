@@ -22,6 +22,7 @@ from ray import serve  # noqa: E402
 
 from rayfleet.demo import build_demo_store  # noqa: E402
 from rayfleet.deployments.app import build  # noqa: E402
+from rayfleet.deployments.serve_env import apply_serve_env  # noqa: E402
 from rayfleet.platform.signature import Signature, TensorSpec  # noqa: E402
 from rayfleet.platform.store import MANIFEST, Manifest  # noqa: E402
 
@@ -105,12 +106,15 @@ def app_args(store: Path, **router: Any) -> dict[str, Any]:
             {
                 "name": "digits",
                 "versions": [
+                    # Stable runs inside the router; the canaries one hop away.
+                    {"name": "v1", "placement": "router"},
                     {
-                        "name": "v1",
+                        "name": "v2",
+                        "canary": True,
+                        "weight": 10,
                         **small,
                         "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01},
                     },
-                    {"name": "v2", "canary": True, "weight": 10, **small},
                     {"name": "v3", "canary": True, "weight": 0, **small},
                 ],
             },
@@ -125,7 +129,7 @@ def app_args(store: Path, **router: Any) -> dict[str, Any]:
                             "batch_wait_timeout_s": 0.005,
                         },
                         "max_ongoing_requests": 4,
-                        "max_queued_requests": 2,
+                        "max_queued_requests": 4,
                     }
                 ],
             },
@@ -136,6 +140,7 @@ def app_args(store: Path, **router: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def serve_url(store: Path) -> Iterator[str]:
     port = free_port()
+    apply_serve_env()  # test what ships: HAProxy, direct ingress, gRPC handles
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build(app_args(store)), name="rayfleet", route_prefix="/")

@@ -270,7 +270,7 @@ async def _burst(url: str, bodies: list[dict[str, object]]) -> list[httpx.Respon
 
 
 def test_a_failing_request_does_not_fail_its_batch(serve_url: str) -> None:
-    # Six fit the version's queue (4 in flight, 2 waiting); batches of up to 4.
+    # Six fit the version's queue (4 in flight, 4 waiting); batches of up to 4.
     bodies = [_double(-1 if i == 3 else i) for i in range(6)]
     responses = asyncio.run(_burst(serve_url, bodies))
     codes = [r.status_code for r in responses]
@@ -284,8 +284,8 @@ def test_deadline_is_a_504(http: httpx.Client) -> None:
 
 
 def test_full_queue_is_a_503_with_retry_after(serve_url: str) -> None:
-    # 4 in flight and 2 queued fit; the rest are turned away at once.
-    responses = asyncio.run(_burst(serve_url, [_double(1800) for _ in range(16)]))
+    # 4 in flight and 4 queued fit; the rest are turned away at once.
+    responses = asyncio.run(_burst(serve_url, [_double(1800) for _ in range(24)]))
     refused = [r for r in responses if r.status_code == 503]
     assert refused, [r.status_code for r in responses]
     assert all(r.headers["retry-after"] == "1" for r in refused)
@@ -308,16 +308,37 @@ def test_batching_batches_under_concurrent_load(serve_url: str) -> None:
         async with httpx.AsyncClient(base_url=serve_url, timeout=60) as client:
             responses = await asyncio.gather(
                 *(
-                    client.post("/v2/models/digits/versions/v1/infer", json=body)
+                    client.post("/v2/models/digits/versions/v2/infer", json=body)
                     for _ in range(64)
                 )
             )
         return [r.status_code for r in responses]
 
     assert set(asyncio.run(load())) == {200}
-    handle = serve.get_deployment_handle("digits:v1", app_name="rayfleet")
+    handle = serve.get_deployment_handle("digits:v2", app_name="rayfleet")
     stats = handle.stats.remote().result()
     assert max(stats["batch_sizes"]) > 1, stats
+
+
+def test_router_placed_version_has_no_deployment_of_its_own(http: httpx.Client) -> None:
+    deployments = serve.status().applications["rayfleet"].deployments
+    assert "digits:v1" not in deployments
+    assert {"digits:v2", "digits:v3", "Router"} <= set(deployments)
+    pinned = http.post(
+        "/v2/models/digits/versions/v1/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 64],
+                    "datatype": "FP32",
+                    "data": ROWS[0].tolist(),
+                }
+            ]
+        },
+    )
+    assert pinned.status_code == 200
+    assert pinned.headers["x-model-version"] == "v1"
 
 
 def test_replica_is_not_ready_before_warm_up(serve_url: str, store: Path) -> None:

@@ -1,0 +1,34 @@
+"""The Serve settings rayfleet runs under, in one place.
+
+They are read by Ray's processes at start-up, so they must be in the environment of
+``ray start`` (cluster.yaml, the KubeRay manifest) or of the process that calls
+``ray.init`` (``rayfleet up``, the tests, the benchmarks). Measured on a 2-core
+machine (loadtest/RESULTS.md): with HAProxy forwarding straight to the router's own
+HTTP server, a request to a version placed in the router crosses no Ray hop, and
+rayfleet outruns KServe's ModelServer; with Serve's default proxy, every request
+pays a proxy -> replica hop of several milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["SERVE_ENV", "apply_serve_env"]
+
+SERVE_ENV: dict[str, str] = {
+    # HAProxy on the HTTP port, forwarding to each ingress replica's own server
+    # (direct ingress): no Python proxy and no proxy -> router hop.
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Serve's throughput preset: gRPC between router and replicas, user code on
+    # the replica's event loop, buffered access logs, GC frozen after start-up.
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+}
+
+
+def apply_serve_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set :data:`SERVE_ENV` in ``environ`` (``os.environ`` by default) where the
+    user has not set a value already; return what is in force."""
+    target = os.environ if environ is None else environ
+    for key, value in SERVE_ENV.items():
+        target.setdefault(key, value)
+    return {key: target[key] for key in SERVE_ENV}
