@@ -1,0 +1,101 @@
+"""Validation statistics: what the Validator measures and the rollout gates read.
+
+Pure Python and numpy (no Ray, no Starlette, no scipy), in modules of one idea:
+
+- :mod:`.observation`: the per-request record and tensor summaries.
+- :mod:`.sketch`: mergeable latency quantiles (DDSketch).
+- :mod:`.reservoir`: mergeable uniform samples.
+- :mod:`.kolmogorov`: the two-sample KS test, scipy-exact.
+- :mod:`.drift`: PSI, KS per feature, Jensen-Shannon, chi-square.
+- :mod:`.window`: per-version statistics in time buckets.
+- :mod:`.agreement`: pairing shadow answers with their primaries.
+- :mod:`.compare`: a canary against stable on one window.
+- :mod:`.offline` and :mod:`.report`: pre-deploy validation and its report.
+
+Import from here; the modules' own ``__all__`` lists are the same names.
+"""
+
+from rayfleet.platform.validation.agreement import (
+    Agreement,
+    AgreementTracker,
+    predictions_agree,
+)
+from rayfleet.platform.validation.compare import (
+    NON_FEATURE_COLUMNS,
+    Comparison,
+    PredictionDrift,
+    compare,
+    prediction_drift,
+    reference_features,
+)
+from rayfleet.platform.validation.drift import (
+    Counts,
+    DriftReport,
+    FeatureDrift,
+    chi_square,
+    chi_square_sf,
+    feature_drift,
+    jensen_shannon,
+    psi,
+    psi_band,
+)
+from rayfleet.platform.validation.kolmogorov import kolmogorov_sf, ks_2samp, smirnov_sf
+from rayfleet.platform.validation.observation import (
+    Observation,
+    ObservationRow,
+    batch_predictions,
+    summarize_batch,
+    summarize_inputs,
+    summarize_outputs,
+)
+from rayfleet.platform.validation.offline import OfflineGates, validate_offline
+from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
+from rayfleet.platform.validation.reservoir import Reservoir
+from rayfleet.platform.validation.sketch import LatencySketch
+from rayfleet.platform.validation.window import (
+    BucketPoint,
+    VersionStats,
+    VersionSummary,
+    WindowedStats,
+)
+
+__all__ = [
+    "NON_FEATURE_COLUMNS",
+    "Agreement",
+    "AgreementTracker",
+    "BucketPoint",
+    "Comparison",
+    "Counts",
+    "DriftReport",
+    "FeatureDrift",
+    "GateCheck",
+    "LatencySketch",
+    "Observation",
+    "ObservationRow",
+    "OfflineGates",
+    "OfflineReport",
+    "PredictionDrift",
+    "Reservoir",
+    "RunSummary",
+    "VersionStats",
+    "VersionSummary",
+    "WindowedStats",
+    "batch_predictions",
+    "chi_square",
+    "chi_square_sf",
+    "compare",
+    "feature_drift",
+    "jensen_shannon",
+    "kolmogorov_sf",
+    "ks_2samp",
+    "prediction_drift",
+    "predictions_agree",
+    "psi",
+    "psi_band",
+    "reference_features",
+    "smirnov_sf",
+    "summarize_batch",
+    "summarize_inputs",
+    "summarize_outputs",
+    "validate_offline",
+]

@@ -1,0 +1,360 @@
+"""Pre-deploy validation: a candidate version against its baseline on a dataset.
+
+No Ray: both runtimes load in this process (``load_runtime``) and predict the same
+batches in turn. The report says whether the candidate agrees with the baseline,
+is as accurate, is not much slower per batch, predicts the same mix of classes,
+and, given reference data, whether the dataset looks like it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from rayfleet.platform.runtimes.base import Runtime
+from rayfleet.platform.validation.agreement import predictions_agree
+from rayfleet.platform.validation.drift import (
+    DriftReport,
+    chi_square,
+    feature_drift,
+    jensen_shannon,
+    psi,
+)
+from rayfleet.platform.validation.observation import batch_predictions, summarize_batch
+from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
+
+__all__ = ["OfflineGates", "validate_offline"]
+
+
+class OfflineGates(BaseModel):
+    """Thresholds an offline validation must meet.
+
+    The latency gate is generous (2x) because both models are timed in one
+    process on shared CPUs, where scheduling noise easily moves a p99 by half; it
+    is for catching a candidate that is several times slower, not 20%.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_agreement: float = Field(
+        default=0.9, ge=0, le=1, description="share of rows predicted alike"
+    )
+    max_accuracy_drop: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="baseline accuracy minus candidate accuracy (needs labels)",
+    )
+    max_p99_latency_ratio: float = Field(
+        default=2.0, gt=0, description="candidate p99 per batch over baseline's"
+    )
+    latency_floor_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "a candidate p99 per batch at or under this passes the latency gate "
+            "whatever the ratio: sub-millisecond differences vanish behind the "
+            "milliseconds a Ray hop costs when serving"
+        ),
+    )
+    max_prediction_js: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Jensen-Shannon divergence (bits) of predicted-class shares",
+    )
+    max_prediction_psi: float = Field(
+        default=0.25, ge=0, description="PSI of predicted values, for regressors"
+    )
+    max_input_drifted_share: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="share of features drifted from the reference (needs one)",
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="family-wise level of the drift test"
+    )
+
+
+def validate_offline(
+    candidate: Runtime,
+    baseline: Runtime,
+    inputs: np.ndarray | Mapping[str, np.ndarray],
+    labels: np.ndarray | None,
+    *,
+    input_name: str,
+    batch_size: int = 64,
+    gates: OfflineGates,
+    progress: Callable[[int, int], None] | None = None,
+    reference: Mapping[str, np.ndarray] | None = None,
+    timing_repeats: int = 3,
+    tolerance: float = 1e-3,
+    candidate_name: str = "candidate",
+    baseline_name: str = "baseline",
+) -> OfflineReport:
+    """Run both runtimes over ``inputs`` in batches and judge the candidate.
+
+    ``inputs`` is one array, fed as ``input_name``, or every input by name.
+    ``labels`` (one per row) enable the accuracy gate; ``reference`` (feature
+    columns ``f0, f1, ...``, see ``reference_features``) the input-drift gate.
+    ``progress(done_rows, total_rows)`` is called after each batch.
+
+    Both runtimes first predict the first batch untimed, to warm up. Then each
+    batch is timed ``timing_repeats`` times per runtime, keeping the fastest: the
+    minimum is the least noisy estimate of what the model costs. The runtimes
+    alternate which goes first, so neither always finds the cache warm.
+    Predictions agree as :func:`predictions_agree` says, with ``tolerance``.
+    """
+    arrays = {input_name: inputs} if isinstance(inputs, np.ndarray) else dict(inputs)
+    if input_name not in arrays:
+        raise ValueError(f"no input {input_name!r} among {sorted(arrays)}")
+    rows = int(np.asarray(arrays[input_name]).shape[0])
+    if any(np.asarray(a).shape[:1] != (rows,) for a in arrays.values()):
+        raise ValueError("every input needs the same number of rows")
+    if labels is not None and np.asarray(labels).shape[:1] != (rows,):
+        raise ValueError(f"labels need one per row ({rows})")
+    if rows == 0 or batch_size < 1 or timing_repeats < 1:
+        raise ValueError("need rows, batch_size >= 1 and timing_repeats >= 1")
+
+    runs = _run(
+        {"candidate": candidate, "baseline": baseline},
+        arrays,
+        rows,
+        batch_size,
+        timing_repeats,
+        progress,
+    )
+    (cand, cand_ms), (base, base_ms) = runs["candidate"], runs["baseline"]
+    agreement = float(
+        np.mean(
+            [
+                predictions_agree(a, b, tolerance)
+                for a, b in zip(cand, base, strict=True)
+            ]
+        )
+    )
+    truth = None if labels is None else np.asarray(labels, dtype=np.float64)
+    # Whole numbers on both sides are class ids, as predictions_agree reads them.
+    categorical = bool(
+        np.all(cand == np.round(cand)) and np.all(base == np.round(base))
+    )
+    cand_run = _summary(candidate_name, cand, truth, cand_ms, categorical, tolerance)
+    base_run = _summary(baseline_name, base, truth, base_ms, categorical, tolerance)
+    js = pvalue = value_psi = None
+    if categorical:
+        js = jensen_shannon(base_run.classes, cand_run.classes)
+        pvalue = chi_square(base_run.classes, cand_run.classes)[1]
+    else:
+        value_psi = psi(base, cand)
+    input_drift = _input_drift(arrays, reference, gates.alpha)
+    p99_ratio = _ratio(cand_run.p99_ms, base_run.p99_ms)
+    checks = _gates(
+        gates,
+        agreement=agreement,
+        candidate=cand_run,
+        baseline=base_run,
+        p99_ratio=p99_ratio,
+        js=js,
+        value_psi=value_psi,
+        input_drift=input_drift,
+    )
+    failures = [check.describe() for check in checks if not check.passed]
+    return OfflineReport(
+        passed=not failures,
+        failures=failures,
+        gates=checks,
+        rows=rows,
+        batch_size=batch_size,
+        candidate=cand_run,
+        baseline=base_run,
+        agreement=agreement,
+        p50_ratio=_ratio(cand_run.p50_ms, base_run.p50_ms),
+        p99_ratio=p99_ratio,
+        prediction_js=js,
+        prediction_chi_square_pvalue=pvalue,
+        prediction_psi=value_psi,
+        input_drift=input_drift,
+    )
+
+
+def _run(
+    runtimes: Mapping[str, Runtime],
+    arrays: Mapping[str, np.ndarray],
+    rows: int,
+    batch_size: int,
+    repeats: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, tuple[np.ndarray, list[float]]]:
+    """Each runtime's predictions on every row and its time per batch in ms,
+    by the runtime's key in ``runtimes``."""
+    first = {name: np.asarray(a)[:batch_size] for name, a in arrays.items()}
+    for runtime in runtimes.values():
+        runtime.predict(first)
+    timings: dict[str, list[float]] = {name: [] for name in runtimes}
+    predictions: dict[str, list[np.ndarray]] = {name: [] for name in runtimes}
+    for number, start in enumerate(range(0, rows, batch_size)):
+        batch = {
+            name: np.asarray(a)[start : start + batch_size]
+            for name, a in arrays.items()
+        }
+        order = list(runtimes) if number % 2 == 0 else list(runtimes)[::-1]
+        for name in order:
+            outputs, elapsed = _timed(runtimes[name], batch, repeats)
+            classes, _ = batch_predictions(outputs)
+            if classes is None:
+                raise ValueError(f"the {name}'s outputs hold no prediction")
+            timings[name].append(elapsed)
+            predictions[name].append(classes)
+        if progress is not None:
+            progress(min(start + batch_size, rows), rows)
+    return {
+        name: (np.concatenate(predictions[name]), timings[name]) for name in runtimes
+    }
+
+
+def _ratio(candidate: float, baseline: float) -> float | None:
+    return candidate / baseline if baseline > 0 else None
+
+
+def _timed(
+    runtime: Runtime, batch: Mapping[str, np.ndarray], repeats: int
+) -> tuple[dict[str, np.ndarray], float]:
+    """The runtime's outputs on ``batch`` and its fastest time in ms."""
+    outputs: dict[str, np.ndarray] | None = None
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        result = runtime.predict(batch)
+        best = min(best, (time.perf_counter() - began) * 1000)
+        outputs = result if outputs is None else outputs
+    assert outputs is not None
+    return outputs, best
+
+
+def _summary(
+    name: str,
+    values: np.ndarray,
+    truth: np.ndarray | None,
+    timings: list[float],
+    categorical: bool,
+    tolerance: float,
+) -> RunSummary:
+    accuracy = None
+    if truth is not None:
+        hits = [
+            predictions_agree(p, t, tolerance)
+            for p, t in zip(values, truth, strict=True)
+        ]
+        accuracy = float(np.mean(hits))
+    latency = np.asarray(timings)
+    classes = dict(Counter(int(v) for v in values)) if categorical else {}
+    return RunSummary(
+        name=name,
+        accuracy=accuracy,
+        p50_ms=float(np.percentile(latency, 50)),
+        p99_ms=float(np.percentile(latency, 99)),
+        mean_ms=float(latency.mean()),
+        batches=latency.size,
+        classes=classes,
+    )
+
+
+def _input_drift(
+    arrays: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray] | None,
+    alpha: float,
+) -> DriftReport | None:
+    if reference is None:
+        return None
+    summary = summarize_batch(arrays, max_features=max(len(reference), 1))
+    if summary is None:
+        return None
+    current = {f"f{i}": summary[:, i] for i in range(summary.shape[1])}
+    if not any(name in current for name in reference):
+        return None
+    return feature_drift(reference, current, alpha)
+
+
+def _gates(
+    gates: OfflineGates,
+    *,
+    agreement: float,
+    candidate: RunSummary,
+    baseline: RunSummary,
+    p99_ratio: float | None,
+    js: float | None,
+    value_psi: float | None,
+    input_drift: DriftReport | None,
+) -> tuple[GateCheck, ...]:
+    checks = [
+        GateCheck(
+            "agreement",
+            agreement,
+            gates.min_agreement,
+            "min",
+            agreement >= gates.min_agreement,
+        )
+    ]
+    if candidate.accuracy is not None and baseline.accuracy is not None:
+        drop = baseline.accuracy - candidate.accuracy
+        checks.append(
+            GateCheck(
+                "accuracy_drop",
+                drop,
+                gates.max_accuracy_drop,
+                "max",
+                drop <= gates.max_accuracy_drop,
+            )
+        )
+    fast = candidate.p99_ms <= gates.latency_floor_ms
+    checks.append(
+        GateCheck(
+            "p99_latency_ratio",
+            p99_ratio,
+            gates.max_p99_latency_ratio,
+            "max",
+            fast
+            or (p99_ratio is not None and p99_ratio <= gates.max_p99_latency_ratio),
+            f"candidate p99 {candidate.p99_ms:.3g} ms is under the "
+            f"{gates.latency_floor_ms:g} ms floor"
+            if fast
+            else "",
+        )
+    )
+    if js is not None:
+        checks.append(
+            GateCheck(
+                "prediction_js",
+                js,
+                gates.max_prediction_js,
+                "max",
+                js <= gates.max_prediction_js,
+            )
+        )
+    if value_psi is not None:
+        checks.append(
+            GateCheck(
+                "prediction_psi",
+                value_psi,
+                gates.max_prediction_psi,
+                "max",
+                value_psi <= gates.max_prediction_psi,
+            )
+        )
+    if input_drift is not None:
+        share = input_drift.drifted_share
+        checks.append(
+            GateCheck(
+                "input_drifted_share",
+                share,
+                gates.max_input_drifted_share,
+                "max",
+                share <= gates.max_input_drifted_share,
+            )
+        )
+    return tuple(checks)

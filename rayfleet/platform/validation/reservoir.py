@@ -1,0 +1,74 @@
+"""A uniform random sample of a stream, bounded in size and mergeable.
+
+Bottom-k sampling: every item gets an independent uniform priority and the sample
+keeps the ``capacity`` items of smallest priority. That is a uniform sample without
+replacement of everything offered, and the union of two such samples, cut back to
+the ``capacity`` smallest priorities, is exactly the sample of the two streams
+together, which is what merging time buckets needs. (Classic reservoir sampling,
+Vitter's algorithm R, is uniform too but does not merge exactly.)
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+__all__ = ["Reservoir"]
+
+T = TypeVar("T")
+
+
+class Reservoir(Generic[T]):
+    """At most ``capacity`` items, a uniform sample of those offered.
+
+    The caller draws each item's priority (``random.random()``), so one draw can
+    serve several reservoirs sampling the same requests; priorities must be
+    independent across items and across the reservoirs that will be merged.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive: {capacity}")
+        self.capacity = capacity
+        self.seen = 0
+        # A max-heap on priority via negation; the counter breaks ties so items
+        # (numpy arrays, say) are never compared.
+        self._heap: list[tuple[float, int, T]] = []
+        self._counter = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[T]:
+        return (item for _, _, item in self._heap)
+
+    @property
+    def threshold(self) -> float:
+        """Items of priority at or above this are not kept; check before building
+        an expensive item."""
+        if len(self._heap) < self.capacity:
+            return float("inf")
+        return -self._heap[0][0]
+
+    def add(self, priority: float, item: T) -> None:
+        """Offer one item with its priority in [0, 1)."""
+        self.seen += 1
+        entry = (-priority, next(self._counter), item)
+        if len(self._heap) < self.capacity:
+            heapq.heappush(self._heap, entry)
+        elif priority < -self._heap[0][0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def merge(self, other: Reservoir[T]) -> None:
+        """Make this the sample of both streams (``other`` is unchanged)."""
+        self.seen += other.seen
+        pooled = [(-p, item) for p, _, item in (*self._heap, *other._heap)]
+        kept = heapq.nsmallest(self.capacity, pooled, key=lambda entry: entry[0])
+        self._heap = [(-p, next(self._counter), item) for p, item in kept]
+        heapq.heapify(self._heap)
+
+    def clear(self) -> None:
+        """Drop the kept items; ``seen`` still counts what was offered."""
+        self._heap = []

@@ -1,0 +1,161 @@
+"""Latency quantiles with bounded relative error: a thin wrapper over DDSketch.
+
+DDSketch (Masson, Rim, Lee, VLDB 2019; the ``ddsketch`` package) keeps counts in
+logarithmic bins, so any quantile it answers is within ``relative_accuracy`` of the
+true one (1%: a true p99 of 200 ms reads between 198 and 202 ms), whatever the
+distribution, and two sketches merge by adding bins: the merge of per-bucket or
+per-replica sketches is the sketch of all their values.
+
+Memory is bounded whatever the traffic: the bins cover a value range, not a count,
+and at most ``bin_limit`` are kept. Past that the lowest bins collapse into one,
+which costs accuracy on the fastest requests only, never on p50 or p99 unless the
+values span more than about 2048 bins (18 orders of magnitude at 1%).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+from ddsketch import LogCollapsingLowestDenseDDSketch
+from ddsketch.store import CollapsingLowestDenseStore
+
+__all__ = ["LatencySketch"]
+
+
+class _Sketch(LogCollapsingLowestDenseDDSketch):
+    """DDSketch with access to its own bins, to write and read the compact form."""
+
+    def stores(self) -> tuple[CollapsingLowestDenseStore, CollapsingLowestDenseStore]:
+        return (
+            cast(CollapsingLowestDenseStore, self._store),
+            cast(CollapsingLowestDenseStore, self._negative_store),
+        )
+
+    def export(self) -> dict[str, Any]:
+        positive, negative = self.stores()
+        return {
+            "zero": self._zero_count,
+            "sum": self._sum,
+            "min": self._min if self._count else None,
+            "max": self._max if self._count else None,
+            "positive": _export_store(positive),
+            "negative": _export_store(negative),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        positive, negative = self.stores()
+        _restore_store(positive, state["positive"])
+        _restore_store(negative, state["negative"])
+        self._zero_count = float(state["zero"])
+        self._count = positive.count + negative.count + self._zero_count
+        self._sum = float(state["sum"])
+        if self._count:
+            self._min = float(state["min"])
+            self._max = float(state["max"])
+
+
+def _export_store(store: CollapsingLowestDenseStore) -> dict[str, Any]:
+    if store.count == 0:
+        return {"first": 0, "counts": [], "collapsed": False}
+    start = store.min_key - store.offset
+    counts = store.bins[start : start + store.max_key - store.min_key + 1]
+    return {
+        "first": store.min_key,
+        # Counts are whole numbers unless someone added weights; ints keep the
+        # JSON short.
+        "counts": [int(c) if float(c).is_integer() else c for c in counts],
+        "collapsed": store.is_collapsed,
+    }
+
+
+def _restore_store(store: CollapsingLowestDenseStore, state: dict[str, Any]) -> None:
+    counts = state["counts"]
+    # The top key first sizes the bins once, rather than on every new key.
+    for offset in range(len(counts) - 1, -1, -1):
+        if counts[offset]:
+            store.add(state["first"] + offset, float(counts[offset]))
+    store.is_collapsed = bool(state["collapsed"])
+
+
+class LatencySketch:
+    """A mergeable quantile sketch of non-negative values, e.g. latencies in ms.
+
+    ``quantile(q)`` is within ``relative_accuracy`` of the value of rank
+    ``floor(q * (count - 1))`` among the values added (numpy's ``method="lower"``).
+    """
+
+    def __init__(self, relative_accuracy: float = 0.01, bin_limit: int = 2048) -> None:
+        if not 0 < relative_accuracy < 1:
+            raise ValueError(
+                f"relative_accuracy must be in (0, 1): {relative_accuracy}"
+            )
+        if bin_limit < 1:
+            raise ValueError(f"bin_limit must be positive: {bin_limit}")
+        self.relative_accuracy = relative_accuracy
+        self.bin_limit = bin_limit
+        self._sketch = _Sketch(relative_accuracy, bin_limit)
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencySketch(count={self.count}, p50={self.quantile(0.5)}, "
+            f"p99={self.quantile(0.99)})"
+        )
+
+    @property
+    def count(self) -> int:
+        """How many values were added."""
+        return int(self._sketch.count)
+
+    @property
+    def sum(self) -> float:
+        """The exact sum of the values added."""
+        return float(self._sketch.sum)
+
+    @property
+    def mean(self) -> float | None:
+        """The exact mean of the values added, ``None`` when empty."""
+        return self.sum / self.count if self.count else None
+
+    def add(self, value: float) -> None:
+        """Add one value; it must be finite and not negative."""
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"a latency must be finite and >= 0: {value}")
+        self._sketch.add(value)
+
+    def merge(self, other: LatencySketch) -> None:
+        """Add every value of ``other`` to this sketch (``other`` is unchanged)."""
+        if other.relative_accuracy != self.relative_accuracy:
+            raise ValueError(
+                "cannot merge sketches of different relative accuracy: "
+                f"{self.relative_accuracy} and {other.relative_accuracy}"
+            )
+        self._sketch.merge(other._sketch)
+
+    def quantile(self, q: float) -> float | None:
+        """The approximate ``q``-quantile, ``0 <= q <= 1``; ``None`` when empty."""
+        if not 0 <= q <= 1:
+            raise ValueError(f"q must be in [0, 1]: {q}")
+        value = self._sketch.get_quantile_value(q)
+        return None if value is None else float(value)
+
+    def copy(self) -> LatencySketch:
+        """An independent sketch with the same values."""
+        twin = LatencySketch(self.relative_accuracy, self.bin_limit)
+        twin.merge(self)
+        return twin
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact JSON-safe form: parameters, exact sum and range, used bins."""
+        return {
+            "relative_accuracy": self.relative_accuracy,
+            "bin_limit": self.bin_limit,
+            **self._sketch.export(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencySketch:
+        """The sketch :meth:`to_dict` wrote ``data`` from."""
+        sketch = cls(float(data["relative_accuracy"]), int(data["bin_limit"]))
+        sketch._sketch.restore(data)
+        return sketch
