@@ -6,8 +6,10 @@
     rayfleet models ls --store URI           list models and versions
     rayfleet models push DIR --store URI --model M --version V [--overwrite]
     rayfleet demo build --store URI          train and push the digits demo models
+    rayfleet check FILE... [--store-check]   check Serve, ray up and KubeRay files
 
-Ray is imported only by the commands that start it, so store commands stay quick.
+Ray is imported only by the commands that need it (``up``, and ``check`` for Serve
+configs), so store commands stay quick.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from rayfleet.platform.check import check_file
 from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.spec import parse_spec
 from rayfleet.platform.store import ModelStore
@@ -71,6 +74,18 @@ def load_serve_config(path: str) -> dict[str, Any]:
     return config
 
 
+def _check(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        result = check_file(path, store_check=args.store_check)
+        if result.ok:
+            print(result.summary())
+        for problem in result.problems:
+            print(f"rayfleet: {problem}", file=sys.stderr)
+        failed = failed or not result.ok
+    return 2 if failed else 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from rayfleet.deployments.local import serve_config_locally
 
@@ -114,6 +129,17 @@ def _parser() -> argparse.ArgumentParser:
     build = demo.add_parser("build", help="train digits v1-v3 and push them")
     build.add_argument("--store", required=True)
     build.set_defaults(run=_demo_build)
+
+    check = commands.add_parser(
+        "check", help="check Serve configs, ray up cluster files, RayService manifests"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="YAML file to check")
+    check.add_argument(
+        "--store-check",
+        action="store_true",
+        help="also read every served version's manifest from its store",
+    )
+    check.set_defaults(run=_check)
     return parser
 
 

@@ -17,9 +17,11 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -74,7 +76,18 @@ class Manifest(BaseModel):
 class _Location:
     fs: pafs.FileSystem
     path: str
-    uri: str
+    base: str
+    # Filesystem options such as ?endpoint_override=... stay last in every URI.
+    query: str = ""
+
+    @property
+    def uri(self) -> str:
+        return self.base + self.query
+
+    def child(self, relative: str) -> _Location:
+        return _Location(
+            self.fs, f"{self.path}/{relative}", f"{self.base}/{relative}", self.query
+        )
 
 
 def _open_uri(uri: str) -> _Location:
@@ -85,7 +98,8 @@ def _open_uri(uri: str) -> _Location:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as error:
         raise StoreError(f"cannot open store {uri!r}: {error}") from error
-    return _Location(fs, path.rstrip("/"), uri.rstrip("/"))
+    base, mark, query = uri.partition("?")
+    return _Location(fs, path.rstrip("/"), base.rstrip("/"), mark + query)
 
 
 class ModelStore:
@@ -102,15 +116,12 @@ class ModelStore:
 
     def version_uri(self, model: str, version: str) -> str:
         """The URI of a version's folder."""
-        return f"{self._root.uri}/{model}/{version}"
+        return self._root.child(f"{model}/{version}").uri
 
     def _version(self, model: str, version: str, uri: str | None) -> _Location:
         if uri is not None:
             return _open_uri(uri)
-        root = self._root
-        return _Location(
-            root.fs, f"{root.path}/{model}/{version}", self.version_uri(model, version)
-        )
+        return self._root.child(f"{model}/{version}")
 
     def models(self) -> list[str]:
         """Names of the models in the store, sorted."""
@@ -195,6 +206,32 @@ class ModelStore:
         if where.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         return pq.read_table(path, filesystem=where.fs)
+
+    def read_state(self, key: str) -> dict[str, Any] | None:
+        """The JSON document saved under ``_state/{key}.json``, if any."""
+        path = f"{self._root.path}/_state/{key}.json"
+        try:
+            with self._root.fs.open_input_stream(path) as stream:
+                loaded: dict[str, Any] = json.loads(stream.read())
+                return loaded
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot read state {key!r}: {error}") from error
+
+    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
+        """Save a JSON document under ``_state/{key}.json``, replacing it whole.
+
+        Written to a temporary name and moved into place, so a reader never sees
+        half a document (on object stores the move is a copy, still whole).
+        """
+        path = f"{self._root.path}/_state/{key}.json"
+        folder = path.rsplit("/", 1)[0]
+        self._root.fs.create_dir(folder, recursive=True)
+        scratch = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self._root.fs.open_output_stream(scratch) as stream:
+            stream.write(json.dumps(state, indent=1).encode())
+        self._root.fs.move(scratch, path)
 
     def push(
         self,
