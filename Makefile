@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STORE := build/models
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint format models clean
+.PHONY: demo test unit integration cluster lint format models clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,14 +27,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check rayfleet tests loadtest
 	$(BIN)/ruff format --check rayfleet tests loadtest
 	$(BIN)/mypy
+	$(BIN)/rayfleet check cluster.yaml configs/demo.yaml configs/gpu.yaml deploy/kuberay/rayservice.yaml
 
+# No Ray. The dashboard test installs Debian's chromium when it is missing.
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
+# One shared Ray instance for the whole integration suite.
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
 
-test: lint unit integration
+# Its own Ray: `ray start --head`, `serve deploy`, a redeploy under load.
+cluster: $(STAMP)
+	$(BIN)/python -m pytest tests/cluster -q
+
+test: lint unit integration cluster
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix rayfleet tests loadtest

@@ -12,8 +12,10 @@ from typing import Any
 
 from ray.serve import Application
 
+from rayfleet.autoscaling.serve_policy import autoscaling_config_for
 from rayfleet.deployments.replica import ModelReplica
 from rayfleet.deployments.router import Router, deployment_name
+from rayfleet.deployments.validator import Validator
 from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.runtimes.triton import triton_manifest
 from rayfleet.platform.spec import (
@@ -37,16 +39,24 @@ def _manifest(store: ModelStore, model: str, version: VersionSpec) -> Manifest:
 
 
 def _autoscaling_config(scaling: AutoscalingSpec, target: float) -> dict[str, Any]:
+    return autoscaling_config_for(scaling, target, scaling.policy)
+
+
+def _shutdown_options(spec: PlatformSpec) -> dict[str, float]:
+    # A replica being removed first stops getting new requests, then waits for
+    # what it holds: up to one full request deadline, so scale-down never fails
+    # a request that was already routed to it.
     return {
-        "min_replicas": scaling.min_replicas,
-        "initial_replicas": scaling.initial_replicas,
-        "max_replicas": scaling.max_replicas,
-        "target_ongoing_requests": target,
+        "graceful_shutdown_wait_loop_s": 2.0,
+        "graceful_shutdown_timeout_s": spec.router.request_timeout_s + 4.0,
     }
 
 
-def _replica(model: str, version: VersionSpec, manifest: Manifest, store: str) -> Any:
+def _replica(
+    model: str, version: VersionSpec, manifest: Manifest, spec: PlatformSpec
+) -> Any:
     return ModelReplica.options(
+        **_shutdown_options(spec),
         name=deployment_name(model, version.name),
         ray_actor_options={"num_cpus": version.num_cpus, "num_gpus": version.num_gpus},
         autoscaling_config=_autoscaling_config(
@@ -58,13 +68,13 @@ def _replica(model: str, version: VersionSpec, manifest: Manifest, store: str) -
         model,
         version.model_dump(mode="json"),
         manifest.model_dump(mode="json"),
-        store,
+        spec.store,
     )
 
 
 def build_from_spec(spec: PlatformSpec) -> Application:
     """The Serve application for a validated spec: one router, one deployment per
-    version."""
+    version placed in a replica, and the Validator."""
     store = ModelStore(spec.store)
     # Replicas may run in another working directory: give them an absolute root.
     spec = spec.model_copy(update={"store": store.uri})
@@ -78,22 +88,29 @@ def build_from_spec(spec: PlatformSpec) -> Application:
             manifests[model.name][version.name] = manifest.model_dump(mode="json")
             if version.placement == "replica":
                 replicas[model.name][version.name] = _replica(
-                    model.name, version, manifest, spec.store
+                    model.name, version, manifest, spec
                 )
+    validator = None
+    if spec.validation.enabled:
+        validator = Validator.options(
+            ray_actor_options={"num_cpus": spec.validation.num_cpus}
+        ).bind(spec.model_dump(mode="json"))
     router = spec.router
     return Router.options(
+        **_shutdown_options(spec),
         ray_actor_options={"num_cpus": router.num_cpus},
         autoscaling_config=_autoscaling_config(
             router.autoscaling, router.autoscaling.target_ongoing_requests or 64
         ),
         max_ongoing_requests=router.max_ongoing_requests,
-    ).bind(spec.model_dump(mode="json"), manifests, replicas)
+    ).bind(spec.model_dump(mode="json"), manifests, replicas, validator)
 
 
 def build(args: Mapping[str, Any]) -> Application:
     """Serve's application builder: ``import_path: rayfleet.deployments.app:build``.
 
-    Raises :class:`~rayfleet.platform.errors.ConfigError` naming the field path of
-    every problem in ``args``.
+    Raises
+    :class:`~rayfleet.platform.errors.ConfigError` naming the field path of every
+    problem in ``args``.
     """
     return build_from_spec(parse_spec(args))

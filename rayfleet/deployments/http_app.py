@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import Lifespan
 
 from rayfleet.platform.errors import (
     InvalidInput,
@@ -45,7 +46,14 @@ from rayfleet.platform.protocol import (
 )
 from rayfleet.platform.service import InferenceService, Outcome
 
-__all__ = ["HEADER_LENGTH", "VERSION_HEADER", "build_http_app"]
+__all__ = [
+    "HEADER_LENGTH",
+    "VERSION_HEADER",
+    "build_http_app",
+    "error_response",
+    "guarded",
+    "on_http_error",
+]
 
 logger = logging.getLogger("ray.serve")
 
@@ -84,8 +92,17 @@ def _header_length(request: Request) -> int | None:
     return int(value)
 
 
-def build_http_app(service: InferenceService) -> Starlette:
-    """The Starlette app serving ``service`` over HTTP."""
+def build_http_app(
+    service: InferenceService,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Lifespan[Starlette] | None = None,
+) -> Starlette:
+    """The Starlette app serving ``service`` over HTTP.
+
+    ``extra_routes`` are mounted beside the inference routes (the router adds the
+    Validator's pages); ``lifespan`` runs the router's background loops.
+    """
     router_spec = service.spec.router
 
     def pin_of(request: Request) -> str | None:
@@ -169,32 +186,11 @@ def build_http_app(service: InferenceService) -> Starlette:
         )
 
     async def on_error(request: Request, error: Exception) -> Response:
-        if not isinstance(error, RayfleetError):
-            logger.exception("unexpected error on %s", request.url.path)
-            return _json({"error": "internal error"}, 500)
-        headers = {}
-        if isinstance(error, ServiceUnavailable):
-            headers["Retry-After"] = str(error.retry_after_s)
+        response = error_response(request, error)
         pin = pin_of(request)
-        if pin:
-            headers[VERSION_HEADER] = pin
-        return JSONResponse(
-            error_body(error), status_code=http_status(error), headers=headers
-        )
-
-    def guard(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as error:
-                return await on_error(request, error)
-
-        return guarded
-
-    async def on_http_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, HTTPException)
-        return _json({"error": error.detail}, error.status_code)
+        if pin and isinstance(error, RayfleetError):
+            response.headers[VERSION_HEADER] = pin
+        return response
 
     v2 = "/v2/models/{model}"
     versioned = v2 + "/versions/{version}"
@@ -210,8 +206,55 @@ def build_http_app(service: InferenceService) -> Starlette:
         (versioned + "/infer", infer_v2, ["POST"]),
         ("/v1/models/{model}:predict", predict_v1, ["POST"]),
     ]
-    routes = [Route(path, guard(handler), methods=m) for path, handler, m in table]
-    return Starlette(routes=routes, exception_handlers={HTTPException: on_http_error})
+    routes = [
+        Route(path, guarded(handler, on_error), methods=methods)
+        for path, handler, methods in table
+    ]
+    return Starlette(
+        routes=[*routes, *extra_routes],
+        exception_handlers={HTTPException: on_http_error},
+        lifespan=lifespan,
+    )
+
+
+def error_response(request: Request, error: Exception) -> Response:
+    """The one translation of an error into an HTTP answer.
+
+    A :class:`RayfleetError` becomes its status with ``{"error": message}``;
+    anything else is a bug, logged with its traceback and answered with a generic
+    500 that leaks nothing.
+    """
+    if not isinstance(error, RayfleetError):
+        logger.exception("unexpected error on %s", request.url.path)
+        return _json({"error": "internal error"}, 500)
+    headers = {}
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse(
+        error_body(error), status_code=http_status(error), headers=headers
+    )
+
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def guarded(handler: Handler, on_error: ErrorHandler) -> Handler:
+    """``handler`` with every exception it raises answered by ``on_error``."""
+
+    @functools.wraps(handler)
+    async def guard(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as error:  # the one place request errors end
+            return await on_error(request, error)
+
+    return guard
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404/405 for unknown routes, as JSON like every error."""
+    assert isinstance(error, HTTPException)
+    return _json({"error": error.detail}, error.status_code)
 
 
 def _outcome_headers(outcome: Outcome) -> dict[str, str]:

@@ -4,9 +4,11 @@ The tree::
 
     RayfleetError                 500  base; never raised bare
     ├── InvalidInput              400  malformed body, wrong name, dtype or shape
+    ├── Unauthorized              401  admin route without the right bearer token
     ├── NotFound                  404
     │   ├── ModelNotFound         404  unknown model
     │   └── VersionNotFound       404  unknown version of a known model
+    ├── Conflict                  409  an admin action the rollout's phase refuses
     ├── PayloadTooLarge           413  body over the router's limit
     ├── UnsupportedMediaType      415  a Content-Type no codec reads
     ├── ModelError                500  the model itself raised
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "DeadlineExceeded",
     "InvalidInput",
     "ModelError",
@@ -33,6 +36,7 @@ __all__ = [
     "RayfleetError",
     "ServiceUnavailable",
     "StoreError",
+    "Unauthorized",
     "UnsupportedMediaType",
     "VersionNotFound",
     "error_body",
@@ -50,6 +54,14 @@ class RayfleetError(Exception):
 
 class InvalidInput(RayfleetError):
     """The request cannot be decoded or does not match the version's signature."""
+
+
+class Unauthorized(RayfleetError):
+    """An admin route was called without the configured bearer token."""
+
+
+class Conflict(RayfleetError):
+    """The action does not apply in the rollout's current phase."""
 
 
 class NotFound(RayfleetError):
@@ -97,7 +109,9 @@ class StoreError(ConfigError):
 # Most specific first: the first class an error is an instance of wins.
 _STATUS: tuple[tuple[type[RayfleetError], int], ...] = (
     (InvalidInput, 400),
+    (Unauthorized, 401),
     (NotFound, 404),
+    (Conflict, 409),
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (ModelError, 500),

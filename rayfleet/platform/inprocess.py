@@ -7,7 +7,6 @@ hop; route tests and benchmarks run the whole HTTP app over it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,12 +34,13 @@ class InProcessBackend:
     ) -> ReplicaResult:
         """Predict on the version's runtime; its own exceptions become ModelError."""
         runtime, where = self.runtimes[model][version], f"{model}/{version}"
-        started = time.perf_counter()
         if self.threaded:
-            outputs = await asyncio.to_thread(guarded_predict, runtime, inputs, where)
+            outputs, model_ms = await asyncio.to_thread(
+                guarded_predict, runtime, inputs, where
+            )
         else:
-            outputs = guarded_predict(runtime, inputs, where)
-        return ReplicaResult(outputs, (time.perf_counter() - started) * 1000, 1)
+            outputs, model_ms = guarded_predict(runtime, inputs, where)
+        return ReplicaResult(outputs, model_ms, 1)
 
     async def ready(self, model: str, version: str) -> bool:
         """Loaded runtimes are always ready."""

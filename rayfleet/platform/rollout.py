@@ -103,6 +103,12 @@ class GateSpec(_Spec):
     max_p50_ratio: PositiveFloat | None = 1.5
     # A p99 over ~100 requests rests on one or two of them: a wider band.
     max_p99_ratio: PositiveFloat | None = 2.0
+    # The ratios compare the versions' own inference time (the replica's model
+    # time) when both have it: where a version runs, in the router or one Ray hop
+    # away, is placement, not the version, and a hop alone costs milliseconds.
+    # Below this floor a ratio passes whatever it is: 0.05 ms against 0.02 ms is
+    # 2.5x, and nothing a user can feel.
+    latency_floor_ms: NonNegativeFloat = 1.0
     # Flagger's default request-duration check: an absolute SLO, so a canary
     # cannot pass at 2x of an already slow stable. Set it to your SLO; models whose
     # stable p99 is above 500 ms need it raised or turned off.
@@ -203,6 +209,10 @@ class WindowComparison:
     canary_p99_ms: float | None = None
     stable_p50_ms: float | None = None
     stable_p99_ms: float | None = None
+    canary_model_p50_ms: float | None = None
+    canary_model_p99_ms: float | None = None
+    stable_model_p50_ms: float | None = None
+    stable_model_p99_ms: float | None = None
     prediction_js: float | None = None
     prediction_chi2_pvalue: float | None = None
     input_drift_share: float | None = None
@@ -290,6 +300,30 @@ def _optional(
     return GateResult(name, value, limit, bound, Verdict.PASS if ok else Verdict.FAIL)
 
 
+def _latencies(
+    model: tuple[float | None, float | None],
+    end_to_end: tuple[float | None, float | None],
+) -> tuple[float | None, float | None]:
+    """The versions' model times when both have one, else end-to-end latency."""
+    return model if None not in model else end_to_end
+
+
+def _latency_ratio(
+    name: str,
+    canary: float | None,
+    stable: float | None,
+    limit: float,
+    floor: float,
+    missing: str,
+) -> GateResult:
+    if canary is not None and canary < floor:
+        detail = f"canary {canary:.3g} ms is under the {floor:g} ms floor"
+        return GateResult(
+            name, _ratio(canary, stable), limit, "max", Verdict.PASS, detail
+        )
+    return _at_most(name, _ratio(canary, stable), limit, missing)
+
+
 def _ratio(canary: float | None, stable: float | None) -> float | None:
     if canary is None or stable is None or stable <= 0:
         return None
@@ -364,14 +398,29 @@ def evaluate_gates(
     """
     c = comparison
     results: list[GateResult] = []
+    floor = gates.latency_floor_ms
     if gates.max_p50_ratio is not None:
-        value = _ratio(c.canary_p50_ms, c.stable_p50_ms)
+        canary, stable = _latencies(
+            (c.canary_model_p50_ms, c.stable_model_p50_ms),
+            (c.canary_p50_ms, c.stable_p50_ms),
+        )
         missing = "no p50 for both versions yet"
-        results.append(_at_most("p50_ratio", value, gates.max_p50_ratio, missing))
+        results.append(
+            _latency_ratio(
+                "p50_ratio", canary, stable, gates.max_p50_ratio, floor, missing
+            )
+        )
     if gates.max_p99_ratio is not None:
-        value = _ratio(c.canary_p99_ms, c.stable_p99_ms)
+        canary, stable = _latencies(
+            (c.canary_model_p99_ms, c.stable_model_p99_ms),
+            (c.canary_p99_ms, c.stable_p99_ms),
+        )
         missing = "no p99 for both versions yet"
-        results.append(_at_most("p99_ratio", value, gates.max_p99_ratio, missing))
+        results.append(
+            _latency_ratio(
+                "p99_ratio", canary, stable, gates.max_p99_ratio, floor, missing
+            )
+        )
     if gates.max_p99_ms is not None:
         missing = "no canary p99 yet"
         results.append(_at_most("p99_ms", c.canary_p99_ms, gates.max_p99_ms, missing))

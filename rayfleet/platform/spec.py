@@ -37,6 +37,8 @@ from pydantic import (
 )
 
 from rayfleet.platform.errors import ConfigError
+from rayfleet.platform.rollout import RolloutSpec
+from rayfleet.platform.webhooks import WebhookSpec
 
 __all__ = [
     "AutoscalingSpec",
@@ -45,6 +47,7 @@ __all__ = [
     "PlatformSpec",
     "RouterSpec",
     "TritonTarget",
+    "ValidationSpec",
     "VersionSpec",
     "parse_spec",
 ]
@@ -78,9 +81,14 @@ class AutoscalingSpec(_Spec):
     """Replica bounds and the in-flight requests each replica should carry.
 
     ``target_ongoing_requests`` defaults to the version's ``max_batch_size``, so a
-    replica at target has about one full batch in flight.
+    replica at target has about one full batch in flight. ``policy`` picks who
+    decides: ``rayfleet``, the request-count policy of :mod:`rayfleet.autoscaling`
+    (stable and panic windows in wall-clock seconds, hysteresis, bounded rates),
+    or ``serve``, Serve's default policy with its default delays.
+    ``min_replicas: 0`` scales to zero after a grace period without traffic.
     """
 
+    policy: Literal["rayfleet", "serve"] = "rayfleet"
     min_replicas: NonNegativeInt = 1
     initial_replicas: NonNegativeInt | None = None
     max_replicas: PositiveInt = 1
@@ -173,10 +181,17 @@ class VersionSpec(_Spec):
 
 
 class ModelSpec(_Spec):
-    """A named model and the versions of it that are served."""
+    """A named model and the versions of it that are served.
+
+    With ``rollout`` set, each version marked ``canary: true`` goes through a
+    progressive rollout against the stable version (the non-canary version with
+    the most traffic), one canary at a time in the order declared; without it,
+    the declared weights stay as they are.
+    """
 
     name: str
     versions: tuple[VersionSpec, ...] = Field(min_length=1)
+    rollout: RolloutSpec | None = None
 
     _name = field_validator("name")(_check_name)
 
@@ -187,7 +202,16 @@ class ModelSpec(_Spec):
         if duplicates:
             raise ValueError(f"version names must be unique; repeated: {duplicates}")
         self.initial_weights()
+        if self.rollout is not None and not any(not v.canary for v in self.versions):
+            raise ValueError("a rollout needs a stable version: one without canary")
         return self
+
+    @property
+    def stable_version(self) -> str:
+        """The non-canary version with the most declared traffic."""
+        weights = self.initial_weights()
+        stable = [v.name for v in self.versions if not v.canary]
+        return max(stable, key=lambda name: weights[name])
 
     def version(self, name: str) -> VersionSpec:
         """The version called ``name``."""
@@ -238,11 +262,42 @@ class RouterSpec(_Spec):
     )
 
 
+class ValidationSpec(_Spec):
+    """How requests are observed and where the Validator keeps them.
+
+    Routers summarize each request (version, latency, status, prediction; input
+    features for ``sample_rate`` of them), buffer up to ``buffer_size`` and send
+    them to the Validator every ``flush_every_s`` or ``flush_max`` records; a full
+    buffer drops and counts. Routers ask for the traffic plan every
+    ``plan_poll_s`` and keep the last one when the Validator does not answer.
+    """
+
+    enabled: bool = True
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    buffer_size: PositiveInt = 20_000
+    flush_every_s: PositiveFloat = 0.5
+    flush_max: PositiveInt = 1000
+    plan_poll_s: PositiveFloat = 1.0
+    bucket_s: PositiveFloat = 10.0
+    horizon_s: PositiveFloat = 3600.0
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    num_cpus: NonNegativeFloat = 0.25
+
+
 class PlatformSpec(_Spec):
-    """Everything rayfleet serves in one Serve application."""
+    """Everything rayfleet serves in one Serve application.
+
+    ``admin_token_env`` names the environment variable that holds the bearer
+    token of the admin routes; the token itself never appears in a config.
+    """
 
     store: str = Field(min_length=1, description="model store URI: path, s3://, gs://")
     router: RouterSpec = RouterSpec()
+    validation: ValidationSpec = ValidationSpec()
+    webhooks: tuple[WebhookSpec, ...] = ()
+    admin_token_env: str = Field(
+        default="RAYFLEET_ADMIN_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$"
+    )
     models: tuple[ModelSpec, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -25,10 +25,13 @@ def sticky_point(key: str) -> float:
 
 @dataclass(frozen=True)
 class TrafficPlan:
-    """Percent of unpinned traffic per version, in layout order."""
+    """Percent of unpinned traffic per version, in layout order, and the version
+    (if any) that gets a mirrored copy of ``shadow_percent`` of requests."""
 
     model: str
     weights: Mapping[str, float]
+    shadow: str | None = None
+    shadow_percent: float = 0.0
     _cumulative: tuple[tuple[float, str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,3 +72,23 @@ class TrafficPlan:
             if point < edge:
                 return name
         return self._cumulative[-1][1]
+
+    def mirror(
+        self, primary: str, rand: Callable[[], float] = random.random
+    ) -> str | None:
+        """The version to send a shadow copy of a request to, if any.
+
+        Only requests answered by another version are mirrored: a shadow compares
+        the candidate with what the client actually got.
+        """
+        if self.shadow is None or self.shadow == primary or self.shadow_percent <= 0:
+            return None
+        return self.shadow if rand() * 100 < self.shadow_percent else None
+
+    def to_dict(self) -> dict[str, object]:
+        """The plan as JSON: weights and shadow."""
+        return {
+            "weights": dict(self.weights),
+            "shadow": self.shadow,
+            "shadow_percent": self.shadow_percent,
+        }

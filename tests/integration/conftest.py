@@ -7,6 +7,7 @@ one application. Tests that need their own app deploy it under another name.
 
 from __future__ import annotations
 
+import os
 import socket
 import textwrap
 import time
@@ -60,6 +61,12 @@ TEST_SIGNATURE = Signature(
 )
 
 
+ADMIN_TOKEN_ENV = "RAYFLEET_ADMIN_TOKEN"
+ADMIN_TOKEN = "test-admin-token-7f3a"
+WEBHOOK_SECRET_ENV = "RAYFLEET_TEST_WEBHOOK_SECRET"
+WEBHOOK_SECRET = "test-webhook-secret-91c2"
+
+
 def write_python_version(root: Path, model: str, version: str, **files: str) -> None:
     """A python-runtime version of the doubling test model, straight into a store."""
     folder = root / model / version
@@ -87,6 +94,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
     build_demo_store(str(root))
     write_python_version(root, "double", "v1")
+    write_python_version(root, "sleepy", "v1")
     write_python_version(root, "slowstart", "v1", load_delay_s="4")
     return root
 
@@ -133,6 +141,9 @@ def app_args(store: Path, **router: Any) -> dict[str, Any]:
                     }
                 ],
             },
+            # The same model, for the deadline test: its slow request must not
+            # hold up the replica the queue tests use.
+            {"name": "sleepy", "versions": [{"name": "v1", **small}]},
         ],
     }
 
@@ -141,11 +152,15 @@ def app_args(store: Path, **router: Any) -> dict[str, Any]:
 def serve_url(store: Path) -> Iterator[str]:
     port = free_port()
     apply_serve_env()  # test what ships: HAProxy, direct ingress, gRPC handles
+    # Ray's workers inherit this environment: the Validator reads both from it.
+    os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
+    os.environ[WEBHOOK_SECRET_ENV] = WEBHOOK_SECRET
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build(app_args(store)), name="rayfleet", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # Generous: on a loaded 2-core machine Ray itself can take a minute to start.
+    deadline = time.monotonic() + 240
     while httpx.get(f"{url}/v2/health/ready").status_code != 200:
         assert time.monotonic() < deadline, "the test app never became ready"
         time.sleep(0.5)

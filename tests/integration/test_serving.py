@@ -278,7 +278,7 @@ def test_a_failing_request_does_not_fail_its_batch(serve_url: str) -> None:
 
 
 def test_deadline_is_a_504(http: httpx.Client) -> None:
-    response = http.post("/v2/models/double/infer", json=_double(7000))
+    response = http.post("/v2/models/sleepy/infer", json=_double(7000))
     assert response.status_code == 504
     assert "5 s" in response.json()["error"]
 

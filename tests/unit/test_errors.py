@@ -9,6 +9,8 @@ from rayfleet.platform import errors
     ("error", "status"),
     [
         (errors.InvalidInput("x"), 400),
+        (errors.Unauthorized("x"), 401),
+        (errors.Conflict("x"), 409),
         (errors.ModelNotFound("x"), 404),
         (errors.VersionNotFound("x"), 404),
         (errors.PayloadTooLarge("x"), 413),

@@ -79,3 +79,15 @@ def test_folders_starting_with_underscore_are_not_models(tmp_path: Path) -> None
     (tmp_path / "_state").mkdir()
     version_folder(tmp_path / "m")
     assert ModelStore(str(tmp_path)).models() == ["m"]
+
+
+def test_state_round_trips_and_replaces_whole(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path))
+    assert store.read_state("app/digits") is None
+    store.write_state("app/digits", {"phase": "canary", "weight": 5})
+    store.write_state("app/digits", {"phase": "promoted", "weight": 100})
+    assert store.read_state("app/digits") == {"phase": "promoted", "weight": 100}
+    assert sorted(p.name for p in (tmp_path / "_state" / "app").iterdir()) == [
+        "digits.json"
+    ]
+    assert store.models() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -57,13 +58,20 @@ def warm_up(runtime: Runtime, signature: Signature, max_batch_size: int) -> None
 
 def guarded_predict(
     runtime: Runtime, inputs: Mapping[str, np.ndarray], where: str
-) -> dict[str, np.ndarray]:
-    """``runtime.predict``, with anything the model's own code raises turned into
-    :class:`ModelError` naming ``where`` (model/version), so a client gets a 500
-    with the message and the replica carries on."""
+) -> tuple[dict[str, np.ndarray], float]:
+    """``runtime.predict`` and the milliseconds it took, with anything the model's
+    own code raises turned into :class:`ModelError` naming ``where``
+    (model/version), so a client gets a 500 with the message and the replica
+    carries on.
+
+    The time is taken around the call itself, wherever it runs, so a thread or an
+    event loop that kept it waiting does not count as the model's.
+    """
+    started = time.perf_counter()
     try:
-        return runtime.predict(inputs)
+        outputs = runtime.predict(inputs)
     except RayfleetError:
         raise
     except Exception as error:
         raise ModelError(f"{where} failed: {type(error).__name__}: {error}") from None
+    return outputs, (time.perf_counter() - started) * 1000

@@ -1,0 +1,83 @@
+"""The Validator through the router: Prometheus text, the JSON report."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from rayfleet.demo import digits_split
+
+ROWS = digits_split()[1]
+
+
+def samples(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def v3_ok(found: dict) -> float:
+    key = (
+        "rayfleet_requests_total",
+        (("code", "200"), ("model", "digits"), ("version", "v3")),
+    )
+    return found.get(key, 0.0)
+
+
+def test_metrics_and_report_count_the_traffic_sent(http: httpx.Client) -> None:
+    before = v3_ok(samples(http))
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [1, 64],
+                "datatype": "FP32",
+                "data": ROWS[0].tolist(),
+            }
+        ]
+    }
+    for _ in range(25):
+        response = http.post("/v2/models/digits/versions/v3/infer", json=body)
+        assert response.status_code == 200
+    deadline = time.monotonic() + 30
+    while v3_ok(found := samples(http)) < before + 25:
+        assert time.monotonic() < deadline, "observations never reached /metrics"
+        time.sleep(0.3)
+    assert v3_ok(found) == before + 25
+    assert (
+        found[("rayfleet_traffic_weight", (("model", "digits"), ("version", "v2")))]
+        == 10
+    )
+    buckets = [
+        value
+        for (name, labels), value in found.items()
+        if name == "rayfleet_request_latency_seconds_bucket"
+        and dict(labels)["version"] == "v3"
+        and dict(labels)["le"] == "+Inf"
+    ]
+    assert buckets and buckets[0] >= before + 25
+
+    report = http.get("/-/validation").json()
+    digits = next(m for m in report["models"] if m["name"] == "digits")
+    v3 = next(v for v in digits["versions"] if v["name"] == "v3")
+    assert v3["total_requests"] >= v3_ok(found)
+    assert v3["window"]["requests"] >= 25
+    assert digits["plan"]["weights"] == {"v2": 10.0, "v3": 0.0, "v1": 90.0}
+
+
+def test_validation_rejects_a_bad_window(http: httpx.Client) -> None:
+    response = http.get("/-/validation", params={"window_s": "soon"})
+    assert response.status_code == 400
+    assert "window_s" in response.json()["error"]
+
+
+def test_admin_routes_refuse_without_token(http: httpx.Client) -> None:
+    response = http.post("/-/rollouts/digits/promote")
+    assert response.status_code == 401
