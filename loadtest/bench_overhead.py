@@ -232,6 +232,12 @@ def targets() -> list[Target]:
             ("json", "binary"),
             fast,
         ),
+        Target(
+            "rayfleet (in-router, validation off)",
+            [*py, "rayfleet", *store, "--placement", "router", "--no-validation"],
+            ("json", "binary"),
+            fast,
+        ),
     ]
 
 

@@ -31,12 +31,17 @@ __all__ = ["bench_args", "inprocess_app"]
 
 
 def bench_args(
-    store: str, *, max_batch_size: int = 16, placement: str = "replica"
+    store: str,
+    *,
+    max_batch_size: int = 16,
+    placement: str = "replica",
+    validation: bool = True,
 ) -> dict[str, Any]:
     """One model, one version: the spec every target serves."""
     return {
         "store": store,
         "router": {"num_cpus": 0.5},
+        "validation": {"enabled": validation},
         "models": [
             {
                 "name": "digits",
@@ -89,9 +94,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--placement", choices=["replica", "router"], default="replica")
+    parser.add_argument(
+        "--no-validation", action="store_true", help="no Validator, no observations"
+    )
     args = parser.parse_args()
     spec_args = bench_args(
-        args.store, max_batch_size=args.max_batch_size, placement=args.placement
+        args.store,
+        max_batch_size=args.max_batch_size,
+        placement=args.placement,
+        validation=not args.no_validation,
     )
     if args.kind == "starlette":
         import uvicorn

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from ray import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,8 +31,17 @@ from rayfleet.deployments.asgi import ForwardedResponse, call_asgi
 from rayfleet.deployments.http_app import error_response, guarded, on_http_error
 from rayfleet.platform import rollout as ro
 from rayfleet.platform.controller import ValidatorCore
-from rayfleet.platform.errors import InvalidInput, StoreError, Unauthorized
+from rayfleet.platform.errors import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    RayfleetError,
+    StoreError,
+    Unauthorized,
+)
+from rayfleet.platform.jobs import Job, JobQueue, ValidationRequest
 from rayfleet.platform.metrics import CONTENT_TYPE, render_metrics
+from rayfleet.platform.prevalidate import validate_versions
 from rayfleet.platform.spec import PlatformSpec
 from rayfleet.platform.store import ModelStore
 from rayfleet.platform.validation.compare import reference_features
@@ -82,13 +92,50 @@ class Validator:
         # once the loop runs: webhook senders need the replica's event loop.
         self._unsent = list(self.core.events)
         self.http_app = _validator_app(self)
+        self.store = store
+        self.jobs = JobQueue()
         self._loop: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._ready_cache: tuple[float, dict[tuple[str, str], bool]] | None = None
 
     def _ensure_loop(self) -> None:
         # Started on the first call, from the replica's event loop.
+        loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.done():
-            self._loop = asyncio.get_running_loop().create_task(self._control_loop())
+            self._loop = loop.create_task(self._control_loop())
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._validation_worker())
+
+    async def _validation_worker(self) -> None:
+        """Run queued pre-deploy validations one at a time, off the event loop."""
+        while True:
+            job = await self.jobs.pending.get()
+            job.status, job.started_at = "running", time.time()
+
+            def progress(done: int, total: int, job: Job = job) -> None:
+                job.rows_done, job.rows_total = done, total
+
+            request = job.request
+            try:
+                report = await asyncio.to_thread(
+                    validate_versions,
+                    self.store,
+                    request.model,
+                    request.candidate,
+                    request.baseline,
+                    data=request.data,
+                    batch_size=request.batch_size,
+                    progress=progress,
+                )
+            except (ConfigError, RayfleetError) as error:
+                job.status, job.error = "error", str(error)
+            except Exception as error:  # a bad job must not stop the queue
+                logger.exception("validation job %s failed", job.id)
+                job.status, job.error = "error", f"{type(error).__name__}: {error}"
+            else:
+                job.report = report.to_dict()
+                job.status = "passed" if report.passed else "failed"
+            job.finished_at = time.time()
 
     async def ingest(
         self, rows: list[ObservationRow], router: str, dropped: int
@@ -237,7 +284,33 @@ def _validator_app(validator: Validator) -> Starlette:
             {"rollout": state.to_dict(), "events": [e.to_dict() for e in events]}
         )
 
+    async def submit_validation(request: Request) -> Response:
+        _check_admin(request, spec)
+        try:
+            job_request = ValidationRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise InvalidInput(
+                "expected a JSON body like "
+                '{"model": "digits", "candidate": "v2", "baseline": "v1"}: '
+                + "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in error.errors()
+                )
+            ) from None
+        for version in (job_request.candidate, job_request.baseline):
+            validator.store.manifest(job_request.model, version)
+        job = validator.jobs.submit(job_request)
+        return JSONResponse(job.to_dict(), status_code=202)
+
+    async def validation_job(request: Request) -> Response:
+        return JSONResponse(validator.jobs.get(request.path_params["job"]).to_dict())
+
+    async def validation_jobs(request: Request) -> Response:
+        return JSONResponse([job.to_dict() for job in validator.jobs.jobs.values()])
+
     async def on_error(request: Request, error: Exception) -> Response:
+        if isinstance(error, StoreError):
+            error = NotFound(str(error))
         return error_response(request, error)
 
     table = [
@@ -246,6 +319,9 @@ def _validator_app(validator: Validator) -> Starlette:
         ("/-/dashboard", dashboard, ["GET"]),
         ("/-/rollouts", rollouts, ["GET"]),
         ("/-/rollouts/{model}/{action}", act, ["POST"]),
+        ("/-/validations", submit_validation, ["POST"]),
+        ("/-/validations", validation_jobs, ["GET"]),
+        ("/-/validations/{job}", validation_job, ["GET"]),
     ]
     return Starlette(
         routes=[Route(p, guarded(h, on_error), methods=m) for p, h, m in table],

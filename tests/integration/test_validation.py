@@ -81,3 +81,36 @@ def test_validation_rejects_a_bad_window(http: httpx.Client) -> None:
 def test_admin_routes_refuse_without_token(http: httpx.Client) -> None:
     response = http.post("/-/rollouts/digits/promote")
     assert response.status_code == 401
+
+
+def _submit(http: httpx.Client, body: dict, token: str | None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return http.post("/-/validations", json=body, headers=headers)
+
+
+def test_validation_jobs_run_through_the_validator(http: httpx.Client) -> None:
+    from .conftest import ADMIN_TOKEN
+
+    good = {"model": "digits", "candidate": "v2", "baseline": "v1"}
+    assert _submit(http, good, None).status_code == 401
+    assert _submit(http, {**good, "candidate": "v9"}, ADMIN_TOKEN).status_code == 404
+    bad_body = _submit(http, {"model": "digits"}, ADMIN_TOKEN)
+    assert bad_body.status_code == 400 and "candidate" in bad_body.json()["error"]
+
+    jobs = {
+        "v2": _submit(http, good, ADMIN_TOKEN).json()["id"],
+        "v3": _submit(http, {**good, "candidate": "v3"}, ADMIN_TOKEN).json()["id"],
+    }
+    deadline = time.monotonic() + 120
+    results = {}
+    while len(results) < 2:
+        assert time.monotonic() < deadline, "validation jobs did not finish"
+        for version, job_id in jobs.items():
+            job = http.get(f"/-/validations/{job_id}").json()
+            if job["status"] not in ("queued", "running"):
+                results[version] = job
+        time.sleep(0.5)
+    assert results["v2"]["status"] == "passed", results["v2"]
+    assert results["v3"]["status"] == "failed"
+    assert results["v3"]["report"]["failures"]
+    assert http.get("/-/validations/nope").status_code == 404
