@@ -7,6 +7,8 @@
     rayfleet models push DIR --store URI --model M --version V [--overwrite]
     rayfleet demo build --store URI          train and push the digits demo models
     rayfleet check FILE... [--store-check]   check Serve, ray up and KubeRay files
+    rayfleet validate --store URI --model M --candidate V --baseline B [--data F]
+                                             judge a version offline; exit 1 on fail
 
 Ray is imported only by the commands that need it (``up``, and ``check`` for Serve
 configs), so store commands stay quick.
@@ -15,6 +17,7 @@ configs), so store commands stay quick.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,6 +97,38 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r  [{bar}] {done}/{total} rows", end="", file=sys.stderr, flush=True)
+    if done >= total:
+        print(file=sys.stderr)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from rayfleet.platform.prevalidate import validate_versions
+
+    report = validate_versions(
+        ModelStore(args.store),
+        args.model,
+        args.candidate,
+        args.baseline,
+        data=args.data,
+        batch_size=args.batch_size,
+        progress=None if args.quiet else _progress,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    if args.html:
+        Path(args.html).write_text(report.to_html())
+    for check in report.gates:
+        print(f"  {check.describe()}")
+    verdict = "PASSED" if report.passed else "FAILED: " + "; ".join(report.failures)
+    print(f"{args.model}/{args.candidate} vs {args.baseline}: {verdict}")
+    return 0 if report.passed else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rayfleet", description=__doc__.split("\n")[0]
@@ -140,6 +175,22 @@ def _parser() -> argparse.ArgumentParser:
         help="also read every served version's manifest from its store",
     )
     check.set_defaults(run=_check)
+
+    validate = commands.add_parser(
+        "validate", help="run a candidate and its baseline on a dataset and judge"
+    )
+    validate.add_argument("--store", required=True)
+    validate.add_argument("--model", required=True)
+    validate.add_argument("--candidate", required=True)
+    validate.add_argument("--baseline", required=True)
+    validate.add_argument(
+        "--data", help="Parquet dataset (default: the candidate's reference data)"
+    )
+    validate.add_argument("--batch-size", type=int, default=64)
+    validate.add_argument("--json", help="write the report as JSON here")
+    validate.add_argument("--html", help="write the report as an HTML page here")
+    validate.add_argument("--quiet", action="store_true", help="no progress bar")
+    validate.set_defaults(run=_validate)
     return parser
 
 
