@@ -113,7 +113,11 @@ def build_http_app(
         return request.headers.get(header) if header else None
 
     async def infer_v2(request: Request) -> Response:
-        model = request.path_params["model"]
+        model, pin = request.path_params["model"], pin_of(request)
+        # An unknown model or version is a 404 before any body is read.
+        plan = service.plan(model)
+        if pin:
+            plan.choose(pin=pin)
         body = await _read_body(request, router_spec.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == ARROW_CONTENT_TYPE:
@@ -121,7 +125,7 @@ def build_http_app(
         else:
             infer_request = decode_request(body, _header_length(request))
         outcome = await service.infer(
-            model, infer_request, pin=pin_of(request), sticky_key=sticky_of(request)
+            model, infer_request, pin=pin, sticky_key=sticky_of(request)
         )
         headers = _outcome_headers(outcome)
         if content_type == ARROW_CONTENT_TYPE:
