@@ -45,6 +45,7 @@ from rayfleet.platform.rollout import (
     start,
     step,
 )
+from rayfleet.platform.validation.drift import chi_square
 
 CLASSES = 10
 FEATURES = 64  # 8x8 digits pixels
@@ -130,9 +131,11 @@ class Window:
     ) -> WindowComparison:
         stable = self.stable if self.stable.requests else baseline
         canary = self.canary
-        js = None
+        js = pvalue = None
         if canary.classes.sum() and stable.classes.sum():
             js = js_bits(canary.classes, stable.classes)
+            # The Validator's own test, as the controller computes it.
+            pvalue = chi_square(stable.classes, canary.classes)[1]
         drift = None
         if canary.requests:
             scale = 1 / canary.requests + 1 / REFERENCE_ROWS
@@ -148,6 +151,7 @@ class Window:
             stable_p50_ms=stable.percentile(50),
             stable_p99_ms=stable.percentile(99),
             prediction_js=js,
+            prediction_chi2_pvalue=pvalue,
             input_drift_share=drift,
             shadow_pairs=self.pairs,
             shadow_agreement=self.agreed / self.pairs if self.pairs else None,

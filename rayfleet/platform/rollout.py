@@ -126,6 +126,11 @@ class GateSpec(_Spec):
     # a uniform mix onto one class is 0.22. Validators with many classes should
     # bucket them (top-k plus "other"), since noise grows with the class count.
     max_prediction_js: _Fraction | None = 0.1
+    # JS between small samples is biased upwards (about (k - 1) / (2 n ln 2) bits
+    # for k classes and n requests: 0.16 at 40 requests of 10 classes), so a JS
+    # over the limit fails only once the chi-square test also finds the class mix
+    # different at this p-value; until then it holds the step and waits for data.
+    prediction_evidence_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.01
     # Off by default: on large windows a p-value flags differences too small to
     # matter; the JS divergence above measures the size of the shift instead.
     min_prediction_chi2_pvalue: Annotated[float, Field(gt=0, lt=1)] | None = None
@@ -429,7 +434,13 @@ def evaluate_gates(
         results.append(_error_rate(c, limit, confidence))
     if gates.max_prediction_js is not None:
         limit = gates.max_prediction_js
-        results.append(_optional("prediction_js", c.prediction_js, limit, "max"))
+        result = _optional("prediction_js", c.prediction_js, limit, "max")
+        pvalue = c.prediction_chi2_pvalue
+        if result.verdict is Verdict.FAIL and pvalue is not None:
+            if pvalue > gates.prediction_evidence_pvalue:
+                detail = f"chi-square p={pvalue:.3g}: not yet evidence of a shift"
+                result = replace(result, verdict=Verdict.PENDING, detail=detail)
+        results.append(result)
     if gates.min_prediction_chi2_pvalue is not None:
         limit, value = gates.min_prediction_chi2_pvalue, c.prediction_chi2_pvalue
         results.append(_optional("prediction_chi2_pvalue", value, limit, "min"))

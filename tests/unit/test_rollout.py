@@ -706,3 +706,25 @@ def test_operator_actions_keep_state_consistent_and_persistable(
             assert state.stable_version == "v2"
         assert 0 <= shadow_percent(state) <= 100
         assert RolloutState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+@pytest.mark.parametrize(
+    ("pvalue", "verdict"),
+    [(None, Verdict.FAIL), (0.001, Verdict.FAIL), (0.2, Verdict.PENDING)],
+)
+def test_prediction_drift_fails_only_with_evidence(
+    pvalue: float | None, verdict: Verdict
+) -> None:
+    # 40 requests of 10 classes: a JS of 0.15 is within small-sample bias.
+    window = WindowComparison(
+        canary_requests=40,
+        stable_requests=400,
+        canary_error_rate=0.0,
+        stable_error_rate=0.0,
+        prediction_js=0.15,
+        prediction_chi2_pvalue=pvalue,
+    )
+    (result,) = [
+        g for g in evaluate_gates(window, GateSpec()) if g.name == "prediction_js"
+    ]
+    assert result.verdict is verdict
