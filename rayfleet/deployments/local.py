@@ -51,9 +51,10 @@ def serve_config_locally(config: dict[str, Any], *, smoke: bool = False) -> None
     """Serve every application of a Serve config on a local Ray until Ctrl-C."""
     http = config.get("http_options") or {}
     host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
+    grpc = config.get("grpc_options")
     apply_serve_env()
     ray.init()
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
     for app in config["applications"]:
         serve.run(
             build(app.get("args") or {}),
@@ -64,7 +65,11 @@ def serve_config_locally(config: dict[str, Any], *, smoke: bool = False) -> None
     print(f"rayfleet is serving on http://{url}")
     print(f"  models:    http://{url}/v2/models/digits")
     print(f"  infer:     POST http://{url}/v2/models/digits/infer")
-    print("  dashboard: http://127.0.0.1:8265 (Ray)")
+    if grpc:
+        print(f"  gRPC:      {host}:{grpc.get('port', 9000)} (KServe v2)")
+    print(f"  dashboard: http://{url}/-/dashboard (rollouts, latency, drift)")
+    print(f"  metrics:   http://{url}/metrics   report: http://{url}/-/validation")
+    print("  Ray:       http://127.0.0.1:8265")
     if smoke:
         smoke_requests(url)
     print("serving; press Ctrl-C to stop")
