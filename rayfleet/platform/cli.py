@@ -9,9 +9,12 @@
     rayfleet check FILE... [--store-check]   check Serve, ray up and KubeRay files
     rayfleet validate --store URI --model M --candidate V --baseline B [--data F]
                                              judge a version offline; exit 1 on fail
+    rayfleet batch INPUT OUTPUT --store URI --model M --version V [--compare V2]
+                                             score Parquet on Ray Data; exit 1 when
+                                             too many rows are bad
 
-Ray is imported only by the commands that need it (``up``, and ``check`` for Serve
-configs), so store commands stay quick.
+Ray is imported only by the commands that need it (``up``, ``batch``, and ``check``
+for Serve configs), so store commands stay quick.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from typing import Any
 
 import yaml
 
+from rayfleet.platform.batch import DEFAULT_BATCH_SIZE
 from rayfleet.platform.check import check_file
 from rayfleet.platform.errors import ConfigError
-from rayfleet.platform.spec import parse_spec
+from rayfleet.platform.spec import VersionSpec, parse_spec
 from rayfleet.platform.store import ModelStore
 
 __all__ = ["main"]
@@ -129,6 +133,45 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _names(values: Sequence[str] | None) -> list[str] | None:
+    """Column names given as separate words or comma-separated."""
+    if values is None:
+        return None
+    return [name for value in values for name in value.split(",") if name]
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import ray
+
+    from rayfleet.deployments.batch_job import score
+
+    # Called as a function (tests, notebooks), the caller's Ray may be running.
+    ray.init(address=args.address, ignore_reinit_error=True)
+    if args.quiet:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    summary = score(
+        args.store,
+        args.model,
+        args.version,
+        args.input,
+        args.output,
+        compare=args.compare,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        spec=VersionSpec(
+            name=args.version, num_cpus=args.num_cpus, num_gpus=args.num_gpus
+        ),
+        input_columns=_names(args.input_columns),
+        passthrough=_names(args.passthrough) or (),
+        label_column=args.labels,
+        max_error_share=args.max_error_share,
+        errors_uri=args.errors,
+        overwrite=args.overwrite,
+    )
+    print(summary.describe())
+    return 0 if summary.passed else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rayfleet", description=__doc__.split("\n")[0]
@@ -191,6 +234,54 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--html", help="write the report as an HTML page here")
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
     validate.set_defaults(run=_validate)
+
+    batch = commands.add_parser(
+        "batch",
+        help="score Parquet files with a version on Ray Data",
+        description="Score INPUT (Parquet file or folder, any pyarrow URI) into the "
+        "Parquet folder OUTPUT, which appears only when the job succeeds. Put INPUT "
+        "and OUTPUT before options that take several values.",
+    )
+    batch.add_argument("input", help="Parquet file or folder: a path, s3://, gs://")
+    batch.add_argument("output", help="Parquet folder to create: a path, s3://, gs://")
+    batch.add_argument("--store", required=True)
+    batch.add_argument("--model", required=True)
+    batch.add_argument("--version", required=True)
+    batch.add_argument(
+        "--compare", metavar="V2", help="also score V2: agreement, drift, report"
+    )
+    batch.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    batch.add_argument(
+        "--concurrency", type=int, help="actors (default: as many as the cluster fits)"
+    )
+    batch.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per actor")
+    batch.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor")
+    batch.add_argument(
+        "--input-columns",
+        nargs="+",
+        metavar="COL",
+        help="columns or patterns ('pixel_*') stacked in order into the input "
+        "(default: a list column named like the input, else every feature column)",
+    )
+    batch.add_argument(
+        "--passthrough", nargs="+", metavar="COL", help="columns copied to the output"
+    )
+    batch.add_argument(
+        "--labels", default="target", help="label column for --compare's accuracy"
+    )
+    batch.add_argument(
+        "--max-error-share",
+        type=float,
+        default=0.01,
+        help="fail (exit 1, no OUTPUT) when more rows than this share are bad",
+    )
+    batch.add_argument(
+        "--errors", help="bad rows, .jsonl or .parquet (default OUTPUT.errors.jsonl)"
+    )
+    batch.add_argument("--overwrite", action="store_true")
+    batch.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS or local)")
+    batch.add_argument("--quiet", action="store_true", help="no progress bars")
+    batch.set_defaults(run=_batch)
     return parser
 
 

@@ -436,10 +436,10 @@ def evaluate_gates(
         limit = gates.max_prediction_js
         result = _optional("prediction_js", c.prediction_js, limit, "max")
         pvalue = c.prediction_chi2_pvalue
-        if result.verdict is Verdict.FAIL and pvalue is not None:
-            if pvalue > gates.prediction_evidence_pvalue:
-                detail = f"chi-square p={pvalue:.3g}: not yet evidence of a shift"
-                result = replace(result, verdict=Verdict.PENDING, detail=detail)
+        weak = pvalue is not None and pvalue > gates.prediction_evidence_pvalue
+        if result.verdict is Verdict.FAIL and weak:
+            detail = f"chi-square p={pvalue:.3g}: not yet evidence of a shift"
+            result = replace(result, verdict=Verdict.PENDING, detail=detail)
         results.append(result)
     if gates.min_prediction_chi2_pvalue is not None:
         limit, value = gates.min_prediction_chi2_pvalue, c.prediction_chi2_pvalue
