@@ -1,4 +1,5 @@
-"""The demo models: three versions of a digits classifier, built offline.
+"""The demo models, built offline: a digits classifier in three versions, and an
+image model.
 
 scikit-learn bundles the 8x8 ``digits`` images, so nothing is downloaded. Each
 version is exported to ONNX with skl2onnx and pushed to a store with a
@@ -8,7 +9,12 @@ version is exported to ONNX with skl2onnx and pushed to a store with a
 - ``v2``: a small neural network, at least as accurate: a good canary.
 - ``v3``: a depth-3 decision tree, deliberately much worse: a bad canary.
 
-Needs the ``dev`` extra (scikit-learn, skl2onnx).
+``image/v1`` is a small CNN over ``[-1, 3, 224, 224]`` images, written with
+``onnx.helper`` and given seeded random weights: not a classifier anyone should
+trust, but a model whose inference costs milliseconds, with image-sized requests,
+for the benchmarks of payloads and batching.
+
+Needs the ``dev`` extra (scikit-learn, skl2onnx, onnx).
 """
 
 from __future__ import annotations
@@ -24,8 +30,18 @@ import pyarrow.parquet as pq
 
 from rayfleet.platform.signature import Signature, TensorSpec
 from rayfleet.platform.store import MANIFEST, REFERENCE, Manifest, ModelStore
+from rayfleet.platform.validation.observation import batch_predictions, summarize_batch
 
-__all__ = ["DIGITS_SIGNATURE", "DemoVersion", "build_demo_store", "digits_split"]
+__all__ = [
+    "DIGITS_SIGNATURE",
+    "IMAGE_SIGNATURE",
+    "DemoVersion",
+    "build_demo_store",
+    "build_image_model",
+    "digits_split",
+    "image_batch",
+    "image_model_onnx",
+]
 
 DIGITS_SIGNATURE = Signature(
     inputs=(TensorSpec(name="input", datatype="FP32", shape=(-1, 64)),),
@@ -34,6 +50,21 @@ DIGITS_SIGNATURE = Signature(
         TensorSpec(name="probabilities", datatype="FP32", shape=(-1, 10)),
     ),
 )
+
+IMAGE_SIGNATURE = Signature(
+    inputs=(TensorSpec(name="image", datatype="FP32", shape=(-1, 3, 224, 224)),),
+    outputs=(
+        TensorSpec(name="probabilities", datatype="FP32", shape=(-1, 10)),
+        TensorSpec(name="label", datatype="INT64", shape=(-1,)),
+    ),
+)
+
+# (output channels, kernel, stride) of each convolution, each followed by a ReLU:
+# about 80 M multiply-adds per image, a few milliseconds on one CPU core.
+_IMAGE_LAYERS = ((16, 3, 2), (32, 3, 2), (64, 3, 2), (64, 3, 1), (128, 3, 2))
+# The reference's feature columns: what the router's observations record for an
+# image (rayfleet.platform.validation.observation), in that order.
+_SUMMARY_NAMES = ("mean", "std", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -103,8 +134,169 @@ def _reference(x: np.ndarray, y: np.ndarray, estimator: Any) -> pa.Table:
     return pa.table(columns)
 
 
+def image_model_onnx(seed: int = 0) -> bytes:
+    """The image model as ONNX bytes: strided convolutions with ReLU, global
+    average pooling, a dense layer over standardized features, softmax, argmax.
+
+    Weights are He-initialised from a numpy generator seeded with ``seed``. The
+    dense layer standardizes the pooled features with their mean and spread over
+    64 synthetic calibration images, measured here with onnxruntime, so that the
+    predicted class follows what differs between images rather than what they
+    share. Builds are identical on one machine; across onnxruntime builds the
+    calibrated bias may differ in its last bits.
+    """
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    convolutions = []
+    channels = 3
+    for out, kernel, _ in _IMAGE_LAYERS:
+        fan_in = channels * kernel * kernel
+        convolutions.append(
+            rng.normal(0, np.sqrt(2 / fan_in), (out, channels, kernel, kernel))
+        )
+        channels = out
+    dense = rng.normal(0, 3 / np.sqrt(channels), (channels, 10))
+    probe = _image_graph(convolutions, dense, np.zeros(10), probe=True)
+    session = ort.InferenceSession(probe, providers=["CPUExecutionProvider"])
+    (features,) = session.run(["features"], {"image": image_batch(64, seed + 1)})
+    mean, spread = features.mean(axis=0), features.std(axis=0) + 1e-6
+    scaled = dense / spread[:, None]
+    return _image_graph(convolutions, scaled, -(mean / spread) @ dense)
+
+
+def _image_graph(
+    convolutions: list[np.ndarray],
+    dense: np.ndarray,
+    bias: np.ndarray,
+    *,
+    probe: bool = False,
+) -> bytes:
+    """The serialized graph; ``probe`` adds the pooled features as an output."""
+    from onnx import TensorProto, checker, helper, numpy_helper
+
+    nodes, weights = [], []
+    current = "image"
+    for index, (w, (_, kernel, stride)) in enumerate(
+        zip(convolutions, _IMAGE_LAYERS, strict=True)
+    ):
+        weights += [
+            numpy_helper.from_array(w.astype(np.float32), f"conv{index}.w"),
+            numpy_helper.from_array(np.zeros(len(w), np.float32), f"conv{index}.b"),
+        ]
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [current, f"conv{index}.w", f"conv{index}.b"],
+                [f"conv{index}"],
+                kernel_shape=[kernel, kernel],
+                strides=[stride, stride],
+                pads=[kernel // 2] * 4,
+            ),
+            helper.make_node("Relu", [f"conv{index}"], [f"relu{index}"]),
+        ]
+        current = f"relu{index}"
+    weights += [
+        numpy_helper.from_array(dense.astype(np.float32), "dense.w"),
+        numpy_helper.from_array(bias.astype(np.float32), "dense.b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["features"]),
+        helper.make_node("Gemm", ["features", "dense.w", "dense.b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+    ]
+    image = helper.make_tensor_value_info(
+        "image", TensorProto.FLOAT, [None, 3, 224, 224]
+    )
+    outputs = [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+    ]
+    if probe:
+        outputs.append(
+            helper.make_tensor_value_info(
+                "features", TensorProto.FLOAT, [None, dense.shape[0]]
+            )
+        )
+    graph = helper.make_graph(nodes, "image", [image], outputs, initializer=weights)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="rayfleet.demo",
+    )
+    # onnxruntime refuses models of an IR version newer than it knows.
+    model.ir_version = 8
+    checker.check_model(model)
+    payload: bytes = model.SerializeToString()
+    return payload
+
+
+def image_batch(count: int, seed: int = 0) -> np.ndarray:
+    """``count`` synthetic images, FP32 ``[count, 3, 224, 224]`` in ``[0, 1]``.
+
+    Smooth colour blobs (a random 7x7 image scaled up 32 times) plus pixel noise,
+    so images differ in their means, spreads and predictions.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 1, (count, 3, 7, 7))
+    smooth = coarse.repeat(32, axis=2).repeat(32, axis=3)
+    noise = rng.standard_normal((count, 3, 224, 224), dtype=np.float32) * 0.1
+    images: np.ndarray = np.clip(smooth.astype(np.float32) + noise, 0, 1)
+    return images
+
+
+def _image_reference(model: bytes, images: np.ndarray) -> pa.Table:
+    """Per-image summaries, named as the router's observations summarize an image
+    (mean, std, min, max), with the model's predictions on them."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    probabilities, label = session.run(["probabilities", "label"], {"image": images})
+    features = summarize_batch({"image": images})
+    prediction, confidence = batch_predictions(
+        {"label": label, "probabilities": probabilities}
+    )
+    # FP32 images always summarize, and an INT64 label always gives predictions.
+    assert features is not None and prediction is not None
+    columns: dict[str, Any] = {
+        name: features[:, index] for index, name in enumerate(_SUMMARY_NAMES)
+    }
+    columns["prediction"] = prediction.astype(np.int64)
+    columns["confidence"] = confidence
+    return pa.table(columns)
+
+
+def build_image_model(
+    store: ModelStore, version: str = "v1", *, overwrite: bool = True
+) -> str:
+    """Build the image model with a ``reference.parquet`` of 64 synthetic images,
+    push it as ``image/{version}`` and return its URI."""
+    model = image_model_onnx()
+    manifest = Manifest(
+        runtime="onnx",
+        artifact="model.onnx",
+        signature=IMAGE_SIGNATURE,
+        labels=tuple(f"class_{k}" for k in range(10)),
+        description=(
+            "image: 3 strided convolutions (8-16-32 channels), seeded random "
+            "weights; a cost model, not a classifier"
+        ),
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / version
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(model)
+        (folder / MANIFEST).write_text(manifest.to_json())
+        pq.write_table(_image_reference(model, image_batch(64)), folder / REFERENCE)
+        return store.push(folder, "image", version, overwrite=overwrite)
+
+
 def build_demo_store(root: str, *, overwrite: bool = True) -> list[DemoVersion]:
-    """Train, export and push ``digits`` v1, v2 and v3 into the store at ``root``."""
+    """Train, export and push ``digits`` v1, v2 and v3 into the store at ``root``,
+    and build ``image/v1`` (:func:`build_image_model`); returns the digits
+    versions."""
     x_train, x_test, y_train, y_test = digits_split()
     store = ModelStore(root)
     built = []
@@ -126,4 +318,5 @@ def build_demo_store(root: str, *, overwrite: bool = True) -> list[DemoVersion]:
             pq.write_table(_reference(x_test, y_test, estimator), folder / REFERENCE)
             store.push(folder, "digits", name, overwrite=overwrite)
         built.append(DemoVersion(name, description, accuracy))
+    build_image_model(store, overwrite=overwrite)
     return built

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rayfleet.deployments.grpc_ingress import GrpcInference
 from rayfleet.deployments.http_app import build_http_app, error_response, guarded
 from rayfleet.platform.buffer import ObservationBuffer
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
@@ -211,8 +212,9 @@ class ValidatorLink:
 
 @serve.deployment
 @serve.ingress()
-class Router:
-    """The ingress deployment: owns the HTTP routes, calls the replicas."""
+class Router(GrpcInference):
+    """The ingress deployment: owns the HTTP routes and the v2 gRPC methods
+    (:class:`GrpcInference`), calls the replicas."""
 
     def __init__(
         self,

@@ -12,8 +12,9 @@ pays a proxy -> replica hop of several milliseconds.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-__all__ = ["SERVE_ENV", "apply_serve_env"]
+__all__ = ["GRPC_PORT", "GRPC_SERVICER", "SERVE_ENV", "apply_serve_env", "grpc_options"]
 
 SERVE_ENV: dict[str, str] = {
     # HAProxy on the HTTP port, forwarding to each ingress replica's own server
@@ -24,6 +25,13 @@ SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
 }
 
+# The v2 gRPC service's servicer function: it also registers the pickling alias
+# tritonclient's messages need (see rayfleet/deployments/grpc_ingress.py), so it
+# must be importable wherever Serve runs its proxies: rayfleet installed on every
+# node, not only in an application's runtime_env.
+GRPC_SERVICER = "rayfleet.deployments.grpc_ingress.add_inference_servicer"
+GRPC_PORT = 9000
+
 
 def apply_serve_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Set :data:`SERVE_ENV` in ``environ`` (``os.environ`` by default) where the
@@ -32,3 +40,8 @@ def apply_serve_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     for key, value in SERVE_ENV.items():
         target.setdefault(key, value)
     return {key: target[key] for key in SERVE_ENV}
+
+
+def grpc_options(port: int = GRPC_PORT) -> dict[str, Any]:
+    """``serve.start(grpc_options=...)`` for the v2 gRPC service on ``port``."""
+    return {"port": port, "grpc_servicer_functions": [GRPC_SERVICER]}

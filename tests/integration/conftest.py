@@ -7,6 +7,7 @@ one application. Tests that need their own app deploy it under another name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import textwrap
@@ -17,13 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
 
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
 from rayfleet.demo import build_demo_store  # noqa: E402
 from rayfleet.deployments.app import build  # noqa: E402
-from rayfleet.deployments.serve_env import apply_serve_env  # noqa: E402
+from rayfleet.deployments.serve_env import apply_serve_env, grpc_options  # noqa: E402
 from rayfleet.platform.signature import Signature, TensorSpec  # noqa: E402
 from rayfleet.platform.store import MANIFEST, Manifest  # noqa: E402
 
@@ -83,6 +86,20 @@ def write_python_version(root: Path, model: str, version: str, **files: str) -> 
         (folder / name).write_text(text)
 
 
+def digits_body(rows: Any) -> dict[str, Any]:
+    """A KServe v2 JSON request for the digits models."""
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.flatten().tolist(),
+            }
+        ]
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -100,7 +117,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def app_args(store: Path, **router: Any) -> dict[str, Any]:
-    """The shared test app: digits v1/v2/v3 and the python test model."""
+    """The shared test app: digits v1/v2/v3, the python test models, the image CNN."""
     small = {"num_cpus": 0.1}
     return {
         "store": str(store),
@@ -144,19 +161,38 @@ def app_args(store: Path, **router: Any) -> dict[str, Any]:
             # The same model, for the deadline test: its slow request must not
             # hold up the replica the queue tests use.
             {"name": "sleepy", "versions": [{"name": "v1", **small}]},
+            # The image CNN, in the router: no replica of its own to start.
+            {
+                "name": "image",
+                "versions": [
+                    {
+                        "name": "v1",
+                        "placement": "router",
+                        "batching": {"max_batch_size": 2},
+                    }
+                ],
+            },
         ],
     }
 
 
 @pytest.fixture(scope="session")
-def serve_url(store: Path) -> Iterator[str]:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def serve_url(store: Path, grpc_port: int) -> Iterator[str]:
     port = free_port()
     apply_serve_env()  # test what ships: HAProxy, direct ingress, gRPC handles
     # Ray's workers inherit this environment: the Validator reads both from it.
     os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
     os.environ[WEBHOOK_SECRET_ENV] = WEBHOOK_SECRET
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options=grpc_options(grpc_port),
+    )
     serve.run(build(app_args(store)), name="rayfleet", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     # Generous: on a loaded 2-core machine Ray itself can take a minute to start.
@@ -167,6 +203,20 @@ def serve_url(store: Path) -> Iterator[str]:
     yield url
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def grpc_url(serve_url: str, grpc_port: int) -> str:
+    """``host:port`` of the v2 gRPC service, once the shared app answers on it."""
+    url = f"127.0.0.1:{grpc_port}"
+    deadline = time.monotonic() + 60
+    with triton_grpc.InferenceServerClient(url) as client:
+        while True:
+            with contextlib.suppress(InferenceServerException):
+                if client.is_server_ready(headers={"application": "rayfleet"}):
+                    return url
+            assert time.monotonic() < deadline, "gRPC never answered"
+            time.sleep(0.5)
 
 
 @pytest.fixture

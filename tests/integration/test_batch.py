@@ -48,7 +48,7 @@ SLOW_MODEL = textwrap.dedent(
 
     def load(version_dir):
         def predict(inputs):
-            time.sleep(0.2)
+            time.sleep(0.5)
             rows = len(inputs["input"])
             return {
                 "label": np.zeros(rows, dtype=np.int64),

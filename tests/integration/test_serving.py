@@ -22,6 +22,8 @@ from rayfleet.platform.protocol import (
     encode_arrow_request,
 )
 
+from .conftest import digits_body
+
 ROWS = digits_split()[1][:16]
 
 
@@ -100,16 +102,7 @@ def test_arrow_in_arrow_out(http: httpx.Client, store: Path) -> None:
 
 
 def test_every_response_names_its_version(http: httpx.Client) -> None:
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": [1, 64],
-                "datatype": "FP32",
-                "data": ROWS[0].tolist(),
-            }
-        ]
-    }
+    body = digits_body(ROWS[:1])
     seen = set()
     for _ in range(40):
         response = http.post("/v2/models/digits/infer", json=body)
@@ -293,16 +286,7 @@ def test_full_queue_is_a_503_with_retry_after(serve_url: str) -> None:
 
 
 def test_batching_batches_under_concurrent_load(serve_url: str) -> None:
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": [1, 64],
-                "datatype": "FP32",
-                "data": ROWS[0].tolist(),
-            }
-        ]
-    }
+    body = digits_body(ROWS[:1])
 
     async def load() -> list[int]:
         async with httpx.AsyncClient(base_url=serve_url, timeout=60) as client:

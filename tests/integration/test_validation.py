@@ -9,6 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rayfleet.demo import digits_split
 
+from .conftest import digits_body
+
 ROWS = digits_split()[1]
 
 
@@ -33,16 +35,7 @@ def v3_ok(found: dict) -> float:
 
 def test_metrics_and_report_count_the_traffic_sent(http: httpx.Client) -> None:
     before = v3_ok(samples(http))
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": [1, 64],
-                "datatype": "FP32",
-                "data": ROWS[0].tolist(),
-            }
-        ]
-    }
+    body = digits_body(ROWS[:1])
     for _ in range(25):
         response = http.post("/v2/models/digits/versions/v3/infer", json=body)
         assert response.status_code == 200
