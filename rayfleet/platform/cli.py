@@ -7,6 +7,8 @@
     rayfleet models push DIR --store URI --model M --version V [--overwrite]
     rayfleet demo build --store URI          train and push the digits demo models
     rayfleet check FILE... [--store-check]   check Serve, ray up and KubeRay files
+    rayfleet rollout status|promote|rollback|pause|resume|weights [--model M]
+                                             steer rollouts through the admin API
     rayfleet validate --store URI --model M --candidate V --baseline B [--data F]
                                              judge a version offline; exit 1 on fail
     rayfleet batch INPUT OUTPUT --store URI --model M --version V [--compare V2]
@@ -99,6 +101,19 @@ def _up(args: argparse.Namespace) -> int:
     config = load_serve_config(args.config)
     serve_config_locally(config, smoke=args.smoke)
     return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from rayfleet.platform.admin_client import rollout_request
+
+    action = None if args.action == "status" else args.action
+    if action is not None and args.model is None:
+        raise ConfigError(f"rollout {action} needs --model")
+    status, body = rollout_request(args.url, args.model, action, weight=args.weight)
+    if action is None and args.model is not None and status == 200:
+        body = body.get(args.model, {"error": f"no model {args.model!r}"})
+    print(json.dumps(body, indent=2))
+    return 0 if status < 400 else 1
 
 
 def _progress(done: int, total: int) -> None:
@@ -234,6 +249,18 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--html", help="write the report as an HTML page here")
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
     validate.set_defaults(run=_validate)
+
+    rollout = commands.add_parser(
+        "rollout", help="see or steer rollouts (token from $RAYFLEET_ADMIN_TOKEN)"
+    )
+    rollout.add_argument(
+        "action",
+        choices=["status", "promote", "rollback", "pause", "resume", "weights"],
+    )
+    rollout.add_argument("--model", help="the model (every model for status)")
+    rollout.add_argument("--weight", type=float, help="canary percent, for weights")
+    rollout.add_argument("--url", default="http://127.0.0.1:8000")
+    rollout.set_defaults(run=_rollout)
 
     batch = commands.add_parser(
         "batch",

@@ -344,5 +344,11 @@ def test_killed_validator_resumes_the_rollout_and_serving_goes_on(
     assert set(statuses) == {200}, statuses
     resumed = _admin(held_app, "resume").json()["rollout"]
     assert resumed["phase"] == "canary" and resumed["weight"] == 20
-    weights = _admin(held_app, "weights", {"weight": 60}).json()["rollout"]
-    assert weights["weight"] == 60
+    # The CLI over the same admin API (the token comes from the environment).
+    from rayfleet.platform.cli import main
+
+    assert main(["rollout", "weights", "--model", "double", "--weight", "60",
+                 "--url", held_app]) == 0  # fmt: skip
+    status = httpx.get(f"{held_app}/-/rollouts").json()["double"]["rollout"]
+    assert status["weight"] == 60
+    assert main(["rollout", "status", "--url", held_app]) == 0
