@@ -23,6 +23,9 @@ SERVE_ENV: dict[str, str] = {
     # Serve's throughput preset: gRPC between router and replicas, user code on
     # the replica's event loop, buffered access logs, GC frozen after start-up.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # gRPC between router and replicas caps a message at 4 MiB by default: an
+    # 8-image batch (4.8 MB) to a version in its own replica would fail.
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": "2147483647",
 }
 
 # The v2 gRPC service's servicer function: it also registers the pickling alias
