@@ -34,7 +34,7 @@ import numpy as np
 import onnxruntime as ort
 import tritonclient.http as triton_http
 
-from loadtest.loadgen import LoadResult, run_load_subprocess
+from loadtest.loadgen import LoadResult, run_load_subprocess, time_loop
 from rayfleet.deployments.serve_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,24 +126,7 @@ def raw_onnxruntime(rows: np.ndarray, duration_s: float) -> LoadResult:
     feed = {"input": rows}
     for _ in range(100):
         session.run(None, feed)
-    latencies = []
-    began = time.perf_counter()
-    while time.perf_counter() - began < duration_s:
-        started = time.perf_counter()
-        session.run(None, feed)
-        latencies.append(time.perf_counter() - started)
-    seconds = time.perf_counter() - began
-    values = np.array(latencies) * 1000
-    return LoadResult(
-        1,
-        len(values),
-        seconds,
-        len(values) / seconds,
-        float(np.percentile(values, 50)),
-        float(np.percentile(values, 99)),
-        float(values.max()),
-        {},
-    )
+    return time_loop(lambda: session.run(None, feed), duration_s)
 
 
 @contextlib.contextmanager

@@ -300,17 +300,7 @@ async def run_grpc_load(
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - began
-    values = np.array(latencies or [float("nan")]) * 1000
-    return LoadResult(
-        concurrency=concurrency,
-        requests=len(latencies),
-        seconds=seconds,
-        rps=len(latencies) / seconds,
-        p50_ms=float(np.percentile(values, 50)),
-        p99_ms=float(np.percentile(values, 99)),
-        max_ms=float(values.max()),
-        errors=dict(errors),
-    )
+    return LoadResult.from_latencies(concurrency, latencies, seconds, errors)
 
 
 def _cpu_seconds(router_pid: int, server_pid: int) -> tuple[float, float]:

@@ -40,7 +40,7 @@ import onnxruntime as ort
 import tritonclient.http as triton_http
 
 from loadtest.bench_overhead import _ensure_kserve
-from loadtest.loadgen import LoadResult, run_load_subprocess
+from loadtest.loadgen import LoadResult, run_load_subprocess, time_loop
 from rayfleet.deployments.serve_env import SERVE_ENV
 
 __all__ = [
@@ -168,24 +168,7 @@ def raw_onnxruntime(
     feed = {"image": image_batch(batch)}
     for _ in range(5):
         session.run(None, feed)
-    latencies = []
-    began = time.perf_counter()
-    while time.perf_counter() - began < duration_s:
-        started = time.perf_counter()
-        session.run(None, feed)
-        latencies.append(time.perf_counter() - started)
-    seconds = time.perf_counter() - began
-    values = np.array(latencies) * 1000
-    return LoadResult(
-        1,
-        len(values),
-        seconds,
-        len(values) / seconds,
-        float(np.percentile(values, 50)),
-        float(np.percentile(values, 99)),
-        float(values.max()),
-        {},
-    )
+    return time_loop(lambda: session.run(None, feed), duration_s)
 
 
 def v2_request(images: np.ndarray, binary: bool) -> tuple[bytes, dict[str, str]]:

@@ -18,12 +18,13 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import aiohttp
 import numpy as np
 
-__all__ = ["LoadResult", "run_load", "run_load_subprocess"]
+__all__ = ["LoadResult", "run_load", "run_load_subprocess", "time_loop"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,39 @@ class LoadResult:
     p99_ms: float
     max_ms: float
     errors: dict[str, int]
+
+    @classmethod
+    def from_latencies(
+        cls,
+        concurrency: int,
+        latencies_s: Sequence[float],
+        seconds: float,
+        errors: Mapping[str, int] | None = None,
+    ) -> LoadResult:
+        """The summary of per-request latencies (in seconds) over ``seconds``."""
+        values = np.array(latencies_s or [float("nan")]) * 1000
+        return cls(
+            concurrency=concurrency,
+            requests=len(latencies_s),
+            seconds=seconds,
+            rps=len(latencies_s) / seconds,
+            p50_ms=float(np.percentile(values, 50)),
+            p99_ms=float(np.percentile(values, 99)),
+            max_ms=float(values.max()),
+            errors=dict(errors or {}),
+        )
+
+
+def time_loop(call: Callable[[], object], duration_s: float) -> LoadResult:
+    """Call ``call`` back to back in this process for ``duration_s`` and measure:
+    the in-process limit the servers are compared with."""
+    latencies = []
+    began = time.perf_counter()
+    while time.perf_counter() - began < duration_s:
+        started = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - started)
+    return LoadResult.from_latencies(1, latencies, time.perf_counter() - began)
 
 
 async def run_load(
@@ -79,17 +113,7 @@ async def run_load(
         began = time.perf_counter()
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - began
-    values = np.array(latencies or [float("nan")]) * 1000
-    return LoadResult(
-        concurrency=concurrency,
-        requests=len(latencies),
-        seconds=seconds,
-        rps=len(latencies) / seconds,
-        p50_ms=float(np.percentile(values, 50)),
-        p99_ms=float(np.percentile(values, 99)),
-        max_ms=float(values.max()),
-        errors=dict(errors),
-    )
+    return LoadResult.from_latencies(concurrency, latencies, seconds, errors)
 
 
 def run_load_subprocess(
