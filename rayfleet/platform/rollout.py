@@ -55,6 +55,8 @@ from pydantic import (
     model_validator,
 )
 
+from rayfleet.platform.thresholds import describe_measurement
+
 __all__ = [
     "EVENT_KINDS",
     "Event",
@@ -268,12 +270,9 @@ class GateResult:
         """A one-line account, e.g. ``prediction_js 0.326 > max 0.1``."""
         if self.value is None:
             return f"{self.name} {self.verdict.value}: {self.detail}"
-        if self.bound == "max":
-            sign = "<=" if self.value <= self.threshold else ">"
-        else:
-            sign = ">=" if self.value >= self.threshold else "<"
-        text = f"{self.name} {self.value:.4g} {sign} {self.bound} {self.threshold:g}"
-        return f"{text} ({self.detail})" if self.detail else text
+        return describe_measurement(
+            self.name, self.value, self.threshold, self.bound, self.detail
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (also what webhooks carry)."""
@@ -404,28 +403,29 @@ def evaluate_gates(
     c = comparison
     results: list[GateResult] = []
     floor = gates.latency_floor_ms
-    if gates.max_p50_ratio is not None:
-        canary, stable = _latencies(
+    latency_gates = (
+        (
+            "p50",
+            gates.max_p50_ratio,
             (c.canary_model_p50_ms, c.stable_model_p50_ms),
             (c.canary_p50_ms, c.stable_p50_ms),
-        )
-        missing = "no p50 for both versions yet"
-        results.append(
-            _latency_ratio(
-                "p50_ratio", canary, stable, gates.max_p50_ratio, floor, missing
-            )
-        )
-    if gates.max_p99_ratio is not None:
-        canary, stable = _latencies(
+        ),
+        (
+            "p99",
+            gates.max_p99_ratio,
             (c.canary_model_p99_ms, c.stable_model_p99_ms),
             (c.canary_p99_ms, c.stable_p99_ms),
-        )
-        missing = "no p99 for both versions yet"
-        results.append(
-            _latency_ratio(
-                "p99_ratio", canary, stable, gates.max_p99_ratio, floor, missing
+        ),
+    )
+    for quantile, limit, model, end_to_end in latency_gates:
+        if limit is not None:
+            canary, stable = _latencies(model, end_to_end)
+            missing = f"no {quantile} for both versions yet"
+            results.append(
+                _latency_ratio(
+                    f"{quantile}_ratio", canary, stable, limit, floor, missing
+                )
             )
-        )
     if gates.max_p99_ms is not None:
         missing = "no canary p99 yet"
         results.append(_at_most("p99_ms", c.canary_p99_ms, gates.max_p99_ms, missing))

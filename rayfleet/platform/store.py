@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rayfleet.platform.errors import StoreError
+from rayfleet.platform.location import Location
 from rayfleet.platform.signature import Signature
 
 __all__ = ["MANIFEST", "REFERENCE", "Manifest", "ModelStore", "PythonEntry"]
@@ -72,34 +72,11 @@ class Manifest(BaseModel):
         return self.model_dump_json(indent=2, exclude_none=True)
 
 
-@dataclass(frozen=True)
-class _Location:
-    fs: pafs.FileSystem
-    path: str
-    base: str
-    # Filesystem options such as ?endpoint_override=... stay last in every URI.
-    query: str = ""
-
-    @property
-    def uri(self) -> str:
-        return self.base + self.query
-
-    def child(self, relative: str) -> _Location:
-        return _Location(
-            self.fs, f"{self.path}/{relative}", f"{self.base}/{relative}", self.query
-        )
-
-
-def _open_uri(uri: str) -> _Location:
-    if "://" not in uri:
-        path = str(Path(uri).expanduser().resolve())
-        return _Location(pafs.LocalFileSystem(), path, path)
+def _open_uri(uri: str) -> Location:
     try:
-        fs, path = pafs.FileSystem.from_uri(uri)
+        return Location.parse(uri)
     except (ValueError, OSError) as error:
         raise StoreError(f"cannot open store {uri!r}: {error}") from error
-    base, mark, query = uri.partition("?")
-    return _Location(fs, path.rstrip("/"), base.rstrip("/"), mark + query)
 
 
 class ModelStore:
@@ -118,7 +95,7 @@ class ModelStore:
         """The URI of a version's folder."""
         return self._root.child(f"{model}/{version}").uri
 
-    def _version(self, model: str, version: str, uri: str | None) -> _Location:
+    def _version(self, model: str, version: str, uri: str | None) -> Location:
         if uri is not None:
             return _open_uri(uri)
         return self._root.child(f"{model}/{version}")
@@ -156,7 +133,7 @@ class ModelStore:
             with where.fs.open_input_stream(manifest_path) as stream:
                 text = stream.read()
         except FileNotFoundError:
-            if where.fs.get_file_info(where.path).type == pafs.FileType.NotFound:
+            if not where.exists():
                 raise StoreError(
                     f"model {model!r} has no version {version!r} in the store "
                     f"(nothing at {where.uri})"
@@ -182,7 +159,7 @@ class ModelStore:
         folder that the caller owns.
         """
         where = self._version(model, version, uri)
-        if isinstance(where.fs, pafs.LocalFileSystem):
+        if where.is_local:
             return Path(where.path)
         local = Path(tempfile.mkdtemp(prefix=f"rayfleet-{model}-{version}-"))
         try:
@@ -250,7 +227,7 @@ class ModelStore:
         local = ModelStore(str(source_path.parent))
         local.manifest(model, version, uri=str(source_path))
         where = self._version(model, version, None)
-        exists = where.fs.get_file_info(where.path).type != pafs.FileType.NotFound
+        exists = where.exists()
         if exists and not overwrite:
             raise StoreError(
                 f"{where.uri} already exists; pass overwrite to replace it"

@@ -18,6 +18,7 @@ Import from here; the modules' own ``__all__`` lists are the same names.
 from rayfleet.platform.validation.agreement import (
     Agreement,
     AgreementTracker,
+    agreement_mask,
     predictions_agree,
 )
 from rayfleet.platform.validation.compare import (
@@ -48,7 +49,11 @@ from rayfleet.platform.validation.observation import (
     summarize_inputs,
     summarize_outputs,
 )
-from rayfleet.platform.validation.offline import OfflineGates, validate_offline
+from rayfleet.platform.validation.offline import (
+    OfflineGates,
+    judge_candidate,
+    validate_offline,
+)
 from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
 from rayfleet.platform.validation.reservoir import Reservoir
 from rayfleet.platform.validation.sketch import LatencySketch
@@ -80,12 +85,14 @@ __all__ = [
     "VersionStats",
     "VersionSummary",
     "WindowedStats",
+    "agreement_mask",
     "batch_predictions",
     "chi_square",
     "chi_square_sf",
     "compare",
     "feature_drift",
     "jensen_shannon",
+    "judge_candidate",
     "kolmogorov_sf",
     "ks_2samp",
     "prediction_drift",

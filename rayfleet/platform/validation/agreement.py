@@ -13,10 +13,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from rayfleet.platform.validation._json import json_float
 from rayfleet.platform.validation.observation import Observation
 
-__all__ = ["Agreement", "AgreementTracker", "predictions_agree"]
+__all__ = ["Agreement", "AgreementTracker", "agreement_mask", "predictions_agree"]
 
 
 def predictions_agree(a: float, b: float, tolerance: float = 1e-3) -> bool:
@@ -29,6 +31,15 @@ def predictions_agree(a: float, b: float, tolerance: float = 1e-3) -> bool:
     if float(a).is_integer() and float(b).is_integer():
         return a == b
     return math.isclose(a, b, rel_tol=tolerance, abs_tol=0.0)
+
+
+def agreement_mask(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+    """Per pair of predictions, whether they agree as :func:`predictions_agree`
+    says: a boolean array as long as ``a`` and ``b``, which must match."""
+    pairs = zip(a, b, strict=True)
+    return np.fromiter(
+        (predictions_agree(x, y, tolerance) for x, y in pairs), dtype=bool, count=len(a)
+    )
 
 
 @dataclass(frozen=True)

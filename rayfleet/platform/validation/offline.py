@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayfleet.platform.runtimes.base import Runtime
-from rayfleet.platform.validation.agreement import predictions_agree
+from rayfleet.platform.validation.agreement import agreement_mask
 from rayfleet.platform.validation.drift import (
     DriftReport,
     chi_square,
@@ -27,7 +27,7 @@ from rayfleet.platform.validation.drift import (
 from rayfleet.platform.validation.observation import batch_predictions, summarize_batch
 from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
 
-__all__ = ["OfflineGates", "validate_offline"]
+__all__ = ["OfflineGates", "judge_candidate", "validate_offline"]
 
 
 class OfflineGates(BaseModel):
@@ -130,14 +130,6 @@ def validate_offline(
         progress,
     )
     (cand, cand_ms), (base, base_ms) = runs["candidate"], runs["baseline"]
-    agreement = float(
-        np.mean(
-            [
-                predictions_agree(a, b, tolerance)
-                for a, b in zip(cand, base, strict=True)
-            ]
-        )
-    )
     truth = None if labels is None else np.asarray(labels, dtype=np.float64)
     # Whole numbers on both sides are class ids, as predictions_agree reads them.
     categorical = bool(
@@ -145,19 +137,54 @@ def validate_offline(
     )
     cand_run = _summary(candidate_name, cand, truth, cand_ms, categorical, tolerance)
     base_run = _summary(baseline_name, base, truth, base_ms, categorical, tolerance)
+    return judge_candidate(
+        gates,
+        candidate=cand_run,
+        baseline=base_run,
+        agreement=float(np.mean(agreement_mask(cand, base, tolerance))),
+        rows=rows,
+        batch_size=batch_size,
+        predicted_values=None if categorical else (base, cand),
+        input_drift=_input_drift(arrays, reference, gates.alpha),
+    )
+
+
+def judge_candidate(
+    gates: OfflineGates,
+    *,
+    candidate: RunSummary,
+    baseline: RunSummary,
+    agreement: float,
+    rows: int,
+    batch_size: int,
+    predicted_values: tuple[np.ndarray, np.ndarray] | None,
+    input_drift: DriftReport | None,
+) -> OfflineReport:
+    """The report on a candidate against its baseline, every gate checked.
+
+    ``agreement`` is the share of the ``rows`` (scored in batches of
+    ``batch_size``) that both predicted alike. Without ``predicted_values`` the
+    models are classifiers, judged on the Jensen-Shannon divergence of their
+    runs' ``classes``; with them, regressors, judged on the PSI of the
+    baseline's values against the candidate's (all of them, or a sample).
+    ``input_drift`` adds the input-drift gate.
+
+    :func:`validate_offline` and batch comparisons
+    (:func:`rayfleet.platform.batch.comparison_report`) both judge here, so a
+    batch comparison passes and fails exactly as ``rayfleet validate`` does.
+    """
     js = pvalue = value_psi = None
-    if categorical:
-        js = jensen_shannon(base_run.classes, cand_run.classes)
-        pvalue = chi_square(base_run.classes, cand_run.classes)[1]
+    if predicted_values is None:
+        js = jensen_shannon(baseline.classes, candidate.classes)
+        pvalue = chi_square(baseline.classes, candidate.classes)[1]
     else:
-        value_psi = psi(base, cand)
-    input_drift = _input_drift(arrays, reference, gates.alpha)
-    p99_ratio = _ratio(cand_run.p99_ms, base_run.p99_ms)
+        value_psi = psi(*predicted_values)
+    p99_ratio = _ratio(candidate.p99_ms, baseline.p99_ms)
     checks = _gates(
         gates,
         agreement=agreement,
-        candidate=cand_run,
-        baseline=base_run,
+        candidate=candidate,
+        baseline=baseline,
         p99_ratio=p99_ratio,
         js=js,
         value_psi=value_psi,
@@ -170,10 +197,10 @@ def validate_offline(
         gates=checks,
         rows=rows,
         batch_size=batch_size,
-        candidate=cand_run,
-        baseline=base_run,
+        candidate=candidate,
+        baseline=baseline,
         agreement=agreement,
-        p50_ratio=_ratio(cand_run.p50_ms, base_run.p50_ms),
+        p50_ratio=_ratio(candidate.p50_ms, baseline.p50_ms),
         p99_ratio=p99_ratio,
         prediction_js=js,
         prediction_chi_square_pvalue=pvalue,
@@ -246,11 +273,7 @@ def _summary(
 ) -> RunSummary:
     accuracy = None
     if truth is not None:
-        hits = [
-            predictions_agree(p, t, tolerance)
-            for p, t in zip(values, truth, strict=True)
-        ]
-        accuracy = float(np.mean(hits))
+        accuracy = float(np.mean(agreement_mask(values, truth, tolerance)))
     latency = np.asarray(timings)
     classes = dict(Counter(int(v) for v in values)) if categorical else {}
     return RunSummary(
@@ -302,15 +325,7 @@ def _gates(
     ]
     if candidate.accuracy is not None and baseline.accuracy is not None:
         drop = baseline.accuracy - candidate.accuracy
-        checks.append(
-            GateCheck(
-                "accuracy_drop",
-                drop,
-                gates.max_accuracy_drop,
-                "max",
-                drop <= gates.max_accuracy_drop,
-            )
-        )
+        checks.append(_at_most("accuracy_drop", drop, gates.max_accuracy_drop))
     fast = candidate.p99_ms <= gates.latency_floor_ms
     checks.append(
         GateCheck(
@@ -327,34 +342,15 @@ def _gates(
         )
     )
     if js is not None:
-        checks.append(
-            GateCheck(
-                "prediction_js",
-                js,
-                gates.max_prediction_js,
-                "max",
-                js <= gates.max_prediction_js,
-            )
-        )
+        checks.append(_at_most("prediction_js", js, gates.max_prediction_js))
     if value_psi is not None:
-        checks.append(
-            GateCheck(
-                "prediction_psi",
-                value_psi,
-                gates.max_prediction_psi,
-                "max",
-                value_psi <= gates.max_prediction_psi,
-            )
-        )
+        limit = gates.max_prediction_psi
+        checks.append(_at_most("prediction_psi", value_psi, limit))
     if input_drift is not None:
-        share = input_drift.drifted_share
-        checks.append(
-            GateCheck(
-                "input_drifted_share",
-                share,
-                gates.max_input_drifted_share,
-                "max",
-                share <= gates.max_input_drifted_share,
-            )
-        )
+        share, limit = input_drift.drifted_share, gates.max_input_drifted_share
+        checks.append(_at_most("input_drifted_share", share, limit))
     return tuple(checks)
+
+
+def _at_most(name: str, value: float, limit: float) -> GateCheck:
+    return GateCheck(name, value, limit, "max", value <= limit)

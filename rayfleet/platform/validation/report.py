@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rayfleet.platform.thresholds import describe_measurement
 from rayfleet.platform.validation._json import json_float
 from rayfleet.platform.validation.drift import DriftReport
 
@@ -37,12 +38,9 @@ class GateCheck:
         """A one-line account, e.g. ``agreement 0.52 < min 0.9``."""
         if self.value is None:
             return f"{self.name}: {self.detail}"
-        if self.bound == "max":
-            sign = "<=" if self.value <= self.threshold else ">"
-        else:
-            sign = ">=" if self.value >= self.threshold else "<"
-        text = f"{self.name} {self.value:.4g} {sign} {self.bound} {self.threshold:g}"
-        return f"{text} ({self.detail})" if self.detail else text
+        return describe_measurement(
+            self.name, self.value, self.threshold, self.bound, self.detail
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
