@@ -98,16 +98,23 @@ class RequestCountAutoscaler:
 
 def policy_for(scaling: AutoscalingSpec, target: float) -> RequestCountPolicy:
     """The request-count policy for a deployment's spec: its bounds, ``target``
-    in-flight requests per replica, the documented defaults for everything else.
+    in-flight requests per replica, the windows the spec sets, and the documented
+    defaults for everything else.
 
     ``min_replicas: 0`` in the spec means one replica while traffic flows and zero
     once the deployment has been idle past the stable window and the grace.
     """
+    windows = scaling.windows()
+    if "stable_window_s" in windows and "panic_window_s" not in windows:
+        # A short stable window shortens the default panic window with it.
+        default_panic = RequestCountPolicy.model_fields["panic_window_s"].default
+        windows["panic_window_s"] = min(default_panic, windows["stable_window_s"])
     return RequestCountPolicy(
         target_ongoing_requests=target,
         min_replicas=max(scaling.min_replicas, 1),
         max_replicas=scaling.max_replicas,
         allow_zero=scaling.min_replicas == 0,
+        **windows,
     )
 
 

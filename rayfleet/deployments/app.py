@@ -53,7 +53,11 @@ def _shutdown_options(spec: PlatformSpec) -> dict[str, float]:
 
 
 def _replica(
-    model: str, version: VersionSpec, manifest: Manifest, spec: PlatformSpec
+    model: str,
+    version: VersionSpec,
+    manifest: Manifest,
+    spec: PlatformSpec,
+    validator: Any,
 ) -> Any:
     return ModelReplica.options(
         **_shutdown_options(spec),
@@ -69,6 +73,8 @@ def _replica(
         version.model_dump(mode="json"),
         manifest.model_dump(mode="json"),
         spec.store,
+        validator,
+        spec.validation.replica_report_s,
     )
 
 
@@ -78,6 +84,11 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     store = ModelStore(spec.store)
     # Replicas may run in another working directory: give them an absolute root.
     spec = spec.model_copy(update={"store": store.uri})
+    validator = None
+    if spec.validation.enabled:
+        validator = Validator.options(
+            ray_actor_options={"num_cpus": spec.validation.num_cpus}
+        ).bind(spec.model_dump(mode="json"))
     manifests: dict[str, dict[str, dict[str, Any]]] = {}
     replicas: dict[str, dict[str, Any]] = {}
     for model in spec.models:
@@ -88,13 +99,8 @@ def build_from_spec(spec: PlatformSpec) -> Application:
             manifests[model.name][version.name] = manifest.model_dump(mode="json")
             if version.placement == "replica":
                 replicas[model.name][version.name] = _replica(
-                    model.name, version, manifest, spec
+                    model.name, version, manifest, spec, validator
                 )
-    validator = None
-    if spec.validation.enabled:
-        validator = Validator.options(
-            ray_actor_options={"num_cpus": spec.validation.num_cpus}
-        ).bind(spec.model_dump(mode="json"))
     router = spec.router
     return Router.options(
         **_shutdown_options(spec),

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
+from rayfleet.deployments.reporting import report_forever
 from rayfleet.platform.errors import ModelError, RayfleetError
+from rayfleet.platform.replicas import ReplicaCounters
 from rayfleet.platform.runtimes import (
     Runtime,
     guarded_predict,
@@ -50,6 +52,8 @@ class ModelReplica:
         version: dict[str, Any],
         manifest: dict[str, Any],
         store_uri: str,
+        validator: DeploymentHandle | None = None,
+        report_every_s: float = 5.0,
     ) -> None:
         self.model = model
         self.spec = VersionSpec.model_validate(version)
@@ -69,9 +73,20 @@ class ModelReplica:
         )
         self._batched.set_max_batch_size(batching.max_batch_size)
         self._batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
-        self.requests = 0
-        self.errors = 0
-        self.batch_sizes: Counter[int] = Counter()
+        self.counters = ReplicaCounters()
+        self._reporting: asyncio.Task[None] | None = None
+        if validator is not None:
+            replica = serve.get_replica_context().replica_id.unique_id
+            # Serve runs the constructor on the replica's event loop; the task
+            # lives as long as the replica and reports even before any traffic,
+            # so a replica the load balancer starves shows up with zero.
+            self._reporting = asyncio.get_running_loop().create_task(
+                report_forever(
+                    validator,
+                    lambda: [self.counters.report(model, self.spec.name, replica)],
+                    report_every_s,
+                )
+            )
         logger.info(
             "%s/%s loaded and warm in %.2f s (batching %s)",
             model,
@@ -82,17 +97,21 @@ class ModelReplica:
 
     async def infer(self, inputs: Inputs) -> ReplicaResult:
         """Run one request, batched with others when the signature allows."""
-        self.requests += 1
-        if self.batching:
-            return await self._batched(inputs)
-        outputs, model_ms = await self._predict(inputs)
-        self.batch_sizes[1] += 1
+        self.counters.served()
+        try:
+            if self.batching:
+                return await self._batched(inputs)
+            self.counters.ran_batch(1)
+            outputs, model_ms = await self._predict(inputs)
+        except RayfleetError:
+            self.counters.failed()
+            raise
         return ReplicaResult(outputs, model_ms, 1)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _batched(self, requests: list[Inputs]) -> list[ReplicaResult]:
         size = len(requests)
-        self.batch_sizes[size] += 1
+        self.counters.ran_batch(size)
         if size == 1:
             outputs, model_ms = await self._predict(requests[0])
             return [ReplicaResult(outputs, model_ms, 1)]
@@ -105,6 +124,8 @@ class ModelReplica:
         except ModelError:
             # One bad request must not fail the others it was batched with: run
             # each alone, so only the one that raises gets the error.
+            for _ in requests:
+                self.counters.ran_batch(1)
             return list(
                 await asyncio.gather(
                     *(self._alone(r) for r in requests), return_exceptions=True
@@ -125,15 +146,14 @@ class ModelReplica:
             # while this one runs.
             return await asyncio.to_thread(guarded_predict, self.runtime, inputs, where)
         except RayfleetError as error:
-            self.errors += 1
             logger.warning("%s: %s", where, error.message)
             raise
 
     def stats(self) -> dict[str, Any]:
         """Counters of this replica: requests, errors, batch sizes, warm-up time."""
         return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "batch_sizes": dict(self.batch_sizes),
+            "requests": self.counters.requests,
+            "errors": self.counters.errors,
+            "batch_sizes": dict(self.counters.batches),
             "warm_s": self.warm_s,
         }

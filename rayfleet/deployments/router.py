@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from rayfleet.deployments.grpc_ingress import GrpcInference
 from rayfleet.deployments.http_app import build_http_app, error_response, guarded
+from rayfleet.deployments.reporting import report_forever
 from rayfleet.platform.buffer import ObservationBuffer
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
 from rayfleet.platform.inprocess import InProcessBackend, load_runtimes
@@ -99,7 +100,8 @@ def deployment_name(model: str, version: str) -> str:
 
 
 class ValidatorLink:
-    """The router's side of the Validator: observations out, plans in.
+    """The router's side of the Validator: observations and the request counters
+    of versions placed in the router out, plans in.
 
     Both loops tolerate a Validator that is slow, restarting or gone: a failed
     flush counts its observations as dropped, a failed poll keeps the last plan
@@ -112,8 +114,10 @@ class ValidatorLink:
         validator: DeploymentHandle,
         buffer: ObservationBuffer,
         router_id: str,
+        local: InProcessBackend,
     ) -> None:
         self.service = service
+        self.local = local
         self.validator = validator
         self.buffer = buffer
         self.router_id = router_id
@@ -202,6 +206,13 @@ class ValidatorLink:
         tasks = [
             asyncio.create_task(self.flush_loop()),
             asyncio.create_task(self.poll_loop()),
+            asyncio.create_task(
+                report_forever(
+                    self.validator,
+                    lambda: self.local.reports(self.router_id),
+                    self.validation.replica_report_s,
+                )
+            ),
         ]
         try:
             yield
@@ -241,7 +252,9 @@ class Router(GrpcInference):
         self.link = None
         if validator is not None:
             router_id = serve.get_replica_context().replica_id.unique_id
-            self.link = ValidatorLink(self.service, validator, self.buffer, router_id)
+            self.link = ValidatorLink(
+                self.service, validator, self.buffer, router_id, local
+            )
 
     def __serve_build_asgi_app__(self) -> Starlette:
         if self.link is None:

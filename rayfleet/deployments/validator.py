@@ -42,6 +42,7 @@ from rayfleet.platform.errors import (
 from rayfleet.platform.jobs import Job, JobQueue, ValidationRequest
 from rayfleet.platform.metrics import CONTENT_TYPE, render_metrics
 from rayfleet.platform.prevalidate import validate_versions
+from rayfleet.platform.replicas import ReplicaReport
 from rayfleet.platform.spec import PlatformSpec
 from rayfleet.platform.store import ModelStore
 from rayfleet.platform.validation.compare import reference_features
@@ -143,6 +144,13 @@ class Validator:
         """Take a batch of observations from a router."""
         self._ensure_loop()
         return self.core.ingest(rows, router, dropped)
+
+    async def replica_report(self, reports: list[dict[str, Any]]) -> None:
+        """Take the request counters of one replica (a model or router replica)."""
+        self._ensure_loop()
+        self.core.report_replicas(
+            [ReplicaReport.from_dict(report) for report in reports], time.time()
+        )
 
     async def plans(self) -> dict[str, dict[str, Any]]:
         """Every model's traffic plan, as routers poll it."""

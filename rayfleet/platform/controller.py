@@ -24,6 +24,7 @@ import numpy as np
 
 from rayfleet.platform import rollout as ro
 from rayfleet.platform.errors import Conflict, ModelNotFound
+from rayfleet.platform.replicas import ReplicaReport, ReplicaTable
 from rayfleet.platform.service import initial_plans
 from rayfleet.platform.spec import ModelSpec, PlatformSpec
 from rayfleet.platform.traffic import TrafficPlan
@@ -138,6 +139,7 @@ class ValidatorCore:
         self.finished: dict[str, dict[str, str]] = {}
         self.routers_dropped: dict[str, int] = {}
         self.ingested = 0
+        self.replicas = ReplicaTable()
         self.events: list[ro.Event] = []
         for model in spec.models:
             self._load(model, now)
@@ -238,6 +240,11 @@ class ValidatorCore:
         if router:
             self.routers_dropped[router] = dropped
         return count
+
+    def report_replicas(self, reports: Iterable[ReplicaReport], now: float) -> None:
+        """Keep the replicas' latest request counters; unknown versions are skipped."""
+        known = [r for r in reports if (r.model, r.version) in self.stats]
+        self.replicas.update(known, now)
 
     # -- the control loop ---------------------------------------------------
 
@@ -372,6 +379,15 @@ class ValidatorCore:
     def snapshot(self, now: float, window_s: float = 300.0) -> dict[str, Any]:
         """Everything ``/-/validation`` and the dashboard show, JSON-ready."""
         plans = self.plans()
+        replicas: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for report in self.replicas.current(now):
+            replicas.setdefault((report.model, report.version), []).append(
+                {
+                    "replica": report.replica,
+                    "requests": report.requests,
+                    "errors": report.errors,
+                }
+            )
         models = []
         for model in self.spec.models:
             versions = []
@@ -388,6 +404,7 @@ class ValidatorCore:
                         "window": summary,
                         "series": series,
                         "total_requests": sum(self.totals[key].by_status.values()),
+                        "replicas": replicas.get(key, []),
                     }
                 )
             state = self.rollouts.get(model.name)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rayfleet.platform.errors import RayfleetError
+from rayfleet.platform.replicas import ReplicaCounters, ReplicaReport
 from rayfleet.platform.runtimes import load_runtime, warm_up
 from rayfleet.platform.runtimes.base import Runtime, guarded_predict
 from rayfleet.platform.service import ReplicaResult
@@ -28,19 +30,38 @@ class InProcessBackend:
     ) -> None:
         self.runtimes = runtimes
         self.threaded = threaded
+        self.counters = {
+            (model, version): ReplicaCounters()
+            for model, versions in runtimes.items()
+            for version in versions
+        }
 
     async def infer(
         self, model: str, version: str, inputs: dict[str, np.ndarray]
     ) -> ReplicaResult:
         """Predict on the version's runtime; its own exceptions become ModelError."""
         runtime, where = self.runtimes[model][version], f"{model}/{version}"
-        if self.threaded:
-            outputs, model_ms = await asyncio.to_thread(
-                guarded_predict, runtime, inputs, where
-            )
-        else:
-            outputs, model_ms = guarded_predict(runtime, inputs, where)
+        counters = self.counters[(model, version)]
+        counters.served()
+        counters.ran_batch(1)
+        try:
+            if self.threaded:
+                outputs, model_ms = await asyncio.to_thread(
+                    guarded_predict, runtime, inputs, where
+                )
+            else:
+                outputs, model_ms = guarded_predict(runtime, inputs, where)
+        except RayfleetError:
+            counters.failed()
+            raise
         return ReplicaResult(outputs, model_ms, 1)
+
+    def reports(self, replica: str) -> list[ReplicaReport]:
+        """Every loaded version's counters, as reports from ``replica``."""
+        return [
+            counters.report(model, version, replica)
+            for (model, version), counters in self.counters.items()
+        ]
 
     async def ready(self, model: str, version: str) -> bool:
         """Loaded runtimes are always ready."""

@@ -93,6 +93,33 @@ class _ValidatorCollector(Collector):
         )
         ingested.add_metric([], core.ingested)
         yield from (dropped, ingested)
+        yield from self._replicas()
+
+    def _replicas(self) -> Iterator[Metric]:
+        labels = ["model", "version", "replica"]
+        requests = CounterMetricFamily(
+            "rayfleet_replica_requests",
+            "Requests each replica took, as it last reported them; for versions "
+            "placed in the router, the replica is the router's.",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "rayfleet_replica_errors",
+            "Requests whose model call raised, per replica.",
+            labels=labels,
+        )
+        batches = CounterMetricFamily(
+            "rayfleet_replica_batches",
+            "Model calls per replica, by the number of requests batched in them.",
+            labels=[*labels, "size"],
+        )
+        for report in self.core.replicas.current(self.now):
+            key = [report.model, report.version, report.replica]
+            requests.add_metric(key, report.requests)
+            errors.add_metric(key, report.errors)
+            for size, count in sorted(report.batches.items()):
+                batches.add_metric([*key, str(size)], count)
+        yield from (requests, errors, batches)
 
     def _rollouts(self) -> Iterator[Metric]:
         core = self.core

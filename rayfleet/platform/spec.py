@@ -86,6 +86,10 @@ class AutoscalingSpec(_Spec):
     (stable and panic windows in wall-clock seconds, hysteresis, bounded rates),
     or ``serve``, Serve's default policy with its default delays.
     ``min_replicas: 0`` scales to zero after a grace period without traffic.
+
+    ``stable_window_s``, ``panic_window_s`` and ``scale_down_delay_s`` tune the
+    ``rayfleet`` policy (defaults 60, 6 and 30 s, after Knative's KPA; see
+    :mod:`rayfleet.autoscaling.policy`); Serve's policy has its own knobs.
     """
 
     policy: Literal["rayfleet", "serve"] = "rayfleet"
@@ -93,6 +97,9 @@ class AutoscalingSpec(_Spec):
     initial_replicas: NonNegativeInt | None = None
     max_replicas: PositiveInt = 1
     target_ongoing_requests: PositiveFloat | None = None
+    stable_window_s: PositiveFloat | None = None
+    panic_window_s: PositiveFloat | None = None
+    scale_down_delay_s: NonNegativeFloat | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:
@@ -109,7 +116,26 @@ class AutoscalingSpec(_Spec):
                 f"initial_replicas ({initial}) must lie between min_replicas "
                 f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
             )
+        stable, panic = self.stable_window_s, self.panic_window_s
+        if stable is not None and panic is not None and panic > stable:
+            raise ValueError(
+                f"panic_window_s ({panic:g}) must not exceed stable_window_s "
+                f"({stable:g}), e.g. 6 and 60"
+            )
+        if self.policy == "serve" and self.windows():
+            raise ValueError(
+                f"{', '.join(self.windows())} tune the rayfleet policy only; "
+                "drop them or use policy: rayfleet"
+            )
         return self
+
+    def windows(self) -> dict[str, float]:
+        """The ``rayfleet`` policy's windows and delays that this spec sets."""
+        return {
+            name: value
+            for name in ("stable_window_s", "panic_window_s", "scale_down_delay_s")
+            if (value := getattr(self, name)) is not None
+        }
 
 
 class TritonTarget(_Spec):
@@ -270,6 +296,8 @@ class ValidationSpec(_Spec):
     them to the Validator every ``flush_every_s`` or ``flush_max`` records; a full
     buffer drops and counts. Routers ask for the traffic plan every
     ``plan_poll_s`` and keep the last one when the Validator does not answer.
+    Every replica, of a version or of the router, sends its request counters every
+    ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``).
     """
 
     enabled: bool = True
@@ -280,6 +308,7 @@ class ValidationSpec(_Spec):
     flush_every_s: PositiveFloat = 0.5
     flush_max: PositiveInt = 1000
     plan_poll_s: PositiveFloat = 1.0
+    replica_report_s: PositiveFloat = 5.0
     bucket_s: PositiveFloat = 10.0
     horizon_s: PositiveFloat = 3600.0
     alpha: float = Field(default=0.05, gt=0, lt=1)

@@ -113,6 +113,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_python_version(root, "double", "v1")
     write_python_version(root, "sleepy", "v1")
     write_python_version(root, "slowstart", "v1", load_delay_s="4")
+    write_python_version(root, "balanced", "v1")
+    write_python_version(root, "elastic", "v1")
     return root
 
 

@@ -49,6 +49,23 @@ def test_defaults() -> None:
             "min_replicas (3) must not exceed max_replicas (2)",
         ),
         (
+            versions(
+                {
+                    "name": "v1",
+                    "autoscaling": {"stable_window_s": 5, "panic_window_s": 10},
+                }
+            ),
+            "args.models.0.versions.0.autoscaling",
+            "panic_window_s (10) must not exceed stable_window_s (5)",
+        ),
+        (
+            versions(
+                {"name": "v1", "autoscaling": {"policy": "serve", "stable_window_s": 5}}
+            ),
+            "args.models.0.versions.0.autoscaling",
+            "stable_window_s tune the rayfleet policy only",
+        ),
+        (
             versions({"name": "v1"}, {"name": "v1"}),
             "args.models.0",
             "repeated: ['v1']",

@@ -162,3 +162,16 @@ def test_zero_replicas_with_waiting_requests_is_serves_cold_start() -> None:
     )
     assert replicas == 1
     assert STATE_KEY not in state
+
+
+def test_spec_windows_reach_the_policy() -> None:
+    policy = policy_for(
+        scaling(max_replicas=4, stable_window_s=10, scale_down_delay_s=2), 2.0
+    )
+    assert (policy.stable_window_s, policy.scale_down_delay_s) == (10.0, 2.0)
+    # A stable window under the default panic window takes the panic window down.
+    short = policy_for(scaling(max_replicas=4, stable_window_s=4), 2.0)
+    assert (short.stable_window_s, short.panic_window_s) == (4.0, 4.0)
+    assert policy_for(scaling(max_replicas=4), 2.0) == RequestCountPolicy(
+        target_ongoing_requests=2.0, max_replicas=4
+    )

@@ -1,0 +1,116 @@
+"""How evenly requests spread over four replicas, from the replicas' own counters.
+
+Two layouts of the digits model (4 rows a request), each under uniform closed-loop
+load from loadtest/loadgen.py at nice 19:
+
+- ``version replicas``: one router, four replicas of the version one hop away;
+  Serve's router picks a replica by power of two choices on queue length.
+- ``router replicas``: the version placed in the router, four router replicas;
+  HAProxy spreads the connections.
+
+Counts come from ``rayfleet_replica_requests`` in ``/metrics`` (what each replica
+says it took), read before and after each run.
+
+    .venv/bin/python -m loadtest.bench_balance [--duration 10] [-c 8 32]
+
+Prints a markdown table (busiest / least busy replica, target <= 1.5) and writes it
+to loadtest/out/balance.md. Loopback only; every server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.bench_overhead import (
+    OUT,
+    STORE,
+    Target,
+    _ensure_models,
+    _payloads,
+    running,
+)
+from loadtest.loadgen import run_load_subprocess
+from rayfleet.deployments.serve_env import SERVE_ENV
+from rayfleet.platform.replicas import balance_ratio
+
+# Replicas report every 5 s by default: wait for one more report after a run.
+REPORT_WAIT_S = 6.0
+
+
+def replica_requests(url: str) -> dict[str, float]:
+    """Requests per replica of digits/v1, as ``/metrics`` shows them now."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        sample.labels["replica"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "rayfleet_replica_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["version"] == "v1"
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--port", type=int, default=18124)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    _ensure_models()
+    from rayfleet.demo import digits_split
+
+    rows = np.ascontiguousarray(digits_split()[1][:4])
+    body, headers = _payloads(rows)["binary"]
+    py = [sys.executable, "-m", "loadtest.targets", "rayfleet", "--store", str(STORE)]
+    env = {"RAY_SERVE_LOG_TO_STDERR": "0", **SERVE_ENV}
+    layouts = [
+        Target("version replicas", [*py, "--replicas", "4"], ("binary",), env),
+        Target(
+            "router replicas",
+            [*py, "--placement", "router", "--routers", "4"],
+            ("binary",),
+            env,
+        ),
+    ]
+    lines = [
+        "| layout | c | req/s | requests per replica | busiest / least |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for target in layouts:
+        with running(target, args.port) as url:
+            # Every replica must have reported once before the first count.
+            time.sleep(REPORT_WAIT_S)
+            for concurrency in args.concurrency:
+                before = replica_requests(url)
+                result = run_load_subprocess(
+                    f"{url}/v2/models/digits/infer",
+                    body,
+                    headers,
+                    concurrency,
+                    args.duration,
+                    str(OUT),
+                )
+                time.sleep(REPORT_WAIT_S)
+                after = replica_requests(url)
+                served = sorted(int(after[r] - before.get(r, 0.0)) for r in after)
+                ratio = balance_ratio(served)
+                line = (
+                    f"| {target.name} | {concurrency} | {result.rps:.0f} | "
+                    f"{' / '.join(map(str, served))} | "
+                    f"{'n/a' if ratio is None else f'{ratio:.2f}'} |"
+                )
+                print(line, flush=True)
+                lines.append(line)
+    table = "\n".join(lines)
+    (OUT / "balance.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

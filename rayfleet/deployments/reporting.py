@@ -1,0 +1,36 @@
+"""Sending a replica's request counters to the Validator, every few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ray.serve.handle import DeploymentHandle
+
+from rayfleet.platform.replicas import ReplicaReport
+
+__all__ = ["report_forever"]
+
+logger = logging.getLogger("ray.serve")
+
+
+async def report_forever(
+    validator: DeploymentHandle,
+    reports: Callable[[], list[ReplicaReport]],
+    every_s: float,
+) -> None:
+    """Send ``reports()`` to the Validator every ``every_s``, for ever.
+
+    Reports are running totals, so one that fails (the Validator restarting or
+    gone) is simply superseded by the next; nothing here touches a request.
+    """
+    while True:
+        try:
+            await asyncio.wait_for(
+                validator.replica_report.remote([r.to_dict() for r in reports()]),
+                timeout=5,
+            )
+        except Exception as error:  # the next report carries the same totals
+            logger.debug("replica report failed: %r", error)
+        await asyncio.sleep(every_s)

@@ -1,0 +1,163 @@
+"""Load balancing and autoscaling on a real Serve app, seen as a user sees them:
+request counts per replica in ``/metrics``, replica counts in ``serve.status()``.
+
+The app here is separate from the shared one so its replica counts are its own:
+``balanced`` runs exactly four replicas, ``elastic`` scales between one and three
+on the rayfleet policy with windows of seconds instead of a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from ray import serve
+
+from rayfleet.deployments.app import build
+from rayfleet.platform.replicas import balance_ratio
+
+APP = "scaling"
+PREFIX = "/scaling"
+
+
+def _sleep_ms(ms: int) -> dict[str, object]:
+    # The python test model sleeps x - 1000 ms for x >= 1000.
+    x = 1000 + ms
+    tensor = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [x, x]}
+    return {"inputs": [tensor]}
+
+
+@pytest.fixture(scope="module")
+def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
+    replica = {"num_cpus": 0.05}
+    args = {
+        "store": str(store),
+        "router": {"num_cpus": 0.1, "request_timeout_s": 5},
+        "validation": {"replica_report_s": 0.5},
+        "models": [
+            {
+                "name": "balanced",
+                "versions": [
+                    {
+                        "name": "v1",
+                        **replica,
+                        "autoscaling": {"min_replicas": 4, "max_replicas": 4},
+                    }
+                ],
+            },
+            {
+                "name": "elastic",
+                "versions": [
+                    {
+                        "name": "v1",
+                        **replica,
+                        "autoscaling": {
+                            "min_replicas": 1,
+                            "max_replicas": 3,
+                            "target_ongoing_requests": 1,
+                            "stable_window_s": 4,
+                            "scale_down_delay_s": 2,
+                        },
+                    }
+                ],
+            },
+        ],
+    }
+    serve.run(build(args), name=APP, route_prefix=PREFIX)
+    url = serve_url + PREFIX
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the scaling app never became ready"
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        serve.delete(APP)
+
+
+def _replica_requests(url: str, model: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        sample.labels["replica"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "rayfleet_replica_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["model"] == model
+    }
+
+
+def _running(deployment: str) -> int:
+    status = serve.status().applications[APP].deployments[deployment]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+async def _load(
+    url: str, model: str, concurrency: int, stop: threading.Event, limit: int
+) -> list[int]:
+    """Up to ``limit`` requests from ``concurrency`` clients, until ``stop``."""
+    codes: list[int] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def user() -> None:
+            while not stop.is_set() and len(codes) < limit:
+                response = await client.post(
+                    f"/v2/models/{model}/infer", json=_sleep_ms(20)
+                )
+                codes.append(response.status_code)
+
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+    return codes
+
+
+def test_uniform_load_is_balanced_across_four_replicas(scaling_url: str) -> None:
+    before = _replica_requests(scaling_url, "balanced")
+    codes = asyncio.run(_load(scaling_url, "balanced", 8, threading.Event(), 400))
+    assert set(codes) == {200}
+    # Replicas report their totals every half second: wait for all 400.
+    deadline = time.monotonic() + 20
+    while True:
+        after = _replica_requests(scaling_url, "balanced")
+        served = {r: after[r] - before.get(r, 0.0) for r in after}
+        if sum(served.values()) >= len(codes) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(served) == 4, served
+    assert sum(served.values()) == len(codes), served
+    ratio = balance_ratio(int(count) for count in served.values())
+    assert ratio is not None and ratio <= 1.5, served
+
+
+def test_load_scales_a_version_up_and_back_down(scaling_url: str) -> None:
+    deployment = "elastic:v1"
+    assert _running(deployment) == 1
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def drive() -> None:
+        codes.extend(asyncio.run(_load(scaling_url, "elastic", 6, stop, 5000)))
+
+    loader = threading.Thread(target=drive)
+    loader.start()
+    try:
+        # Six clients on a target of one request per replica: panic, up to three.
+        peak, deadline = 1, time.monotonic() + 60
+        while peak < 2 and time.monotonic() < deadline:
+            peak = max(peak, _running(deployment))
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        loader.join(timeout=60)
+    assert peak >= 2, "the version never scaled above its minimum under load"
+    # Idle: the panic holds one stable window (4 s), the scale-down delay 2 s,
+    # then replicas drain (at most one request deadline) and stop.
+    deadline = time.monotonic() + 90
+    while _running(deployment) > 1:
+        assert time.monotonic() < deadline, "the version never scaled back down"
+        time.sleep(1)
+    assert codes and set(codes) == {200}, sorted(set(codes))
