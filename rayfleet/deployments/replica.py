@@ -12,6 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from rayfleet.deployments.reporting import report_forever
+from rayfleet.platform.batcher import DynamicBatcher
 from rayfleet.platform.errors import ModelError, RayfleetError
 from rayfleet.platform.replicas import ReplicaCounters
 from rayfleet.platform.runtimes import (
@@ -68,11 +69,13 @@ class ModelReplica:
         batching = self.spec.batching
         warm_up(self.runtime, self.manifest.signature, batching.max_batch_size)
         self.warm_s = time.perf_counter() - started
-        self.batching = (
-            batching.max_batch_size > 1 and self.manifest.signature.batchable
-        )
-        self._batched.set_max_batch_size(batching.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self.batcher: DynamicBatcher[Inputs, ReplicaResult] | None = None
+        if batching.max_batch_size > 1 and self.manifest.signature.batchable:
+            self.batcher = DynamicBatcher(
+                self._run_batch,
+                batching.max_batch_size,
+                batching.batch_wait_timeout_s,
+            )
         self.counters = ReplicaCounters()
         self._reporting: asyncio.Task[None] | None = None
         if validator is not None:
@@ -92,15 +95,15 @@ class ModelReplica:
             model,
             self.spec.name,
             self.warm_s,
-            self.batching,
+            self.batcher is not None,
         )
 
     async def infer(self, inputs: Inputs) -> ReplicaResult:
         """Run one request, batched with others when the signature allows."""
         self.counters.served()
         try:
-            if self.batching:
-                return await self._batched(inputs)
+            if self.batcher is not None:
+                return await self.batcher.submit(inputs)
             self.counters.ran_batch(1)
             outputs, model_ms = await self._predict(inputs)
         except RayfleetError:
@@ -108,8 +111,9 @@ class ModelReplica:
             raise
         return ReplicaResult(outputs, model_ms, 1)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _batched(self, requests: list[Inputs]) -> list[ReplicaResult]:
+    async def _run_batch(
+        self, requests: list[Inputs]
+    ) -> list[ReplicaResult | BaseException]:
         size = len(requests)
         self.counters.ran_batch(size)
         if size == 1:

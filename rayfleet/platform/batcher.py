@@ -1,0 +1,132 @@
+"""Dynamic batching that forms each batch when the model is free to run it.
+
+Serve's ``@serve.batch`` (2.60) closes a batch ``batch_wait_timeout_s`` after its
+first request and only then waits for the model: while one batch runs, the next
+ones are cut from whatever arrived within a few milliseconds of each other, and
+queue up behind it small. For a model that takes longer than the timeout (any
+GPU model, an image CNN on a CPU) that caps throughput at a fraction of what the
+batch size allows (``loadtest/bench_batcher.py``).
+
+:class:`DynamicBatcher` cuts a batch only when a worker is free, the way Triton's
+dynamic batcher does: everything that queued while the model was busy goes into
+the next call, up to ``max_batch_size``. ``max_wait_s`` bounds how long a request
+waits *for company*, counted from its own arrival, so an idle model still batches
+a burst and a busy one adds no delay at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["BatchFunction", "DynamicBatcher"]
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# Runs one batch; returns one result or exception per item, in order.
+BatchFunction = Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]]
+
+
+@dataclass
+class _Pending(Generic[Item, Result]):
+    item: Item
+    arrived: float
+    future: asyncio.Future[Result] = field(repr=False)
+
+
+class DynamicBatcher(Generic[Item, Result]):
+    """Collects concurrent :meth:`submit` calls into batches for ``run``.
+
+    At most ``max_concurrent`` batches run at once (one per model instance). Must
+    be used from one event loop; its workers start with the first submission.
+    """
+
+    def __init__(
+        self,
+        run: BatchFunction[Item, Result],
+        max_batch_size: int,
+        max_wait_s: float,
+        max_concurrent: int = 1,
+    ) -> None:
+        if max_batch_size < 1 or max_concurrent < 1 or max_wait_s < 0:
+            raise ValueError(
+                "max_batch_size and max_concurrent must be >= 1 and max_wait_s >= 0"
+            )
+        self.run = run
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_concurrent = max_concurrent
+        self._queue: deque[_Pending[Item, Result]] = deque()
+        self._arrival = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def __len__(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self._queue)
+
+    async def submit(self, item: Item) -> Result:
+        """Queue ``item`` and wait for its result (or its batch's exception)."""
+        self._start_workers()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, time.monotonic(), future))
+        self._arrival.set()
+        return await future
+
+    def _start_workers(self) -> None:
+        if len(self._workers) == self.max_concurrent and not any(
+            worker.done() for worker in self._workers
+        ):
+            return
+        self._workers = [w for w in self._workers if not w.done()]
+        loop = asyncio.get_running_loop()
+        while len(self._workers) < self.max_concurrent:
+            self._workers.append(loop.create_task(self._work()))
+
+    def _take(self, batch: list[_Pending[Item, Result]]) -> None:
+        # A caller that gave up (its request cancelled) needs no answer.
+        while self._queue and len(batch) < self.max_batch_size:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                batch.append(pending)
+
+    async def _next_batch(self) -> list[_Pending[Item, Result]]:
+        batch: list[_Pending[Item, Result]] = []
+        while not batch:
+            if not self._queue:
+                self._arrival.clear()
+                await self._arrival.wait()
+            self._take(batch)
+        while len(batch) < self.max_batch_size:
+            remaining = batch[0].arrived + self.max_wait_s - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrival.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrival.wait(), remaining)
+            self._take(batch)
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            try:
+                results = await self.run([pending.item for pending in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"a batch of {len(batch)} returned {len(results)} results"
+                    )
+            except Exception as error:  # the whole batch failed: each caller hears
+                results = [error] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
