@@ -45,6 +45,7 @@ def bench_args(
     num_gpus: float = 0.0,
     replicas: int = 1,
     routers: int = 1,
+    max_ongoing_requests: int | None = None,
 ) -> dict[str, Any]:
     """One model, one version: the spec every target serves.
 
@@ -68,6 +69,7 @@ def bench_args(
                         "placement": placement,
                         "num_cpus": 0.5,
                         "num_gpus": num_gpus,
+                        "max_ongoing_requests": max_ongoing_requests,
                         "batching": {
                             "max_batch_size": max_batch_size,
                             "batch_wait_timeout_s": 0.001,
@@ -124,6 +126,9 @@ def main() -> None:
     parser.add_argument("--num-gpus", type=float, default=0.0, help="per replica")
     parser.add_argument("--replicas", type=int, default=1, help="of the version")
     parser.add_argument("--routers", type=int, default=1, help="router replicas")
+    parser.add_argument(
+        "--max-ongoing-requests", type=int, help="per version replica (spec default)"
+    )
     parser.add_argument("--num-cpus", type=int, default=4, help="Ray's CPUs")
     args = parser.parse_args()
     spec_args = bench_args(
@@ -135,6 +140,7 @@ def main() -> None:
         num_gpus=args.num_gpus,
         replicas=args.replicas,
         routers=args.routers,
+        max_ongoing_requests=args.max_ongoing_requests,
     )
     if args.kind == "starlette":
         import uvicorn

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from rayfleet.platform.errors import ConfigError
-from rayfleet.platform.spec import parse_spec
+from rayfleet.platform.spec import BatchingSpec, VersionSpec, parse_spec
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -26,7 +26,11 @@ def test_defaults() -> None:
     version = parsed.model("digits").version("v1")
     assert version.batching.max_batch_size == 16
     assert version.target_ongoing_requests == 16
-    assert version.replica_max_ongoing_requests == 32
+    assert version.replica_max_ongoing_requests == 128
+    unbatched = VersionSpec(name="v1", batching=BatchingSpec(max_batch_size=1))
+    assert unbatched.replica_max_ongoing_requests == 64
+    declared = VersionSpec(name="v1", max_ongoing_requests=3)
+    assert declared.replica_max_ongoing_requests == 3
     assert parsed.router.max_body_bytes == 64 * 1024 * 1024
     assert parsed.model("digits").initial_weights() == {"v1": 100.0}
 
