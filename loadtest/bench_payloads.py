@@ -22,12 +22,13 @@ Two measurements in one run, on the image CNN (``image/v1``, FP32 images of
         [--batches 1 8] [--formats json binary arrow grpc] [--memory-only]
 
 gRPC is also sent straight to the router replica's own gRPC server ("no HAProxy"),
-which shows what HAProxy's HTTP/2 relay costs. Its settings pass through from this
-environment: with Serve's defaults (16 KiB frames, 64 KiB windows) an 8-image
-request crosses as ~300 frames, and e.g.
-``RAY_SERVE_HAPROXY_TUNE_BUFSIZE=262400 RAY_SERVE_HAPROXY_H2_MAX_FRAME_SIZE=262144
-RAY_SERVE_HAPROXY_H2_FE_INITIAL_WINDOW_SIZE=4194304
-RAY_SERVE_HAPROXY_H2_BE_INITIAL_WINDOW_SIZE=4194304`` measures the alternative.
+which shows what HAProxy's HTTP/2 relay costs. rayfleet's Serve settings
+(``SERVE_ENV``) apply unless this environment sets one: e.g. Serve's own HTTP/2
+defaults, ``RAY_SERVE_HAPROXY_TUNE_BUFSIZE=16384
+RAY_SERVE_HAPROXY_H2_MAX_FRAME_SIZE=16384
+RAY_SERVE_HAPROXY_H2_FE_INITIAL_WINDOW_SIZE=65536
+RAY_SERVE_HAPROXY_H2_BE_INITIAL_WINDOW_SIZE=65536``, measure what rayfleet's
+larger frames and windows buy.
 
 Prints markdown tables and writes them to loadtest/out/payloads.md. Loopback only;
 the server is stopped at the end.

@@ -41,7 +41,7 @@ import tritonclient.http as triton_http
 
 from loadtest.bench_overhead import _ensure_kserve
 from loadtest.loadgen import LoadResult, run_load_subprocess, time_loop
-from rayfleet.deployments.serve_env import SERVE_ENV
+from rayfleet.deployments.serve_env import apply_serve_env
 
 __all__ = [
     "IMAGE_MODEL",
@@ -88,11 +88,12 @@ def ensure_image_model() -> None:
 
 
 def rayfleet_env() -> dict[str, str]:
-    """The environment of a rayfleet server here: rayfleet's Serve settings, plus
-    what lets it run beside another Serve and carry image batches."""
+    """The environment of a rayfleet server here: rayfleet's Serve settings (a
+    value set in this process's environment wins, to measure another), plus what
+    lets it run beside another Serve."""
     return {
         "RAY_SERVE_LOG_TO_STDERR": "0",
-        **SERVE_ENV,
+        **apply_serve_env(dict(os.environ)),
         # HAProxy's stats and metrics ports and the fallback proxy's are fixed by
         # default: another Serve in HAProxy mode on this machine (a test run)
         # would make ours fail to start.
@@ -100,9 +101,6 @@ def rayfleet_env() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
-        # The router -> replica hop goes over gRPC (the throughput preset), which
-        # refuses messages over 4 MiB by default: eight images are 4.8 MB.
-        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(2**31 - 1),
     }
 
 

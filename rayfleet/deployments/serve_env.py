@@ -26,6 +26,16 @@ SERVE_ENV: dict[str, str] = {
     # gRPC between router and replicas caps a message at 4 MiB by default: an
     # 8-image batch (4.8 MB) to a version in its own replica would fail.
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": "2147483647",
+    # HAProxy relays gRPC as HTTP/2 in 16 KiB frames and 64 KiB flow-control
+    # windows by default: an 8-image request (4.8 MB) crosses as ~300 frames and
+    # waits on a window update every four. 256 KiB frames (a buffer must hold a
+    # frame plus its header) and 4 MiB windows take gRPC through HAProxy from about
+    # half the speed of calling the router directly to level with it
+    # (loadtest/RESULTS.md, "HAProxy's HTTP/2 settings").
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "262400",
+    "RAY_SERVE_HAPROXY_H2_MAX_FRAME_SIZE": "262144",
+    "RAY_SERVE_HAPROXY_H2_FE_INITIAL_WINDOW_SIZE": "4194304",
+    "RAY_SERVE_HAPROXY_H2_BE_INITIAL_WINDOW_SIZE": "4194304",
 }
 
 # The v2 gRPC service's servicer function: it also registers the pickling alias
