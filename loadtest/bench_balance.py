@@ -25,7 +25,6 @@ import time
 
 import httpx
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.bench_overhead import (
     OUT,
@@ -37,22 +36,18 @@ from loadtest.bench_overhead import (
 )
 from loadtest.loadgen import run_load_subprocess
 from rayfleet.deployments.serve_env import SERVE_ENV
+from rayfleet.platform.metrics import replica_requests
 from rayfleet.platform.replicas import balance_ratio
 
 # Replicas report every 5 s by default: wait for one more report after a run.
 REPORT_WAIT_S = 6.0
 
 
-def replica_requests(url: str) -> dict[str, float]:
+def requests_by_replica(url: str) -> dict[str, float]:
     """Requests per replica of digits/v1, as ``/metrics`` shows them now."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {
-        sample.labels["replica"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "rayfleet_replica_requests"
-        for sample in family.samples
-        if sample.name.endswith("_total") and sample.labels["version"] == "v1"
-    }
+    return replica_requests(
+        httpx.get(f"{url}/metrics", timeout=10).text, "digits", "v1"
+    )
 
 
 def main() -> None:
@@ -87,7 +82,7 @@ def main() -> None:
             # Every replica must have reported once before the first count.
             time.sleep(REPORT_WAIT_S)
             for concurrency in args.concurrency:
-                before = replica_requests(url)
+                before = requests_by_replica(url)
                 result = run_load_subprocess(
                     f"{url}/v2/models/digits/infer",
                     body,
@@ -97,7 +92,7 @@ def main() -> None:
                     str(OUT),
                 )
                 time.sleep(REPORT_WAIT_S)
-                after = replica_requests(url)
+                after = requests_by_replica(url)
                 served = sorted(int(after[r] - before.get(r, 0.0)) for r in after)
                 ratio = balance_ratio(served)
                 line = (

@@ -45,12 +45,13 @@ from loadtest.bench_peers import (
     Server,
     ensure_image_model,
     free_port,
+    image_load,
     raw_onnxruntime,
     rayfleet_env,
     serving,
     v2_request,
 )
-from loadtest.loadgen import LoadResult, run_load_subprocess
+from loadtest.loadgen import LoadResult
 
 BATCH = 32
 CUDA = "CUDAExecutionProvider"
@@ -187,14 +188,7 @@ def main() -> None:
         if on_gpu < args.replicas:
             label += f" (WARNING: only {on_gpu} server processes on the GPU)"
         for concurrency in args.concurrency:
-            result = run_load_subprocess(
-                f"http://127.0.0.1:{port}/v2/models/image/infer",
-                body,
-                headers,
-                concurrency,
-                args.duration,
-                str(OUT),
-            )
+            result = image_load(port, body, headers, concurrency, args.duration)
             rows.append((label, result, 1))
             print(
                 f"rayfleet c={concurrency:<3} {result.rps:7.0f} images/s  "

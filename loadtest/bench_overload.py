@@ -31,11 +31,11 @@ from loadtest.bench_peers import (
     Server,
     ensure_image_model,
     free_port,
+    image_load,
     rayfleet_env,
     serving,
     v2_request,
 )
-from loadtest.loadgen import run_load_subprocess
 
 SHORT_BACKOFF = {
     "RAY_SERVE_ROUTER_RETRY_INITIAL_BACKOFF_S": "0.001",
@@ -93,14 +93,7 @@ def main() -> None:
         port = free_port()
         with serving(server, port):
             for concurrency in args.concurrency:
-                result = run_load_subprocess(
-                    f"http://127.0.0.1:{port}/v2/models/image/infer",
-                    body,
-                    headers,
-                    concurrency,
-                    args.duration,
-                    str(OUT),
-                )
+                result = image_load(port, body, headers, concurrency, args.duration)
                 line = (
                     f"| {server.name} | {concurrency} | {result.rps:.0f} | "
                     f"{result.p50_ms:.1f} | {result.p99_ms:.1f} | "

@@ -50,6 +50,7 @@ __all__ = [
     "Server",
     "ensure_image_model",
     "free_port",
+    "image_load",
     "raw_onnxruntime",
     "rayfleet_env",
     "serving",
@@ -146,6 +147,21 @@ def serving(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+def image_load(
+    port: int, body: bytes, headers: dict[str, str], concurrency: int, duration_s: float
+) -> LoadResult:
+    """Closed-loop load (loadtest/loadgen.py at nice 19) on the image model of the
+    server on ``port``."""
+    return run_load_subprocess(
+        f"http://127.0.0.1:{port}/v2/models/image/infer",
+        body,
+        headers,
+        concurrency,
+        duration_s,
+        str(OUT),
+    )
 
 
 def raw_onnxruntime(
@@ -252,14 +268,7 @@ def main() -> None:
         port = free_port()
         with serving(server, port):
             for concurrency in args.concurrency:
-                result = run_load_subprocess(
-                    f"http://127.0.0.1:{port}/v2/models/image/infer",
-                    body,
-                    headers,
-                    concurrency,
-                    args.duration,
-                    str(OUT),
-                )
+                result = image_load(port, body, headers, concurrency, args.duration)
                 rows.append((server.name, result, 1))
                 print(
                     f"{server.name:24} c={concurrency:<3} {result.rps:7.0f} images/s "

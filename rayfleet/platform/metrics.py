@@ -17,12 +17,13 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from rayfleet.platform import rollout as ro
 from rayfleet.platform.controller import LATENCY_BUCKETS_MS, ValidatorCore
 
-__all__ = ["CONTENT_TYPE", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "render_metrics", "replica_requests"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -173,3 +174,16 @@ def render_metrics(core: ValidatorCore, now: float, window_s: float = 60.0) -> b
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ValidatorCollector(core, now, window_s))
     return generate_latest(registry)
+
+
+def replica_requests(text: str, model: str, version: str) -> dict[str, float]:
+    """Requests per replica of ``model``/``version`` in a ``/metrics`` page, as a
+    scraper reads them (for checks of load balance)."""
+    return {
+        sample.labels["replica"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "rayfleet_replica_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+        and (sample.labels["model"], sample.labels["version"]) == (model, version)
+    }

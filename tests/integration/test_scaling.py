@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from rayfleet.deployments.app import build
+from rayfleet.platform.metrics import replica_requests
 from rayfleet.platform.replicas import balance_ratio
 
 APP = "scaling"
@@ -82,14 +82,7 @@ def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
 
 
 def _replica_requests(url: str, model: str) -> dict[str, float]:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {
-        sample.labels["replica"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "rayfleet_replica_requests"
-        for sample in family.samples
-        if sample.name.endswith("_total") and sample.labels["model"] == model
-    }
+    return replica_requests(httpx.get(f"{url}/metrics", timeout=10).text, model, "v1")
 
 
 def _running(deployment: str) -> int:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rayfleet.platform.controller import ValidatorCore
 from rayfleet.platform.errors import ModelError
 from rayfleet.platform.inprocess import InProcessBackend
-from rayfleet.platform.metrics import render_metrics
+from rayfleet.platform.metrics import render_metrics, replica_requests
 from rayfleet.platform.replicas import (
     ReplicaCounters,
     ReplicaReport,
@@ -98,11 +98,7 @@ def test_metrics_render_each_replica_as_prometheus_counters() -> None:
     )
     text = render_metrics(core, T0 + 1).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    requests = {
-        s.labels["replica"]: s.value
-        for s in families["rayfleet_replica_requests"].samples
-        if s.name == "rayfleet_replica_requests_total"
-    }
+    requests = replica_requests(text, "digits", "v1")
     assert requests == {"r1": 120.0, "r2": 100.0}
     errors = {
         s.labels["replica"]: s.value
