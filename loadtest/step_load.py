@@ -2,12 +2,15 @@
 
     .venv/bin/python -m loadtest.step_load [--phases 20:1,60:32,100:4]
         [--policies rayfleet serve] [--target-ongoing-requests 4] [--max-replicas 8]
+        [--hold-ms 0]
 
 For each policy, in turn and on the same profile:
 
 1. a server process starts a local Ray (``num_cpus=8``) and Serve on a free
    loopback port, serving the digits demo model (``v1``, built into a temporary
-   store) with that policy's ``autoscaling_config``, and samples every second how
+   store; with ``--hold-ms``, each model call is held that long without using a
+   CPU, as on an accelerator) with that policy's ``autoscaling_config``, and
+   samples every second how
    many replicas of each version run, start and stop (``serve.status()``);
 2. a load process at ``nice 19`` (Ray's workers run at 15) drives it with locust's
    library API: closed-loop users from ``loadtest/locustfile.py`` with no think
@@ -153,6 +156,43 @@ def app_args(
             }
         ],
     }
+
+
+# The digits model as a slow accelerator would serve it: the real ONNX model, and
+# then a wait until the call has taken HOLD_MS. A sleep holds the request without
+# holding a core, so the replica count, not the two CPUs of a test machine, decides
+# how many requests are served at once, as on a GPU.
+HELD_MODEL = """
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+
+HOLD_S = {hold_s!r}
+
+
+def load(version_dir):
+    session = ort.InferenceSession(str(Path(version_dir, "model.onnx")))
+
+    def predict(inputs):
+        started = time.perf_counter()
+        label, probabilities = session.run(None, dict(inputs))
+        time.sleep(max(0.0, HOLD_S - (time.perf_counter() - started)))
+        return {{"label": label, "probabilities": probabilities}}
+
+    return predict
+"""
+
+
+def hold_version(folder: Path, hold_ms: float) -> None:
+    """Turn the ONNX version in ``folder`` into a python one that runs the same
+    model and holds each call for ``hold_ms`` (per batch, as an accelerator does)."""
+    (folder / "held.py").write_text(HELD_MODEL.format(hold_s=hold_ms / 1000))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(
+        runtime="python", artifact="held.py", python={"callable": "held:load"}
+    )
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 # --- the server process -------------------------------------------------------
@@ -625,21 +665,16 @@ def run_main(argv: Sequence[str]) -> int:
     parser.add_argument("--target-ongoing-requests", type=float, default=4.0)
     parser.add_argument("--max-replicas", type=int, default=8)
     parser.add_argument(
+        "--hold-ms",
+        type=float,
+        default=0.0,
+        help="hold each model call this long without using the CPU (an accelerator)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "loadtest" / "out" / "step_load"
     )
     args = parser.parse_args(argv)
     args.profile = Profile.parse(args.phases)
-
-    from rayfleet.platform.spec import AutoscalingSpec
-
-    if "policy" not in AutoscalingSpec.model_fields:
-        print(
-            "rayfleet's AutoscalingSpec has no `policy` field yet: add it and have "
-            "app.py build each version's autoscaling_config with "
-            "rayfleet.autoscaling.serve_policy.autoscaling_config_for.",
-            file=sys.stderr,
-        )
-        return 2
 
     from rayfleet.demo import build_demo_store
 
@@ -648,6 +683,8 @@ def run_main(argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="step-load-") as scratch:
         store = str(Path(scratch) / "store")
         build_demo_store(store)
+        if args.hold_ms > 0:
+            hold_version(Path(store) / MODEL / VERSION, args.hold_ms)
         for policy in args.policies:
             results.append(_run_policy(policy, store, args, args.out))
 
