@@ -12,7 +12,7 @@ nice 19, closed loop), concurrency 1, 8, 32 and 64:
   (loadtest/targets.py serve-bare);
 - rayfleet, router plus an image replica one hop away, with dynamic batching
   (``max_batch_size`` 16) and without (1); and with the model placed in the router
-  (no hop, no batching).
+  (no hop, no batching), in one router replica and in two.
 
     .venv/bin/python -m loadtest.bench_peers [--duration 4] [-c 1 8 32 64]
 
@@ -209,7 +209,8 @@ def servers() -> list[Server]:
     """Every server in the comparison, in table order."""
     py = [sys.executable, "-m", "loadtest.targets"]
     common = ["--store", str(STORE), "--port", "{port}", "--model", "image"]
-    fast = rayfleet_env()
+    rayfleet = [*py, "rayfleet", *common]
+    # Each Ray server gets its own HAProxy ports: the last one's may linger.
     return [
         Server(
             "kserve",
@@ -221,17 +222,22 @@ def servers() -> list[Server]:
                 "{port}",
             ],
         ),
-        Server("serve-bare", [*py, "serve-bare", *common], fast),
-        Server("rayfleet, batching 16", [*py, "rayfleet", *common], fast),
+        Server("serve-bare", [*py, "serve-bare", *common], rayfleet_env()),
+        Server("rayfleet, batching 16", rayfleet, rayfleet_env()),
         Server(
             "rayfleet, no batching",
-            [*py, "rayfleet", *common, "--max-batch-size", "1"],
-            fast,
+            [*rayfleet, "--max-batch-size", "1"],
+            rayfleet_env(),
         ),
         Server(
             "rayfleet, in the router",
-            [*py, "rayfleet", *common, "--placement", "router"],
-            fast,
+            [*rayfleet, "--placement", "router"],
+            rayfleet_env(),
+        ),
+        Server(
+            "rayfleet, in 2 router replicas",
+            [*rayfleet, "--placement", "router", "--routers", "2"],
+            rayfleet_env(),
         ),
     ]
 
