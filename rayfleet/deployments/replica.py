@@ -31,6 +31,10 @@ logger = logging.getLogger("ray.serve")
 
 Inputs = dict[str, np.ndarray]
 
+# Model calls a replica runs at once when it does not batch: the two that
+# Serve's old default of max_ongoing_requests allowed; the rest queue in order.
+UNBATCHED_CONCURRENCY = 2
+
 
 def _split_rows(outputs: Inputs, sizes: list[int]) -> list[Inputs]:
     edges = np.cumsum(sizes)[:-1]
@@ -69,13 +73,21 @@ class ModelReplica:
         batching = self.spec.batching
         warm_up(self.runtime, self.manifest.signature, batching.max_batch_size)
         self.warm_s = time.perf_counter() - started
-        self.batcher: DynamicBatcher[Inputs, ReplicaResult] | None = None
-        if batching.max_batch_size > 1 and self.manifest.signature.batchable:
-            self.batcher = DynamicBatcher(
+        batched = batching.max_batch_size > 1 and self.manifest.signature.batchable
+        # Every request waits in this queue for the model: batched along the
+        # first dimension when the signature allows, otherwise a few at a time,
+        # so a replica holding many requests does not run them all at once.
+        self.batcher: DynamicBatcher[Inputs, ReplicaResult] = (
+            DynamicBatcher(
                 self._run_batch,
                 batching.max_batch_size,
                 batching.batch_wait_timeout_s,
             )
+            if batched
+            else DynamicBatcher(
+                self._run_batch, 1, 0.0, max_concurrent=UNBATCHED_CONCURRENCY
+            )
+        )
         self.counters = ReplicaCounters()
         self._reporting: asyncio.Task[None] | None = None
         if validator is not None:
@@ -95,30 +107,24 @@ class ModelReplica:
             model,
             self.spec.name,
             self.warm_s,
-            self.batcher is not None,
+            batched,
         )
 
     async def infer(self, inputs: Inputs) -> ReplicaResult:
         """Run one request, batched with others when the signature allows."""
         self.counters.served()
         try:
-            if self.batcher is not None:
-                return await self.batcher.submit(inputs)
-            self.counters.ran_batch(1)
-            outputs, model_ms = await self._predict(inputs)
-        except RayfleetError:
+            return await self.batcher.submit(inputs)
+        except Exception:
             self.counters.failed()
             raise
-        return ReplicaResult(outputs, model_ms, 1)
 
     async def _run_batch(
         self, requests: list[Inputs]
     ) -> list[ReplicaResult | BaseException]:
         size = len(requests)
-        self.counters.ran_batch(size)
         if size == 1:
-            outputs, model_ms = await self._predict(requests[0])
-            return [ReplicaResult(outputs, model_ms, 1)]
+            return [await self._alone(requests[0])]
         rows = [len(next(iter(r.values()))) for r in requests]
         stacked = {
             name: np.concatenate([r[name] for r in requests]) for name in requests[0]
@@ -128,19 +134,19 @@ class ModelReplica:
         except ModelError:
             # One bad request must not fail the others it was batched with: run
             # each alone, so only the one that raises gets the error.
-            for _ in requests:
-                self.counters.ran_batch(1)
             return list(
                 await asyncio.gather(
                     *(self._alone(r) for r in requests), return_exceptions=True
                 )
             )
+        self.counters.ran_batch(size)
         return [
             ReplicaResult(part, model_ms, size) for part in _split_rows(outputs, rows)
         ]
 
     async def _alone(self, inputs: Inputs) -> ReplicaResult:
         outputs, model_ms = await self._predict(inputs)
+        self.counters.ran_batch(1)
         return ReplicaResult(outputs, model_ms, 1)
 
     async def _predict(self, inputs: Inputs) -> tuple[Inputs, float]:

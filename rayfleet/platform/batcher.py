@@ -45,6 +45,8 @@ class DynamicBatcher(Generic[Item, Result]):
 
     At most ``max_concurrent`` batches run at once (one per model instance). Must
     be used from one event loop; its workers start with the first submission.
+    With ``max_concurrent`` above one, a free worker starts a batch of its own
+    even while another worker's batch still waits for company.
     """
 
     def __init__(
@@ -95,8 +97,9 @@ class DynamicBatcher(Generic[Item, Result]):
             if not pending.future.done():
                 batch.append(pending)
 
-    async def _next_batch(self) -> list[_Pending[Item, Result]]:
-        batch: list[_Pending[Item, Result]] = []
+    async def _fill(self, batch: list[_Pending[Item, Result]]) -> None:
+        """Take the next batch into ``batch``: at least one live request, then
+        more until it is full or its first request has waited ``max_wait_s``."""
         while not batch:
             if not self._queue:
                 self._arrival.clear()
@@ -107,15 +110,16 @@ class DynamicBatcher(Generic[Item, Result]):
             if remaining <= 0:
                 break
             self._arrival.clear()
-            with contextlib.suppress(TimeoutError):
+            # asyncio's own TimeoutError: not the builtin before Python 3.11.
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrival.wait(), remaining)
             self._take(batch)
-        return batch
 
     async def _work(self) -> None:
         while True:
-            batch = await self._next_batch()
+            batch: list[_Pending[Item, Result]] = []
             try:
+                await self._fill(batch)
                 results = await self.run([pending.item for pending in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(
@@ -123,10 +127,22 @@ class DynamicBatcher(Generic[Item, Result]):
                     )
             except Exception as error:  # the whole batch failed: each caller hears
                 results = [error] * len(batch)
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+            except BaseException:
+                # The worker itself is ending (cancelled with its event loop):
+                # nobody may be left waiting on a batch it took.
+                for pending in batch:
+                    pending.future.cancel()
+                raise
+            _answer(batch, results)
+
+
+def _answer(
+    batch: list[_Pending[Item, Result]], results: Sequence[Result | BaseException]
+) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if pending.future.done():
+            continue
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)

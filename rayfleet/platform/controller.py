@@ -139,7 +139,10 @@ class ValidatorCore:
         self.finished: dict[str, dict[str, str]] = {}
         self.routers_dropped: dict[str, int] = {}
         self.ingested = 0
-        self.replicas = ReplicaTable()
+        # Three missed reports before a replica is taken for gone.
+        self.replicas = ReplicaTable(
+            expire_s=max(60.0, 3 * validation.replica_report_s)
+        )
         self.events: list[ro.Event] = []
         for model in spec.models:
             self._load(model, now)

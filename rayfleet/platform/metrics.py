@@ -106,12 +106,15 @@ class _ValidatorCollector(Collector):
         )
         errors = CounterMetricFamily(
             "rayfleet_replica_errors",
-            "Requests whose model call raised, per replica.",
+            "Requests the replica failed (the model raised, or the batch could "
+            "not be formed or split), per replica.",
             labels=labels,
         )
         batches = CounterMetricFamily(
             "rayfleet_replica_batches",
-            "Model calls per replica, by the number of requests batched in them.",
+            "Model calls that returned, per replica, by the number of requests "
+            "batched in them (a failed batch counts as the single calls it is "
+            "retried as).",
             labels=[*labels, "size"],
         )
         for report in self.core.replicas.current(self.now):

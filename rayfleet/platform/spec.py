@@ -42,6 +42,7 @@ from rayfleet.platform.rollout import RolloutSpec
 from rayfleet.platform.webhooks import WebhookSpec
 
 __all__ = [
+    "DEFAULT_STABLE_WINDOW_S",
     "AutoscalingSpec",
     "BatchingSpec",
     "ModelSpec",
@@ -76,6 +77,9 @@ class BatchingSpec(_Spec):
 
     max_batch_size: PositiveInt = 16
     batch_wait_timeout_s: NonNegativeFloat = 0.002
+
+
+DEFAULT_STABLE_WINDOW_S = 60.0
 
 
 class AutoscalingSpec(_Spec):
@@ -117,8 +121,10 @@ class AutoscalingSpec(_Spec):
                 f"initial_replicas ({initial}) must lie between min_replicas "
                 f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
             )
-        stable, panic = self.stable_window_s, self.panic_window_s
-        if stable is not None and panic is not None and panic > stable:
+        # The policy's default stable window (a unit test keeps them equal).
+        stable = self.stable_window_s or DEFAULT_STABLE_WINDOW_S
+        panic = self.panic_window_s
+        if panic is not None and panic > stable:
             raise ValueError(
                 f"panic_window_s ({panic:g}) must not exceed stable_window_s "
                 f"({stable:g}), e.g. 6 and 60"

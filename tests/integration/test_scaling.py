@@ -110,19 +110,22 @@ async def _load(
 
 def test_uniform_load_is_balanced_across_four_replicas(scaling_url: str) -> None:
     before = _replica_requests(scaling_url, "balanced")
-    codes = asyncio.run(_load(scaling_url, "balanced", 8, threading.Event(), 400))
+    # Enough requests that chance alone keeps four equal replicas well within
+    # 1.5x (about 250 each: a spread of a few percent).
+    codes = asyncio.run(_load(scaling_url, "balanced", 8, threading.Event(), 1000))
     assert set(codes) == {200}
-    # Replicas report their totals every half second: wait for all 400.
-    deadline = time.monotonic() + 20
+    # Replicas report their totals every half second: wait for all of them.
+    deadline = time.monotonic() + 30
     while True:
         after = _replica_requests(scaling_url, "balanced")
         served = {r: after[r] - before.get(r, 0.0) for r in after}
         if sum(served.values()) >= len(codes) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(served) == 4, served
     assert sum(served.values()) == len(codes), served
-    ratio = balance_ratio(int(count) for count in served.values())
+    busy = [int(count) for count in served.values() if count > 0]
+    assert len(busy) >= 4, served
+    ratio = balance_ratio(busy)
     assert ratio is not None and ratio <= 1.5, served
 
 
@@ -133,19 +136,20 @@ def test_load_scales_a_version_up_and_back_down(scaling_url: str) -> None:
     codes: list[int] = []
 
     def drive() -> None:
-        codes.extend(asyncio.run(_load(scaling_url, "elastic", 6, stop, 5000)))
+        codes.extend(asyncio.run(_load(scaling_url, "elastic", 6, stop, 50_000)))
 
     loader = threading.Thread(target=drive)
     loader.start()
     try:
         # Six clients on a target of one request per replica: panic, up to three.
-        peak, deadline = 1, time.monotonic() + 60
+        # Generous: a new replica process starts slowly on a loaded machine.
+        peak, deadline = 1, time.monotonic() + 120
         while peak < 2 and time.monotonic() < deadline:
             peak = max(peak, _running(deployment))
             time.sleep(0.5)
     finally:
         stop.set()
-        loader.join(timeout=60)
+        loader.join(timeout=120)
     assert peak >= 2, "the version never scaled above its minimum under load"
     # Idle: the panic holds one stable window (4 s), the scale-down delay 2 s,
     # then replicas drain (at most one request deadline) and stop.

@@ -185,3 +185,24 @@ def test_every_caller_gets_its_own_answer_in_bounded_batches(
         range(len(arrivals))
     )
     assert model.most_running <= max_concurrent
+
+
+def test_a_cancelled_worker_leaves_no_caller_waiting() -> None:
+    started = asyncio.Event()
+
+    async def stuck(items: list[int]) -> Sequence[int]:
+        started.set()
+        await asyncio.sleep(3600)
+        return items
+
+    async def scenario() -> bool:
+        batcher = DynamicBatcher(stuck, max_batch_size=4, max_wait_s=0.0)
+        caller = asyncio.create_task(batcher.submit(1))
+        await started.wait()
+        for worker in batcher._workers:
+            worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 5)
+        return caller.cancelled()
+
+    assert asyncio.run(scenario())

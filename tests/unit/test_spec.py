@@ -63,6 +63,11 @@ def test_defaults() -> None:
             "panic_window_s (10) must not exceed stable_window_s (5)",
         ),
         (
+            versions({"name": "v1", "autoscaling": {"panic_window_s": 90}}),
+            "args.models.0.versions.0.autoscaling",
+            "panic_window_s (90) must not exceed stable_window_s (60)",
+        ),
+        (
             versions(
                 {"name": "v1", "autoscaling": {"policy": "serve", "stable_window_s": 5}}
             ),

@@ -18,7 +18,7 @@ from rayfleet.autoscaling.serve_policy import (
     autoscaling_config_for,
     policy_for,
 )
-from rayfleet.platform.spec import AutoscalingSpec
+from rayfleet.platform.spec import DEFAULT_STABLE_WINDOW_S, AutoscalingSpec
 
 Policy = Callable[[AutoscalingContext], tuple[int, dict[str, Any]]]
 
@@ -175,3 +175,8 @@ def test_spec_windows_reach_the_policy() -> None:
     assert policy_for(scaling(max_replicas=4), 2.0) == RequestCountPolicy(
         target_ongoing_requests=2.0, max_replicas=4
     )
+
+
+def test_the_spec_knows_the_policys_default_stable_window() -> None:
+    default = RequestCountPolicy.model_fields["stable_window_s"].default
+    assert default == DEFAULT_STABLE_WINDOW_S
