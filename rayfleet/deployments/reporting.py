@@ -26,11 +26,12 @@ async def report_forever(
     gone) is simply superseded by the next; nothing here touches a request.
     """
     while True:
-        try:
-            await asyncio.wait_for(
-                validator.replica_report.remote([r.to_dict() for r in reports()]),
-                timeout=5,
-            )
-        except Exception as error:  # the next report carries the same totals
-            logger.debug("replica report failed: %r", error)
+        # A router with no version placed in it has nothing to report.
+        if batch := [report.to_dict() for report in reports()]:
+            try:
+                await asyncio.wait_for(
+                    validator.replica_report.remote(batch), timeout=5
+                )
+            except Exception as error:  # the next report carries the same totals
+                logger.debug("replica report failed: %r", error)
         await asyncio.sleep(every_s)

@@ -43,7 +43,6 @@ class InProcessBackend:
         runtime, where = self.runtimes[model][version], f"{model}/{version}"
         counters = self.counters[(model, version)]
         counters.served()
-        counters.ran_batch(1)
         try:
             if self.threaded:
                 outputs, model_ms = await asyncio.to_thread(
@@ -54,6 +53,7 @@ class InProcessBackend:
         except RayfleetError:
             counters.failed()
             raise
+        counters.ran_batch(1)
         return ReplicaResult(outputs, model_ms, 1)
 
     def reports(self, replica: str) -> list[ReplicaReport]:
