@@ -258,8 +258,10 @@ from rayfleet.deployments.batch_job import score
 from rayfleet.platform.spec import VersionSpec
 
 ray.init(address=sys.argv[1], log_to_driver=False)
+# One actor: 27 batches of half a second each, so the job is still running
+# long after its first part is written, however fast the machine.
 score(sys.argv[2], "digits", "slow", sys.argv[3], sys.argv[4],
-      input_columns=["pixel_*"], batch_size=20, bytes_per_file=1,
+      input_columns=["pixel_*"], batch_size=20, bytes_per_file=1, concurrency=1,
       spec=VersionSpec(name="slow", num_cpus=0.5))
 """
 
