@@ -20,24 +20,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import tritonclient.http as triton_http
 
 from loadtest.loadgen import LoadResult, run_load_subprocess, time_loop
+from loadtest.servers import ROOT, server_process
 from rayfleet.deployments.serve_env import SERVE_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "loadtest" / "out"
 STORE = ROOT / "build" / "bench-models"
 KSERVE_VENV = ROOT / "build" / "kserve-venv"
@@ -132,45 +128,18 @@ def raw_onnxruntime(rows: np.ndarray, duration_s: float) -> LoadResult:
 @contextlib.contextmanager
 def running(target: Target, port: int) -> Iterator[str]:
     """Start ``target`` on ``port``, wait until it answers, stop it afterwards."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **target.env}
-    log = open(OUT / f"{target.name}.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [*target.command, "--port", str(port)]
-        if target.name != "kserve"
-        else [*target.command, str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{target.name} exited; see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    httpx.get(f"{url}/v2/models/digits/ready", timeout=2).status_code
-                    == 200
-                ):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{target.name} never became ready; see {log.name}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        # SIGINT lets a Ray target shut its own local cluster down; never
-        # `ray stop`, which would end every Ray on the machine.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+    # KServe's script takes the port as a bare argument, the others as --port.
+    port_args = ["{port}"] if target.name == "kserve" else ["--port", "{port}"]
+    with server_process(
+        target.name,
+        [*target.command, *port_args],
+        target.env,
+        port,
+        "/v2/models/digits/ready",
+        OUT,
+        ready_timeout_s=180,
+    ):
+        yield f"http://127.0.0.1:{port}"
 
 
 def targets() -> list[Target]:

@@ -25,22 +25,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import tritonclient.http as triton_http
 
 from loadtest.bench_overhead import _ensure_kserve
 from loadtest.loadgen import LoadResult, run_load_subprocess, time_loop
+from loadtest.servers import ROOT, server_process
 from rayfleet.deployments.serve_env import apply_serve_env
 
 __all__ = [
@@ -57,7 +55,6 @@ __all__ = [
     "v2_request",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "loadtest" / "out"
 STORE = ROOT / "build" / "bench-models"
 IMAGE_MODEL = STORE / "image" / "v1" / "model.onnx"
@@ -113,40 +110,16 @@ def serving(
 
     Yields the process; Ray's processes are its descendants.
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **server.env}
-    log = open(OUT / f"{server.name}.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [part.replace("{port}", str(port)) for part in server.command],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/v2/models/{model}/ready"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited; see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{server.name} never became ready; see {log.name}")
-            time.sleep(0.5)
+    with server_process(
+        server.name,
+        server.command,
+        server.env,
+        port,
+        f"/v2/models/{model}/ready",
+        OUT,
+        ready_timeout_s=240,
+    ) as process:
         yield process
-    finally:
-        # SIGINT lets a Ray server shut its own local cluster down; never
-        # `ray stop`, which would end every Ray on the machine.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def image_load(
