@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-$(STORE)/digits/v3/manifest.json: $(STAMP) rayfleet/demo.py
+$(STORE)/digits/v3/manifest.json: $(STAMP) rayfleet/cli/demo.py
 	$(BIN)/rayfleet demo build --store $(STORE)
 
 models: $(STORE)/digits/v3/manifest.json

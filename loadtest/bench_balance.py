@@ -36,8 +36,8 @@ from loadtest.bench_overhead import (
 )
 from loadtest.loadgen import run_load_subprocess
 from rayfleet.deployments.serve_env import SERVE_ENV
-from rayfleet.platform.metrics import replica_requests
-from rayfleet.platform.replicas import balance_ratio
+from rayfleet.platform.rollout.telemetry import replica_requests
+from rayfleet.platform.serving.counters import balance_ratio
 
 # Replicas report every 5 s by default: wait for one more report after a run.
 REPORT_WAIT_S = 6.0
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     _ensure_models()
-    from rayfleet.demo import digits_split
+    from rayfleet.cli.demo import digits_split
 
     rows = np.ascontiguousarray(digits_split()[1][:4])
     body, headers = _payloads(rows)["binary"]

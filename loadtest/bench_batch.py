@@ -32,7 +32,7 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rayfleet.demo import build_demo_store, digits_split
+from rayfleet.cli.demo import build_demo_store, digits_split
 
 FILES = 4
 FEATURES = [f"pixel_{i}" for i in range(64)]
@@ -105,8 +105,8 @@ def main() -> None:
 
     import ray
 
-    from rayfleet.deployments.batch_job import score
-    from rayfleet.platform.spec import VersionSpec
+    from rayfleet.deployments.scoring_job import score
+    from rayfleet.platform.config.spec import VersionSpec
 
     work = Path(tempfile.mkdtemp(prefix="rayfleet-bench-batch-"))
     try:

@@ -33,7 +33,7 @@ from ray.serve.batching import _BatchQueue
 
 from loadtest.bench_peers import IMAGE_MODEL, OUT, ensure_image_model
 from loadtest.loadgen import LoadResult
-from rayfleet.platform.batcher import DynamicBatcher
+from rayfleet.platform.serving.batcher import DynamicBatcher
 
 WAIT_S = 0.002
 
@@ -149,7 +149,7 @@ def main() -> None:
     for model_name in args.models:
         if model_name == "image":
             ensure_image_model()
-            from rayfleet.demo import image_batch
+            from rayfleet.cli.demo import image_batch
 
             item: Any = image_batch(1)
         else:

@@ -124,7 +124,7 @@ def main() -> None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_image_model()
-    from rayfleet.demo import image_batch
+    from rayfleet.cli.demo import image_batch
 
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:

@@ -86,7 +86,7 @@ def _payloads(rows: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
 
 def _ensure_models() -> None:
     if not (STORE / "digits" / "v1" / "manifest.json").exists():
-        from rayfleet.demo import build_demo_store
+        from rayfleet.cli.demo import build_demo_store
 
         build_demo_store(str(STORE))
 
@@ -202,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     _ensure_models()
-    from rayfleet.demo import digits_split
+    from rayfleet.cli.demo import digits_split
 
     rows = np.ascontiguousarray(digits_split()[1][:ROWS])
     payloads = _payloads(rows)

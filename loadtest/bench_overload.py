@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_image_model()
-    from rayfleet.demo import image_batch
+    from rayfleet.cli.demo import image_batch
 
     body, headers = v2_request(image_batch(1), binary=True)
     lines = [

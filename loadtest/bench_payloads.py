@@ -71,15 +71,15 @@ from loadtest.bench_peers import (
 )
 from loadtest.loadgen import LoadResult, run_load
 from loadtest.targets import bench_args
-from rayfleet.deployments.grpc_ingress import GrpcInference
-from rayfleet.deployments.http_app import build_http_app
-from rayfleet.platform.buffer import ObservationBuffer
-from rayfleet.platform.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.config.spec import parse_spec
+from rayfleet.platform.config.store import ModelStore
+from rayfleet.platform.ingress.grpc import GrpcInference
+from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.protocol import ARROW_CONTENT_TYPE, encode_arrow_request
 from rayfleet.platform.protocol.grpc_codec import encode_infer_request
-from rayfleet.platform.service import InferenceService
-from rayfleet.platform.spec import parse_spec
-from rayfleet.platform.store import ModelStore
+from rayfleet.platform.serving.buffer import ObservationBuffer
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.validation.observation import summarize_inputs
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -472,7 +472,7 @@ def measure_load(
     formats: Sequence[str] = FORMATS,
 ) -> list[LoadRow]:
     """Every format at every batch size and concurrency, against one rayfleet."""
-    from rayfleet.demo import image_batch
+    from rayfleet.cli.demo import image_batch
 
     port, grpc_port = free_port(), free_port()
     server = Server(
@@ -580,7 +580,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_image_model()
-    from rayfleet.demo import image_batch
+    from rayfleet.cli.demo import image_batch
 
     images = image_batch(8)
     memory = memory_table(measure_memory(images), images.nbytes, summary_peak(images))

@@ -79,8 +79,8 @@ def free_port() -> int:
 def ensure_image_model() -> None:
     """Build ``image/v1`` into the benchmark store unless it is there."""
     if not (STORE / "image" / "v1" / "manifest.json").exists():
-        from rayfleet.demo import build_image_model
-        from rayfleet.platform.store import ModelStore
+        from rayfleet.cli.demo import build_image_model
+        from rayfleet.platform.config.store import ModelStore
 
         build_image_model(ModelStore(str(STORE)))
 
@@ -142,7 +142,7 @@ def raw_onnxruntime(
 ) -> LoadResult:
     """``session.run`` on ``batch`` images in a loop in this process; ``rps`` counts
     runs, so images/s is ``rps * batch``."""
-    from rayfleet.demo import image_batch
+    from rayfleet.cli.demo import image_batch
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -225,7 +225,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_image_model()
-    from rayfleet.demo import image_batch
+    from rayfleet.cli.demo import image_batch
 
     body, headers = v2_request(image_batch(1), binary=True)
     rows: list[tuple[str, LoadResult, int]] = []

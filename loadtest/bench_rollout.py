@@ -23,7 +23,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from rayfleet.demo import build_demo_store, digits_split
+from rayfleet.cli.demo import build_demo_store, digits_split
 from rayfleet.deployments.app import build
 from rayfleet.deployments.serve_env import apply_serve_env
 

@@ -1,6 +1,6 @@
 """Progressive rollouts under simulated traffic: false rollbacks and time to decide.
 
-Drives the pure state machine in ``rayfleet.platform.rollout`` with window
+Drives the pure state machine in ``rayfleet.platform.rollout.machine`` with window
 statistics sampled from known distributions, no Ray and no HTTP::
 
     .venv/bin/python -m loadtest.sim_rollout [--runs 100] [--seed 0] [--rps 50]
@@ -14,7 +14,7 @@ its sampling distribution, since canary and stable see the same inputs) and, in 
 shadow phase, agreement on mirrored pairs. At the 100% step stable takes no
 traffic; its numbers come from the previous step's window, as the validator's do.
 
-The class mixes and accuracies are the demo's (``rayfleet.demo``) predictions on
+The class mixes and accuracies are the demo's (``rayfleet.cli.demo``) predictions on
 its 540 held-out digits: v1, logistic regression, 96.1% accurate (stable); v3, a
 depth-3 decision tree, 47.6% accurate, agreeing with v1 on 48.0% (the bad canary).
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rayfleet.platform.rollout import (
+from rayfleet.platform.rollout.machine import (
     Phase,
     RolloutSpec,
     Verdict,

@@ -676,7 +676,7 @@ def run_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     args.profile = Profile.parse(args.phases)
 
-    from rayfleet.demo import build_demo_store
+    from rayfleet.cli.demo import build_demo_store
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -26,11 +26,11 @@ import argparse
 import time
 from typing import Any
 
-from rayfleet.deployments.http_app import build_http_app
-from rayfleet.platform.inprocess import InProcessBackend, load_runtimes
-from rayfleet.platform.service import InferenceService
-from rayfleet.platform.spec import PlatformSpec, parse_spec
-from rayfleet.platform.store import ModelStore
+from rayfleet.platform.config.spec import PlatformSpec, parse_spec
+from rayfleet.platform.config.store import ModelStore
+from rayfleet.platform.ingress.http import build_http_app
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.service import InferenceService
 
 __all__ = ["bench_args", "inprocess_app"]
 

@@ -48,7 +48,7 @@ from typing import Any, Literal
 from ray.serve.config import AutoscalingContext
 
 from rayfleet.autoscaling.policy import PolicyState, RequestCountPolicy, decide
-from rayfleet.platform.spec import AutoscalingSpec
+from rayfleet.platform.config.spec import AutoscalingSpec
 
 __all__ = [
     "LOOK_BACK_PERIOD_S",

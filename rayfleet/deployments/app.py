@@ -16,15 +16,15 @@ from rayfleet.autoscaling.serve_policy import autoscaling_config_for
 from rayfleet.deployments.replica import ModelReplica
 from rayfleet.deployments.router import Router, deployment_name
 from rayfleet.deployments.validator import Validator
-from rayfleet.platform.errors import ConfigError
-from rayfleet.platform.runtimes.triton import triton_manifest
-from rayfleet.platform.spec import (
+from rayfleet.platform.config.spec import (
     AutoscalingSpec,
     PlatformSpec,
     VersionSpec,
     parse_spec,
 )
-from rayfleet.platform.store import Manifest, ModelStore
+from rayfleet.platform.config.store import Manifest, ModelStore
+from rayfleet.platform.errors import ConfigError
+from rayfleet.platform.runtimes.triton import triton_manifest
 
 __all__ = ["build", "build_from_spec"]
 

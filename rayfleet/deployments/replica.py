@@ -12,18 +12,18 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from rayfleet.deployments.reporting import report_forever
-from rayfleet.platform.batcher import DynamicBatcher
+from rayfleet.platform.config.spec import VersionSpec
+from rayfleet.platform.config.store import Manifest, ModelStore
 from rayfleet.platform.errors import ModelError, RayfleetError
-from rayfleet.platform.replicas import ReplicaCounters
 from rayfleet.platform.runtimes import (
     Runtime,
     guarded_predict,
     load_runtime,
     warm_up,
 )
-from rayfleet.platform.service import ReplicaResult
-from rayfleet.platform.spec import VersionSpec
-from rayfleet.platform.store import Manifest, ModelStore
+from rayfleet.platform.serving.batcher import DynamicBatcher
+from rayfleet.platform.serving.counters import ReplicaCounters
+from rayfleet.platform.serving.service import ReplicaResult
 
 __all__ = ["ModelReplica"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ray.serve.handle import DeploymentHandle
 
-from rayfleet.platform.replicas import ReplicaReport
+from rayfleet.platform.serving.counters import ReplicaReport
 
 __all__ = ["report_forever"]
 

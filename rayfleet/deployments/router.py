@@ -1,8 +1,8 @@
 """Router: the Serve ingress deployment. Owns the HTTP app, calls the replicas.
 
-Everything HTTP lives in :mod:`rayfleet.deployments.http_app` and everything about
-choosing and checking in :mod:`rayfleet.platform.service`; this module only wires
-them to Serve deployment handles and turns Ray's failures into typed errors.
+Everything HTTP lives in :mod:`rayfleet.platform.ingress.http` and everything about
+choosing and checking in :mod:`rayfleet.platform.serving.service`; this module
+only wires them to Serve deployment handles and turns Ray's failures into typed errors.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rayfleet.deployments.grpc_ingress import GrpcInference
-from rayfleet.deployments.http_app import build_http_app, error_response, guarded
 from rayfleet.deployments.reporting import report_forever
-from rayfleet.platform.buffer import ObservationBuffer
+from rayfleet.platform.config.spec import PlatformSpec
+from rayfleet.platform.config.store import Manifest
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
-from rayfleet.platform.inprocess import InProcessBackend, load_runtimes
-from rayfleet.platform.service import InferenceService, ReplicaResult
-from rayfleet.platform.spec import PlatformSpec
-from rayfleet.platform.store import Manifest
-from rayfleet.platform.traffic import TrafficPlan
+from rayfleet.platform.ingress.grpc import GrpcInference
+from rayfleet.platform.ingress.http import build_http_app, error_response, guarded
+from rayfleet.platform.serving.buffer import ObservationBuffer
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.service import InferenceService, ReplicaResult
+from rayfleet.platform.serving.traffic import TrafficPlan
 
 __all__ = ["Router", "ServeBackend", "ValidatorLink", "deployment_name"]
 

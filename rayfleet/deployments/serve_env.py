@@ -39,7 +39,7 @@ SERVE_ENV: dict[str, str] = {
 }
 
 # The v2 gRPC service's servicer function: it also registers the pickling alias
-# tritonclient's messages need (see rayfleet/deployments/grpc_ingress.py), so it
+# tritonclient's messages need (see rayfleet/platform/ingress/grpc.py), so it
 # must be importable wherever Serve runs its proxies: rayfleet installed on every
 # node, not only in an application's runtime_env.
 GRPC_SERVICER = "rayfleet.deployments.grpc_ingress.add_inference_servicer"

@@ -1,6 +1,6 @@
 """Validator: one replica that keeps the statistics and runs the rollouts.
 
-It wires :class:`~rayfleet.platform.controller.ValidatorCore` to Serve: routers
+It wires :class:`~rayfleet.platform.rollout.controller.ValidatorCore` to Serve: routers
 send it observations (``ingest``) and ask it for traffic plans (``plans``); a loop
 evaluates the rollouts every ``evaluate_every_s`` and sends their events to the
 webhooks; ``http`` answers the pages the router forwards (``/metrics``,
@@ -27,10 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from rayfleet.deployments.asgi import ForwardedResponse, call_asgi
-from rayfleet.deployments.http_app import error_response, guarded, on_http_error
-from rayfleet.platform import rollout as ro
-from rayfleet.platform.controller import ValidatorCore
+from rayfleet.platform.config.spec import PlatformSpec
+from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.errors import (
     ConfigError,
     InvalidInput,
@@ -39,15 +37,17 @@ from rayfleet.platform.errors import (
     StoreError,
     Unauthorized,
 )
-from rayfleet.platform.jobs import Job, JobQueue, ValidationRequest
-from rayfleet.platform.metrics import CONTENT_TYPE, render_metrics
-from rayfleet.platform.prevalidate import validate_versions
-from rayfleet.platform.replicas import ReplicaReport
-from rayfleet.platform.spec import PlatformSpec
-from rayfleet.platform.store import ModelStore
+from rayfleet.platform.ingress.asgi import ForwardedResponse, call_asgi
+from rayfleet.platform.ingress.http import error_response, guarded, on_http_error
+from rayfleet.platform.rollout import machine as ro
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.telemetry import CONTENT_TYPE, render_metrics
+from rayfleet.platform.rollout.webhooks import WebhookSender
+from rayfleet.platform.serving.counters import ReplicaReport
 from rayfleet.platform.validation.compare import reference_features
+from rayfleet.platform.validation.jobs import Job, JobQueue, ValidationRequest
 from rayfleet.platform.validation.observation import ObservationRow
-from rayfleet.platform.webhooks import WebhookSender
+from rayfleet.platform.validation.predeploy import validate_versions
 
 __all__ = ["VALIDATOR_NAME", "Validator"]
 

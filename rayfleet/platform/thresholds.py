@@ -1,6 +1,6 @@
 """How a gate's measured value reads against its threshold.
 
-The rollout's gates (:class:`~rayfleet.platform.rollout.GateResult`) and the
+The rollout's gates (:class:`~rayfleet.platform.rollout.machine.GateResult`) and the
 offline validation's (:class:`~rayfleet.platform.validation.report.GateCheck`)
 word a measurement alike, so events, webhooks and reports read the same. This
 module imports nothing heavier than ``typing``: the rollout stays free of numpy.

@@ -40,7 +40,7 @@ import psutil
 import pytest
 import yaml
 
-from rayfleet.demo import build_demo_store
+from rayfleet.cli.demo import build_demo_store
 from rayfleet.deployments.serve_env import SERVE_ENV
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from rayfleet.demo import digits_split
-from rayfleet.platform.store import ModelStore
+from rayfleet.cli.demo import digits_split
+from rayfleet.platform.config.store import ModelStore
 from tests.cluster.conftest import REPO, Cluster
 
 pytestmark = pytest.mark.timeout(300)

@@ -24,11 +24,11 @@ from tritonclient.utils import InferenceServerException
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
-from rayfleet.demo import build_demo_store  # noqa: E402
+from rayfleet.cli.demo import build_demo_store  # noqa: E402
 from rayfleet.deployments.app import build  # noqa: E402
 from rayfleet.deployments.serve_env import apply_serve_env, grpc_options  # noqa: E402
-from rayfleet.platform.signature import Signature, TensorSpec  # noqa: E402
-from rayfleet.platform.store import MANIFEST, Manifest  # noqa: E402
+from rayfleet.platform.config.signature import Signature, TensorSpec  # noqa: E402
+from rayfleet.platform.config.store import MANIFEST, Manifest  # noqa: E402
 
 # A python model: y = 2x. x < 0 raises (a model bug); x >= 1000 sleeps x - 1000 ms
 # (a slow request); a load_delay_s file makes loading slow (a cold replica).

@@ -25,11 +25,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from rayfleet.demo import DIGITS_SIGNATURE, build_demo_store  # noqa: E402
-from rayfleet.deployments.batch_job import REPORT_FILE, SUMMARY_FILE, score  # noqa: E402
-from rayfleet.platform.cli import main  # noqa: E402
-from rayfleet.platform.spec import VersionSpec  # noqa: E402
-from rayfleet.platform.store import MANIFEST, Manifest, ModelStore  # noqa: E402
+from rayfleet.cli.demo import DIGITS_SIGNATURE, build_demo_store  # noqa: E402
+from rayfleet.cli.main import main  # noqa: E402
+from rayfleet.deployments.scoring_job import REPORT_FILE, SUMMARY_FILE, score  # noqa: E402
+from rayfleet.platform.config.spec import VersionSpec  # noqa: E402
+from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -254,8 +254,8 @@ def test_bad_rows_go_to_the_error_file_and_the_rest_is_written(
 INTERRUPTED_JOB = """
 import sys
 import ray
-from rayfleet.deployments.batch_job import score
-from rayfleet.platform.spec import VersionSpec
+from rayfleet.deployments.scoring_job import score
+from rayfleet.platform.config.spec import VersionSpec
 
 ray.init(address=sys.argv[1], log_to_driver=False)
 # One actor: 27 batches of half a second each, so the job is still running

@@ -25,8 +25,8 @@ import tritonclient.http as triton_http
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from rayfleet.demo import digits_split
-from rayfleet.deployments import grpc_ingress
+from rayfleet.cli.demo import digits_split
+from rayfleet.platform.ingress import grpc as grpc_ingress
 from rayfleet.platform.protocol.grpc_codec import encode_infer_request
 
 ROWS = digits_split()[1][:16]

@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
-from rayfleet.demo import image_batch
+from rayfleet.cli.demo import image_batch
 from rayfleet.platform.protocol import (
     ARROW_CONTENT_TYPE,
     decode_arrow_response,

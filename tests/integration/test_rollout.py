@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from ray import serve
 
-from rayfleet.demo import digits_split
+from rayfleet.cli.demo import digits_split
 from rayfleet.deployments.app import build
-from rayfleet.platform.webhooks import SIGNATURE_HEADER, verify
+from rayfleet.platform.rollout.webhooks import SIGNATURE_HEADER, verify
 
 from .conftest import ADMIN_TOKEN, WEBHOOK_SECRET, WEBHOOK_SECRET_ENV
 
@@ -345,7 +345,7 @@ def test_killed_validator_resumes_the_rollout_and_serving_goes_on(
     resumed = _admin(held_app, "resume").json()["rollout"]
     assert resumed["phase"] == "canary" and resumed["weight"] == 20
     # The CLI over the same admin API (the token comes from the environment).
-    from rayfleet.platform.cli import main
+    from rayfleet.cli.main import main
 
     assert main(["rollout", "weights", "--model", "double", "--weight", "60",
                  "--url", held_app]) == 0  # fmt: skip

@@ -19,8 +19,8 @@ import pytest
 from ray import serve
 
 from rayfleet.deployments.app import build
-from rayfleet.platform.metrics import replica_requests
-from rayfleet.platform.replicas import balance_ratio
+from rayfleet.platform.rollout.telemetry import replica_requests
+from rayfleet.platform.serving.counters import balance_ratio
 
 APP = "scaling"
 PREFIX = "/scaling"

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as triton_http
 from ray import serve
 
-from rayfleet.demo import digits_split
+from rayfleet.cli.demo import digits_split
 from rayfleet.deployments.app import build
 from rayfleet.platform.protocol import (
     ARROW_CONTENT_TYPE,

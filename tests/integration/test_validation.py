@@ -7,7 +7,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from rayfleet.demo import digits_split
+from rayfleet.cli.demo import digits_split
 
 from .conftest import digits_body
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rayfleet.platform.config.spec import VersionSpec
+from rayfleet.platform.config.store import Manifest
 from rayfleet.platform.errors import StoreError
 from rayfleet.platform.runtimes.base import (
     Runtime,
@@ -15,8 +17,6 @@ from rayfleet.platform.runtimes.base import (
     warm_up,
     zero_inputs,
 )
-from rayfleet.platform.spec import VersionSpec
-from rayfleet.platform.store import Manifest
 
 __all__ = [
     "Runtime",

@@ -8,9 +8,9 @@ from typing import Protocol
 
 import numpy as np
 
+from rayfleet.platform.config.signature import Signature
 from rayfleet.platform.errors import ModelError, RayfleetError
 from rayfleet.platform.protocol.datatypes import numpy_dtype
-from rayfleet.platform.signature import Signature
 
 __all__ = ["Runtime", "guarded_predict", "warm_up", "zero_inputs"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from rayfleet.platform.config.signature import Signature
 from rayfleet.platform.errors import StoreError
-from rayfleet.platform.signature import Signature
 
 __all__ = ["OnnxRuntime", "onnx_providers"]
 

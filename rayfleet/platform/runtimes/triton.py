@@ -12,10 +12,10 @@ import numpy as np
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.config.spec import TritonTarget
+from rayfleet.platform.config.store import Manifest
 from rayfleet.platform.errors import ModelError, StoreError
-from rayfleet.platform.signature import Signature, TensorSpec
-from rayfleet.platform.spec import TritonTarget
-from rayfleet.platform.store import Manifest
 
 __all__ = ["TritonRuntime", "triton_manifest"]
 

@@ -11,6 +11,8 @@ Pure Python and numpy (no Ray, no Starlette, no scipy), in modules of one idea:
 - :mod:`.agreement`: pairing shadow answers with their primaries.
 - :mod:`.compare`: a canary against stable on one window.
 - :mod:`.offline` and :mod:`.report`: pre-deploy validation and its report.
+- :mod:`.predeploy`: load two stored versions and judge them offline.
+- :mod:`.jobs`: the Validator's queue of pre-deploy validations.
 
 Import from here; the modules' own ``__all__`` lists are the same names.
 """
@@ -40,6 +42,7 @@ from rayfleet.platform.validation.drift import (
     psi,
     psi_band,
 )
+from rayfleet.platform.validation.jobs import Job, JobQueue, ValidationRequest
 from rayfleet.platform.validation.kolmogorov import kolmogorov_sf, ks_2samp, smirnov_sf
 from rayfleet.platform.validation.observation import (
     Observation,
@@ -54,6 +57,7 @@ from rayfleet.platform.validation.offline import (
     judge_candidate,
     validate_offline,
 )
+from rayfleet.platform.validation.predeploy import LABEL_COLUMN, validate_versions
 from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
 from rayfleet.platform.validation.reservoir import Reservoir
 from rayfleet.platform.validation.sketch import LatencySketch
@@ -65,6 +69,7 @@ from rayfleet.platform.validation.window import (
 )
 
 __all__ = [
+    "LABEL_COLUMN",
     "NON_FEATURE_COLUMNS",
     "Agreement",
     "AgreementTracker",
@@ -74,6 +79,8 @@ __all__ = [
     "DriftReport",
     "FeatureDrift",
     "GateCheck",
+    "Job",
+    "JobQueue",
     "LatencySketch",
     "Observation",
     "ObservationRow",
@@ -82,6 +89,7 @@ __all__ = [
     "PredictionDrift",
     "Reservoir",
     "RunSummary",
+    "ValidationRequest",
     "VersionStats",
     "VersionSummary",
     "WindowedStats",
@@ -105,4 +113,5 @@ __all__ = [
     "summarize_inputs",
     "summarize_outputs",
     "validate_offline",
+    "validate_versions",
 ]

@@ -10,7 +10,7 @@ summary and the ``i``-th feature column of ``reference.parquet`` are both called
 ``f{i}`` (:func:`reference_features` renames the columns, e.g. ``pixel_i`` to
 ``f{i}``). A name-based match would need the router to know column names it never
 sees; position is what both sides share, given the table keeps the model's input
-order, as ``rayfleet.demo`` writes it.
+order, as ``rayfleet.cli.demo`` writes it.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def judge_candidate(
     ``input_drift`` adds the input-drift gate.
 
     :func:`validate_offline` and batch comparisons
-    (:func:`rayfleet.platform.batch.comparison_report`) both judge here, so a
+    (:func:`rayfleet.platform.scoring.comparison_report`) both judge here, so a
     batch comparison passes and fails exactly as ``rayfleet validate`` does.
     """
     js = pvalue = value_psi = None

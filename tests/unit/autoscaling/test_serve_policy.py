@@ -18,7 +18,7 @@ from rayfleet.autoscaling.serve_policy import (
     autoscaling_config_for,
     policy_for,
 )
-from rayfleet.platform.spec import DEFAULT_STABLE_WINDOW_S, AutoscalingSpec
+from rayfleet.platform.config.spec import DEFAULT_STABLE_WINDOW_S, AutoscalingSpec
 
 Policy = Callable[[AutoscalingContext], tuple[int, dict[str, Any]]]
 

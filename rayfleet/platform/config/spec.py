@@ -1,0 +1,377 @@
+"""The typed rayfleet spec: the ``args`` of a Serve config, validated at deploy time.
+
+A Serve config names ``rayfleet.deployments.app:build`` as its ``import_path`` and
+puts a :class:`PlatformSpec` under ``args``. Validation happens when the application
+is built, so a typo fails ``serve deploy`` with the field path, never a request::
+
+    store: ./build/models
+    router: {max_body_bytes: 67108864, request_timeout_s: 30}
+    models:
+      - name: digits
+        versions:
+          - name: v1
+          - name: v2
+            weight: 10
+            canary: true
+
+Unknown keys are errors everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rayfleet.platform.errors import ConfigError
+from rayfleet.platform.rollout.machine import RolloutSpec
+from rayfleet.platform.rollout.webhooks import WebhookSpec
+
+__all__ = [
+    "DEFAULT_STABLE_WINDOW_S",
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "ModelSpec",
+    "PlatformSpec",
+    "RouterSpec",
+    "TritonTarget",
+    "ValidationSpec",
+    "VersionSpec",
+    "parse_spec",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+Runtime = Literal["onnx", "python", "triton"]
+Placement = Literal["replica", "router"]
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits, '_', '.', '-' "
+            "(at most 63, starting with a letter or digit), e.g. 'digits' or 'v2'"
+        )
+    return value
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchingSpec(_Spec):
+    """Dynamic batching on a replica: ``max_batch_size: 1`` turns it off."""
+
+    max_batch_size: PositiveInt = 16
+    batch_wait_timeout_s: NonNegativeFloat = 0.002
+
+
+DEFAULT_STABLE_WINDOW_S = 60.0
+
+
+class AutoscalingSpec(_Spec):
+    """Replica bounds and the in-flight requests each replica should carry.
+
+    ``target_ongoing_requests`` defaults to the version's ``max_batch_size``, so a
+    replica at target has about one full batch in flight. ``policy`` picks who
+    decides: ``rayfleet``, the request-count policy of :mod:`rayfleet.autoscaling`
+    (stable and panic windows in wall-clock seconds, hysteresis, bounded rates),
+    or ``serve``, Serve's default policy with its default delays.
+    ``min_replicas: 0`` scales to zero after a grace period without traffic.
+
+    ``stable_window_s``, ``panic_window_s`` and ``scale_down_delay_s`` tune the
+    ``rayfleet`` policy (defaults 60, 6 and 30 s, after Knative's KPA; see
+    :mod:`rayfleet.autoscaling.policy`); Serve's policy has its own knobs.
+    """
+
+    policy: Literal["rayfleet", "serve"] = "rayfleet"
+    min_replicas: NonNegativeInt = 1
+    initial_replicas: NonNegativeInt | None = None
+    max_replicas: PositiveInt = 1
+    target_ongoing_requests: PositiveFloat | None = None
+    stable_window_s: PositiveFloat | None = None
+    panic_window_s: PositiveFloat | None = None
+    scale_down_delay_s: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must not exceed max_replicas "
+                f"({self.max_replicas})"
+            )
+        initial = self.initial_replicas
+        if initial is not None and not (
+            self.min_replicas <= initial <= self.max_replicas
+        ):
+            raise ValueError(
+                f"initial_replicas ({initial}) must lie between min_replicas "
+                f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
+            )
+        # The policy's default stable window (a unit test keeps them equal).
+        stable = self.stable_window_s or DEFAULT_STABLE_WINDOW_S
+        panic = self.panic_window_s
+        if panic is not None and panic > stable:
+            raise ValueError(
+                f"panic_window_s ({panic:g}) must not exceed stable_window_s "
+                f"({stable:g}), e.g. 6 and 60"
+            )
+        if self.policy == "serve" and self.windows():
+            raise ValueError(
+                f"{', '.join(self.windows())} tune the rayfleet policy only; "
+                "drop them or use policy: rayfleet"
+            )
+        return self
+
+    def windows(self) -> dict[str, float]:
+        """The ``rayfleet`` policy's windows and delays that this spec sets."""
+        return {
+            name: value
+            for name in ("stable_window_s", "panic_window_s", "scale_down_delay_s")
+            if (value := getattr(self, name)) is not None
+        }
+
+
+class TritonTarget(_Spec):
+    """A model on a remote KServe v2 / Triton server, reached with tritonclient."""
+
+    url: str = Field(description="host:port of the server's HTTP endpoint")
+    model_name: str
+    model_version: str = ""
+    timeout_s: PositiveFloat = 30.0
+
+
+class VersionSpec(_Spec):
+    """One version of a model.
+
+    Its files live at ``{store}/{model}/{name}/`` unless ``uri`` says otherwise.
+    ``runtime`` overrides the manifest's. ``weight`` is its percent of unpinned
+    traffic; versions without a weight share what the others leave.
+
+    ``placement`` says where it runs. ``replica`` (the default): its own Serve
+    deployment, autoscaled on its own requests in flight and batched there, one
+    Ray hop from the router. ``router``: loaded inside every router replica and
+    run there with no hop, scaling with the router; for small CPU models whose
+    inference costs less than a hop (about 3-7 ms here, see DESIGN.md), where the
+    hop, not the model, would decide latency and throughput.
+    """
+
+    name: str
+    uri: str | None = None
+    runtime: Runtime | None = None
+    triton: TritonTarget | None = None
+    placement: Placement = "replica"
+    num_cpus: NonNegativeFloat = 1.0
+    num_gpus: NonNegativeFloat = 0.0
+    batching: BatchingSpec = BatchingSpec()
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_ongoing_requests: PositiveInt | None = None
+    max_queued_requests: int = Field(default=-1, ge=-1)
+    weight: float | None = Field(default=None, ge=0, le=100)
+    canary: bool = False
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VersionSpec:
+        if (self.runtime == "triton") != (self.triton is not None):
+            raise ValueError(
+                "runtime 'triton' and a 'triton' block go together, e.g. "
+                "{runtime: triton, triton: {url: '127.0.0.1:8001', model_name: m}}"
+            )
+        if self.placement == "router" and self.num_gpus > 0:
+            raise ValueError(
+                "a version placed in the router cannot ask for GPUs: router "
+                "replicas are CPU processes; use placement: replica"
+            )
+        return self
+
+    @property
+    def target_ongoing_requests(self) -> float:
+        """The in-flight requests per replica the autoscaler aims for."""
+        target = self.autoscaling.target_ongoing_requests
+        return float(target if target is not None else self.batching.max_batch_size)
+
+    @property
+    def replica_max_ongoing_requests(self) -> int:
+        """How many requests a replica takes at once; the router queues the rest.
+
+        Well above the autoscaling target by default, so that requests past it
+        wait in the replica for the model or the next batch: past this limit they
+        wait in Serve's router, which retries full replicas with backoff of up to
+        0.5 s and, on one replica, served 8 images/s where the replica's own queue
+        served 230 (loadtest/RESULTS.md, "Overload").
+        """
+        if self.max_ongoing_requests is not None:
+            return self.max_ongoing_requests
+        return max(8 * math.ceil(self.target_ongoing_requests), 64)
+
+
+class ModelSpec(_Spec):
+    """A named model and the versions of it that are served.
+
+    With ``rollout`` set, each version marked ``canary: true`` goes through a
+    progressive rollout against the stable version (the non-canary version with
+    the most traffic), one canary at a time in the order declared; without it,
+    the declared weights stay as they are.
+    """
+
+    name: str
+    versions: tuple[VersionSpec, ...] = Field(min_length=1)
+    rollout: RolloutSpec | None = None
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _versions(self) -> ModelSpec:
+        names = [version.name for version in self.versions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"version names must be unique; repeated: {duplicates}")
+        self.initial_weights()
+        if self.rollout is not None and not any(not v.canary for v in self.versions):
+            raise ValueError("a rollout needs a stable version: one without canary")
+        return self
+
+    @property
+    def stable_version(self) -> str:
+        """The non-canary version with the most declared traffic."""
+        weights = self.initial_weights()
+        stable = [v.name for v in self.versions if not v.canary]
+        return max(stable, key=lambda name: weights[name])
+
+    def version(self, name: str) -> VersionSpec:
+        """The version called ``name``."""
+        for version in self.versions:
+            if version.name == name:
+                return version
+        raise KeyError(name)
+
+    def initial_weights(self) -> dict[str, float]:
+        """Percent of unpinned traffic per version, from the declared weights.
+
+        Versions without a weight share what is left of 100 equally; canaries
+        without a weight start at 0.
+        """
+        declared = sum(v.weight for v in self.versions if v.weight is not None)
+        if declared > 100 + 1e-9:
+            raise ValueError(f"version weights add up to {declared:g}, over 100")
+        sharing = [v for v in self.versions if v.weight is None and not v.canary]
+        share = (100 - declared) / len(sharing) if sharing else 0.0
+        weights = {}
+        for version in self.versions:
+            if version.weight is not None:
+                weights[version.name] = version.weight
+            else:
+                weights[version.name] = 0.0 if version.canary else share
+        if sum(weights.values()) <= 0:
+            raise ValueError(
+                "no version gets traffic: give at least one version a weight > 0"
+            )
+        return weights
+
+
+class RouterSpec(_Spec):
+    """Limits and size of the router, the HTTP ingress.
+
+    The router autoscales on its own requests in flight; versions placed in the
+    router scale with it.
+    """
+
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
+    request_timeout_s: PositiveFloat = 30.0
+    num_cpus: NonNegativeFloat = 0.5
+    autoscaling: AutoscalingSpec = AutoscalingSpec(target_ongoing_requests=64)
+    max_ongoing_requests: PositiveInt = 512
+    sticky_header: str | None = Field(
+        default="x-session-id",
+        description="requests with the same value of this header meet one version",
+    )
+
+
+class ValidationSpec(_Spec):
+    """How requests are observed and where the Validator keeps them.
+
+    Routers summarize each request (version, latency, status, prediction; input
+    features for ``sample_rate`` of them), buffer up to ``buffer_size`` and send
+    them to the Validator every ``flush_every_s`` or ``flush_max`` records; a full
+    buffer drops and counts. Routers ask for the traffic plan every
+    ``plan_poll_s`` and keep the last one when the Validator does not answer.
+    Every replica, of a version or of the router, sends its request counters every
+    ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``).
+    """
+
+    enabled: bool = True
+    # Feature summaries are the costliest part of an observation (about 10 us of
+    # the router's time each); input drift needs only a sample (500 rows a bucket).
+    sample_rate: float = Field(default=0.25, ge=0, le=1)
+    buffer_size: PositiveInt = 20_000
+    flush_every_s: PositiveFloat = 0.5
+    flush_max: PositiveInt = 1000
+    plan_poll_s: PositiveFloat = 1.0
+    replica_report_s: PositiveFloat = 5.0
+    bucket_s: PositiveFloat = 10.0
+    horizon_s: PositiveFloat = 3600.0
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    num_cpus: NonNegativeFloat = 0.25
+
+
+class PlatformSpec(_Spec):
+    """Everything rayfleet serves in one Serve application.
+
+    ``admin_token_env`` names the environment variable that holds the bearer
+    token of the admin routes; the token itself never appears in a config.
+    """
+
+    store: str = Field(min_length=1, description="model store URI: path, s3://, gs://")
+    router: RouterSpec = RouterSpec()
+    validation: ValidationSpec = ValidationSpec()
+    webhooks: tuple[WebhookSpec, ...] = ()
+    admin_token_env: str = Field(
+        default="RAYFLEET_ADMIN_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$"
+    )
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> PlatformSpec:
+        names = [model.name for model in self.models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        """The model called ``name``."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+
+def parse_spec(args: Mapping[str, Any], source: str = "args") -> PlatformSpec:
+    """Validate ``args`` into a :class:`PlatformSpec`.
+
+    Raises :class:`ConfigError` whose message lists every problem with its field
+    path, e.g. ``args.models.0.versions.1.batching.max_batch_size: ...``.
+    """
+    try:
+        return PlatformSpec.model_validate(dict(args))
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            path = ".".join(str(part) for part in (source, *problem["loc"]))
+            lines.append(f"{path}: {problem['msg']}")
+        raise ConfigError("invalid rayfleet spec:\n  " + "\n  ".join(lines)) from None

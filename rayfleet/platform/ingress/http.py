@@ -1,0 +1,268 @@
+"""The router's HTTP app: decode a wire format, ask the service, encode.
+
+Routes (KServe v2 / Open Inference Protocol, plus v1 and Arrow)::
+
+    GET  /v2                                     server metadata
+    GET  /v2/health/live | /v2/health/ready
+    GET  /v2/models/{m}[/versions/{v}]           model metadata
+    GET  /v2/models/{m}[/versions/{v}]/ready
+    POST /v2/models/{m}[/versions/{v}]/infer     JSON, binary tensors, or Arrow IPC
+    POST /v1/models/{m}:predict                  {"instances": ...}
+
+Every response carries ``x-model-version`` when a version was chosen. Errors are
+raised as :mod:`rayfleet.platform.errors` types and turned into JSON here, once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Lifespan
+
+from rayfleet.platform.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    RayfleetError,
+    ServiceUnavailable,
+    error_body,
+    http_status,
+)
+from rayfleet.platform.protocol import (
+    ARROW_CONTENT_TYPE,
+    decode_arrow_request,
+    decode_request,
+    decode_v1_request,
+    encode_arrow_response,
+    encode_response,
+    encode_v1_response,
+)
+from rayfleet.platform.serving.service import InferenceService, Outcome
+
+__all__ = [
+    "HEADER_LENGTH",
+    "VERSION_HEADER",
+    "build_http_app",
+    "error_response",
+    "guarded",
+    "on_http_error",
+]
+
+logger = logging.getLogger("ray.serve")
+
+VERSION_HEADER = "x-model-version"
+HEADER_LENGTH = "inference-header-content-length"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(payload: Any, status: int = 200, version: str | None = None) -> Response:
+    headers = {VERSION_HEADER: version} if version else None
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"body of {declared} bytes is over the {limit}-byte limit"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _header_length(request: Request) -> int | None:
+    value = request.headers.get(HEADER_LENGTH)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"{HEADER_LENGTH} must be a non-negative integer: {value!r}")
+    return int(value)
+
+
+def build_http_app(
+    service: InferenceService,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Lifespan[Starlette] | None = None,
+) -> Starlette:
+    """The Starlette app serving ``service`` over HTTP.
+
+    ``extra_routes`` are mounted beside the inference routes (the router adds the
+    Validator's pages); ``lifespan`` runs the router's background loops.
+    """
+    router_spec = service.spec.router
+
+    def pin_of(request: Request) -> str | None:
+        return request.path_params.get("version") or request.headers.get(VERSION_HEADER)
+
+    def sticky_of(request: Request) -> str | None:
+        header = router_spec.sticky_header
+        return request.headers.get(header) if header else None
+
+    async def infer_v2(request: Request) -> Response:
+        model, pin = request.path_params["model"], pin_of(request)
+        # An unknown model or version is a 404 before any body is read.
+        plan = service.plan(model)
+        if pin:
+            plan.choose(pin=pin)
+        body = await _read_body(request, router_spec.max_body_bytes)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type == ARROW_CONTENT_TYPE:
+            infer_request = decode_arrow_request(body)
+        else:
+            infer_request = decode_request(body, _header_length(request))
+        outcome = await service.infer(
+            model, infer_request, pin=pin, sticky_key=sticky_of(request)
+        )
+        headers = _outcome_headers(outcome)
+        if content_type == ARROW_CONTENT_TYPE:
+            return Response(
+                encode_arrow_response(outcome.response),
+                media_type=ARROW_CONTENT_TYPE,
+                headers=headers,
+            )
+        encoded = encode_response(
+            outcome.response, infer_request.outputs, infer_request.binary_default
+        )
+        if encoded.header_length is not None:
+            headers[HEADER_LENGTH] = str(encoded.header_length)
+            media_type = "application/octet-stream"
+        else:
+            media_type = "application/json"
+        return Response(
+            b"".join(encoded.chunks), media_type=media_type, headers=headers
+        )
+
+    async def predict_v1(request: Request) -> Response:
+        model = request.path_params["model"]
+        body = await _read_body(request, router_spec.max_body_bytes)
+        pin = pin_of(request)
+        version = service.plan(model).choose(pin=pin, sticky_key=sticky_of(request))
+        signature = service.manifest(model, version).signature
+        infer_request = decode_v1_request(
+            body,
+            [spec.name for spec in signature.inputs],
+            [spec.datatype for spec in signature.inputs],
+        )
+        outcome = await service.infer(model, infer_request, pin=version)
+        return Response(
+            encode_v1_response(outcome.response),
+            media_type="application/json",
+            headers=_outcome_headers(outcome),
+        )
+
+    async def server_metadata(request: Request) -> Response:
+        return _json(service.server_metadata())
+
+    async def live(request: Request) -> Response:
+        return _json({"live": True})
+
+    async def server_ready(request: Request) -> Response:
+        ready = await service.server_ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def model_metadata(request: Request) -> Response:
+        version = request.path_params.get("version")
+        metadata = service.model_metadata(request.path_params["model"], version)
+        return _json(metadata, version=version)
+
+    async def model_ready(request: Request) -> Response:
+        model, version = (
+            request.path_params["model"],
+            request.path_params.get("version"),
+        )
+        ready = await service.model_ready(model, version)
+        return _json(
+            {"name": model, "ready": ready}, 200 if ready else 503, version=version
+        )
+
+    async def on_error(request: Request, error: Exception) -> Response:
+        response = error_response(request, error)
+        pin = pin_of(request)
+        if pin and isinstance(error, RayfleetError):
+            response.headers[VERSION_HEADER] = pin
+        return response
+
+    v2 = "/v2/models/{model}"
+    versioned = v2 + "/versions/{version}"
+    table: list[tuple[str, Handler, list[str]]] = [
+        ("/v2", server_metadata, ["GET"]),
+        ("/v2/health/live", live, ["GET"]),
+        ("/v2/health/ready", server_ready, ["GET"]),
+        (v2, model_metadata, ["GET"]),
+        (versioned, model_metadata, ["GET"]),
+        (v2 + "/ready", model_ready, ["GET"]),
+        (versioned + "/ready", model_ready, ["GET"]),
+        (v2 + "/infer", infer_v2, ["POST"]),
+        (versioned + "/infer", infer_v2, ["POST"]),
+        ("/v1/models/{model}:predict", predict_v1, ["POST"]),
+    ]
+    routes = [
+        Route(path, guarded(handler, on_error), methods=methods)
+        for path, handler, methods in table
+    ]
+    return Starlette(
+        routes=[*routes, *extra_routes],
+        exception_handlers={HTTPException: on_http_error},
+        lifespan=lifespan,
+    )
+
+
+def error_response(request: Request, error: Exception) -> Response:
+    """The one translation of an error into an HTTP answer.
+
+    A :class:`RayfleetError` becomes its status with ``{"error": message}``;
+    anything else is a bug, logged with its traceback and answered with a generic
+    500 that leaks nothing.
+    """
+    if not isinstance(error, RayfleetError):
+        logger.exception("unexpected error on %s", request.url.path)
+        return _json({"error": "internal error"}, 500)
+    headers = {}
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse(
+        error_body(error), status_code=http_status(error), headers=headers
+    )
+
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def guarded(handler: Handler, on_error: ErrorHandler) -> Handler:
+    """``handler`` with every exception it raises answered by ``on_error``."""
+
+    @functools.wraps(handler)
+    async def guard(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as error:  # the one place request errors end
+            return await on_error(request, error)
+
+    return guard
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404/405 for unknown routes, as JSON like every error."""
+    assert isinstance(error, HTTPException)
+    return _json({"error": error.detail}, error.status_code)
+
+
+def _outcome_headers(outcome: Outcome) -> dict[str, str]:
+    return {
+        VERSION_HEADER: outcome.version,
+        "x-model-time-ms": f"{outcome.model_ms:.3f}",
+    }

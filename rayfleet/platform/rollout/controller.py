@@ -1,0 +1,444 @@
+"""The Validator's brain, free of Ray: statistics in, traffic plans and events out.
+
+:class:`ValidatorCore` ingests the routers' observations into per-version windows,
+runs one rollout per model (its canaries one at a time, in declared order), turns
+a rollout's state into the model's :class:`TrafficPlan`, and persists every change
+through a :class:`StateStore`, so a restarted Validator, or a re-deployed app with
+the same versions, picks the rollout up where it was.
+
+Persisted per model, under ``{app}/{model}``::
+
+    {"stable": "v1",                        the version serving by default
+     "rollout": {...RolloutState...} | null, the current or last rollout
+     "finished": {"v2": "promoted"}}        canaries done, never started again
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
+from rayfleet.platform.errors import Conflict, ModelNotFound
+from rayfleet.platform.rollout import machine as ro
+from rayfleet.platform.serving.counters import ReplicaReport, ReplicaTable
+from rayfleet.platform.serving.service import initial_plans
+from rayfleet.platform.serving.traffic import TrafficPlan
+from rayfleet.platform.validation.agreement import AgreementTracker
+from rayfleet.platform.validation.compare import Comparison, compare
+from rayfleet.platform.validation.observation import Observation, ObservationRow
+from rayfleet.platform.validation.window import VersionStats, WindowedStats
+
+__all__ = ["LATENCY_BUCKETS_MS", "StateStore", "ValidatorCore", "window_comparison"]
+
+logger = logging.getLogger(__name__)
+
+# Prometheus histogram bounds for request latency, in milliseconds.
+LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+# How far back to look for stable's numbers when the window has too few of them
+# (at the 100% step stable takes no traffic at all).
+STABLE_FALLBACK_S = 600.0
+MIN_STABLE_REQUESTS = 30
+
+
+class StateStore(Protocol):
+    """Where rollout state lives: the model store's ``_state/`` in production."""
+
+    def read_state(self, key: str) -> dict[str, Any] | None:
+        """The document saved under ``key``, or None."""
+        ...
+
+    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
+        """Replace the document under ``key``."""
+        ...
+
+
+@dataclass
+class _Totals:
+    """Monotonic counts since the Validator started, for Prometheus counters."""
+
+    by_status: dict[int, int] = field(default_factory=dict)
+    latency_buckets: list[int] = field(
+        default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    )
+    latency_sum_ms: float = 0.0
+    latency_count: int = 0
+
+    def add(self, observation: Observation) -> None:
+        self.by_status[observation.status] = (
+            self.by_status.get(observation.status, 0) + 1
+        )
+        latency = observation.latency_ms
+        index = int(np.searchsorted(LATENCY_BUCKETS_MS, latency, side="left"))
+        self.latency_buckets[index] += 1
+        self.latency_sum_ms += latency
+        self.latency_count += 1
+
+
+def window_comparison(comparison: Comparison) -> ro.WindowComparison:
+    """The numbers the rollout gates read, from the validation comparison."""
+    drift = comparison.prediction_drift
+    agreement = comparison.agreement
+    input_drift = comparison.input_drift
+    return ro.WindowComparison(
+        canary_requests=comparison.canary.requests,
+        stable_requests=comparison.stable.requests,
+        canary_error_rate=comparison.canary.error_rate or 0.0,
+        stable_error_rate=comparison.stable.error_rate or 0.0,
+        canary_p50_ms=comparison.canary.p50_ms,
+        canary_p99_ms=comparison.canary.p99_ms,
+        stable_p50_ms=comparison.stable.p50_ms,
+        stable_p99_ms=comparison.stable.p99_ms,
+        canary_model_p50_ms=comparison.canary.model_p50_ms,
+        canary_model_p99_ms=comparison.canary.model_p99_ms,
+        stable_model_p50_ms=comparison.stable.model_p50_ms,
+        stable_model_p99_ms=comparison.stable.model_p99_ms,
+        prediction_js=drift.js if drift is not None else None,
+        prediction_chi2_pvalue=drift.pvalue if drift is not None else None,
+        input_drift_share=input_drift.drifted_share
+        if input_drift is not None
+        else None,
+        shadow_pairs=agreement.pairs if agreement is not None else 0,
+        shadow_agreement=agreement.rate if agreement is not None else None,
+    )
+
+
+class ValidatorCore:
+    """Per-version statistics and the rollouts of one application's models."""
+
+    def __init__(
+        self,
+        spec: PlatformSpec,
+        app: str,
+        store: StateStore,
+        references: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
+        now: float,
+    ) -> None:
+        self.spec = spec
+        self.app = app
+        self.store = store
+        self.references = references
+        validation = spec.validation
+        self.stats: dict[tuple[str, str], WindowedStats] = {}
+        self.totals: dict[tuple[str, str], _Totals] = {}
+        for model in spec.models:
+            for version in model.versions:
+                key = (model.name, version.name)
+                self.stats[key] = WindowedStats(
+                    bucket_s=validation.bucket_s, horizon_s=validation.horizon_s
+                )
+                self.totals[key] = _Totals()
+        self.agreement = {model.name: AgreementTracker() for model in spec.models}
+        self.stable: dict[str, str] = {}
+        self.rollouts: dict[str, ro.RolloutState] = {}
+        self.finished: dict[str, dict[str, str]] = {}
+        self.routers_dropped: dict[str, int] = {}
+        self.ingested = 0
+        # Three missed reports before a replica is taken for gone.
+        self.replicas = ReplicaTable(
+            expire_s=max(60.0, 3 * validation.replica_report_s)
+        )
+        self.events: list[ro.Event] = []
+        for model in spec.models:
+            self._load(model, now)
+
+    # -- state ---------------------------------------------------------------
+
+    def _key(self, model: str) -> str:
+        return f"{self.app}/{model}"
+
+    def _load(self, model: ModelSpec, now: float) -> None:
+        declared = {v.name for v in model.versions}
+        saved = self.store.read_state(self._key(model.name)) or {}
+        stable = saved.get("stable")
+        self.stable[model.name] = stable if stable in declared else model.stable_version
+        self.finished[model.name] = {
+            v: phase for v, phase in saved.get("finished", {}).items() if v in declared
+        }
+        if model.rollout is None:
+            return
+        current = saved.get("rollout")
+        if current is not None:
+            try:
+                state = ro.RolloutState.from_dict(current)
+            except ValueError as error:
+                logger.warning(
+                    "ignoring unreadable rollout of %s: %s", model.name, error
+                )
+            else:
+                if state.canary_version in declared:
+                    self.rollouts[model.name] = state
+                    logger.info(
+                        "resuming rollout of %s/%s at %s, weight %g",
+                        model.name,
+                        state.canary_version,
+                        state.phase.value,
+                        state.weight,
+                    )
+        self._start_next(model, now)
+
+    def _save(self, model: str) -> None:
+        state = self.rollouts.get(model)
+        self.store.write_state(
+            self._key(model),
+            {
+                "stable": self.stable[model],
+                "rollout": state.to_dict() if state is not None else None,
+                "finished": self.finished[model],
+            },
+        )
+
+    def _start_next(self, model: ModelSpec, now: float) -> None:
+        """Start the next declared canary when no rollout of the model is live."""
+        assert model.rollout is not None
+        current = self.rollouts.get(model.name)
+        if current is not None and not current.finished:
+            return
+        stable = self.stable[model.name]
+        for version in model.versions:
+            name = version.name
+            done = self.finished[model.name]
+            if not version.canary or name == stable or name in done:
+                continue
+            state, events = ro.start(model.name, name, stable, model.rollout, now)
+            self.rollouts[model.name] = state
+            self.agreement[model.name] = AgreementTracker()
+            self._emit(events)
+            self._save(model.name)
+            return
+
+    def _emit(self, events: Iterable[ro.Event]) -> None:
+        self.events.extend(events)
+        # The dashboard's timeline needs only recent events; the full history of
+        # each rollout lives in its state.
+        del self.events[:-500]
+
+    # -- observations -------------------------------------------------------
+
+    def ingest(
+        self, rows: Iterable[ObservationRow], router: str = "", dropped: int = 0
+    ) -> int:
+        """Account for a batch of observation rows from one router.
+
+        ``dropped`` is that router's running count of observations its full buffer
+        dropped. Rows for unknown models or versions are skipped.
+        """
+        count = 0
+        for row in rows:
+            observation = Observation.from_row(row)
+            key = (observation.model, observation.version)
+            stats = self.stats.get(key)
+            if stats is None:
+                continue
+            stats.add(observation)
+            self.totals[key].add(observation)
+            self.agreement[observation.model].add(observation)
+            count += 1
+        self.ingested += count
+        if router:
+            self.routers_dropped[router] = dropped
+        return count
+
+    def report_replicas(self, reports: Iterable[ReplicaReport], now: float) -> None:
+        """Keep the replicas' latest request counters; unknown versions are skipped."""
+        known = [r for r in reports if (r.model, r.version) in self.stats]
+        self.replicas.update(known, now)
+
+    # -- the control loop ---------------------------------------------------
+
+    def comparison(self, model: str, now: float) -> Comparison | None:
+        """Canary against stable over the live rollout's current window."""
+        state = self.rollouts.get(model)
+        if state is None:
+            return None
+        window_s = max(now - state.step_started_at, 0.0)
+        canary = self.stats[(model, state.canary_version)].window(window_s, now)
+        stable_stats = self.stats[(model, state.stable_version)]
+        stable: VersionStats = stable_stats.window(window_s, now)
+        if stable.requests < MIN_STABLE_REQUESTS:
+            stable = stable_stats.window(max(window_s, STABLE_FALLBACK_S), now)
+        reference = self.references.get((model, state.canary_version))
+        return compare(
+            stable,
+            canary,
+            reference,
+            alpha=self.spec.validation.alpha,
+            agreement=self.agreement[model].snapshot(),
+        )
+
+    def tick(self, now: float, ready: Mapping[tuple[str, str], bool]) -> list[ro.Event]:
+        """Advance every live rollout once; return the events it produced.
+
+        ``ready`` says which versions have a warm replica: a PENDING rollout waits
+        for its canary, so loading never counts as step time.
+        """
+        produced: list[ro.Event] = []
+        for model in self.spec.models:
+            state = self.rollouts.get(model.name)
+            if model.rollout is None or state is None or state.finished:
+                continue
+            if state.phase is ro.Phase.PENDING and not ready.get(
+                (model.name, state.canary_version), False
+            ):
+                continue
+            comparison = self.comparison(model.name, now)
+            assert comparison is not None
+            new_state, events = ro.step(
+                state, model.rollout, window_comparison(comparison), now
+            )
+            produced.extend(self._apply(model, state, new_state, events, now))
+        return produced
+
+    def _apply(
+        self,
+        model: ModelSpec,
+        old: ro.RolloutState,
+        new: ro.RolloutState,
+        events: tuple[ro.Event, ...],
+        now: float,
+    ) -> list[ro.Event]:
+        self.rollouts[model.name] = new
+        if new.step_started_at != old.step_started_at:
+            # Each step is judged on its own traffic, shadow pairs included.
+            self.agreement[model.name] = AgreementTracker()
+        if new.finished and not old.finished:
+            self.finished[model.name][new.canary_version] = new.phase.value
+            if new.phase is ro.Phase.PROMOTED:
+                self.stable[model.name] = new.canary_version
+        if events or new != old:
+            self._emit(events)
+            self._save(model.name)
+        if new.finished:
+            before = len(self.events)
+            self._start_next(model, now)
+            return [*events, *self.events[before:]]
+        return list(events)
+
+    # -- operators ----------------------------------------------------------
+
+    def act(
+        self, model: str, action: str, now: float, weight: float | None = None
+    ) -> list[ro.Event]:
+        """An operator's promote, rollback, pause, resume or weights on a rollout.
+
+        Raises :class:`ModelNotFound` for a model without a rollout and
+        :class:`Conflict` when the rollout's phase refuses the action.
+        """
+        spec = self._model(model)
+        state = self.rollouts.get(model)
+        if spec.rollout is None or state is None:
+            raise ModelNotFound(f"model {model!r} has no rollout")
+        reason = f"operator: {action}"
+        try:
+            if action == "promote":
+                new, events = ro.promote(state, now, reason)
+            elif action == "rollback":
+                new, events = ro.rollback(state, now, reason)
+            elif action == "pause":
+                new, events = ro.pause(state, now, reason)
+            elif action == "resume":
+                new, events = ro.resume(state, now, reason)
+            elif action == "weights":
+                if weight is None:
+                    raise Conflict("weights needs a canary weight in percent")
+                new, events = ro.set_weight(state, weight, now, reason)
+            else:
+                raise ModelNotFound(f"no rollout action {action!r}")
+        except ro.InvalidTransition as error:
+            raise Conflict(str(error)) from None
+        return self._apply(spec, state, new, events, now)
+
+    def _model(self, name: str) -> ModelSpec:
+        try:
+            return self.spec.model(name)
+        except KeyError:
+            raise ModelNotFound(f"no model {name!r}") from None
+
+    # -- what routers and people read --------------------------------------
+
+    def plans(self) -> dict[str, TrafficPlan]:
+        """Each model's traffic plan under its rollout and promotions."""
+        plans = initial_plans(self.spec)
+        for model in self.spec.models:
+            base = dict(plans[model.name].weights)
+            stable = self.stable[model.name]
+            if stable != model.stable_version:
+                base = {name: 0.0 for name in base} | {stable: 100.0}
+            state = self.rollouts.get(model.name)
+            shadow, shadow_pct = None, 0.0
+            if state is not None and state.phase is not ro.Phase.PROMOTED:
+                weights = ro.traffic_weights(state)
+                base = {name: 0.0 for name in base} | weights
+                shadow_pct = ro.shadow_percent(state)
+                shadow = state.canary_version if shadow_pct > 0 else None
+            plans[model.name] = TrafficPlan(model.name, base, shadow, shadow_pct)
+        return plans
+
+    def snapshot(self, now: float, window_s: float = 300.0) -> dict[str, Any]:
+        """Everything ``/-/validation`` and the dashboard show, JSON-ready."""
+        plans = self.plans()
+        replicas: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for report in self.replicas.current(now):
+            replicas.setdefault((report.model, report.version), []).append(
+                {
+                    "replica": report.replica,
+                    "requests": report.requests,
+                    "errors": report.errors,
+                }
+            )
+        models = []
+        for model in self.spec.models:
+            versions = []
+            for version in model.versions:
+                key = (model.name, version.name)
+                windowed = self.stats[key]
+                summary = windowed.window(window_s, now).summary().to_dict()
+                series = [p.to_dict() for p in windowed.series(window_s, now)]
+                versions.append(
+                    {
+                        "name": version.name,
+                        "canary": version.canary,
+                        "weight": plans[model.name].weights.get(version.name, 0.0),
+                        "window": summary,
+                        "series": series,
+                        "total_requests": sum(self.totals[key].by_status.values()),
+                        "replicas": replicas.get(key, []),
+                    }
+                )
+            state = self.rollouts.get(model.name)
+            comparison = self.comparison(model.name, now) if state else None
+            models.append(
+                {
+                    "name": model.name,
+                    "stable": self.stable[model.name],
+                    "plan": plans[model.name].to_dict(),
+                    "versions": versions,
+                    "rollout": _rollout_view(state),
+                    "comparison": comparison.to_dict() if comparison else None,
+                    "finished": self.finished[model.name],
+                }
+            )
+        return {
+            "app": self.app,
+            "now": now,
+            "window_s": window_s,
+            "models": models,
+            "events": [e.to_dict() for e in self.events[-50:]],
+            "observations": {
+                "ingested": self.ingested,
+                "dropped": sum(self.routers_dropped.values()),
+            },
+        }
+
+
+def _rollout_view(state: ro.RolloutState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    view = state.to_dict()
+    view.pop("format", None)
+    return view

@@ -1,0 +1,91 @@
+"""Runtimes in the calling process, without Ray.
+
+The router runs versions placed in it (``placement: router``) here, with no Ray
+hop; route tests and benchmarks run the whole HTTP app over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import numpy as np
+
+from rayfleet.platform.config.spec import Placement, PlatformSpec
+from rayfleet.platform.config.store import Manifest, ModelStore
+from rayfleet.platform.errors import RayfleetError
+from rayfleet.platform.runtimes import load_runtime, warm_up
+from rayfleet.platform.runtimes.base import Runtime, guarded_predict
+from rayfleet.platform.serving.counters import ReplicaCounters, ReplicaReport
+from rayfleet.platform.serving.service import ReplicaResult
+
+__all__ = ["InProcessBackend", "load_runtimes"]
+
+
+class InProcessBackend:
+    """Runs each request on a loaded runtime, inline or in a worker thread."""
+
+    def __init__(
+        self, runtimes: Mapping[str, Mapping[str, Runtime]], *, threaded: bool = False
+    ) -> None:
+        self.runtimes = runtimes
+        self.threaded = threaded
+        self.counters = {
+            (model, version): ReplicaCounters()
+            for model, versions in runtimes.items()
+            for version in versions
+        }
+
+    async def infer(
+        self, model: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> ReplicaResult:
+        """Predict on the version's runtime; its own exceptions become ModelError."""
+        runtime, where = self.runtimes[model][version], f"{model}/{version}"
+        counters = self.counters[(model, version)]
+        counters.served()
+        try:
+            if self.threaded:
+                outputs, model_ms = await asyncio.to_thread(
+                    guarded_predict, runtime, inputs, where
+                )
+            else:
+                outputs, model_ms = guarded_predict(runtime, inputs, where)
+        except RayfleetError:
+            counters.failed()
+            raise
+        counters.ran_batch(1)
+        return ReplicaResult(outputs, model_ms, 1)
+
+    def reports(self, replica: str) -> list[ReplicaReport]:
+        """Every loaded version's counters, as reports from ``replica``."""
+        return [
+            counters.report(model, version, replica)
+            for (model, version), counters in self.counters.items()
+        ]
+
+    async def ready(self, model: str, version: str) -> bool:
+        """Loaded runtimes are always ready."""
+        return version in self.runtimes.get(model, {})
+
+
+def load_runtimes(
+    spec: PlatformSpec,
+    manifests: Mapping[str, Mapping[str, Manifest]],
+    *,
+    placement: Placement | None = "router",
+) -> dict[str, dict[str, Runtime]]:
+    """Load and warm up every version placed at ``placement`` (``None``: all)."""
+    store = ModelStore(spec.store)
+    runtimes: dict[str, dict[str, Runtime]] = {}
+    for model in spec.models:
+        for version in model.versions:
+            if placement is not None and version.placement != placement:
+                continue
+            manifest = manifests[model.name][version.name]
+            folder = None
+            if (version.runtime or manifest.runtime) != "triton":
+                folder = store.fetch(model.name, version.name, version.uri)
+            runtime = load_runtime(manifest, folder, version)
+            warm_up(runtime, manifest.signature, version.batching.max_batch_size)
+            runtimes.setdefault(model.name, {})[version.name] = runtime
+    return runtimes

@@ -1,0 +1,370 @@
+"""The data plane, free of Ray and HTTP: look up, choose a version, check, infer.
+
+The router's HTTP handlers only decode a wire format into an
+:class:`~rayfleet.platform.protocol.InferRequest`, call :meth:`InferenceService.infer`
+and encode what comes back. The replicas are reached through a :class:`Backend`, so
+route tests can run against an in-memory one and integration tests against Serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rayfleet.platform.config.signature import check_inputs
+from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
+from rayfleet.platform.config.store import Manifest
+from rayfleet.platform.errors import (
+    DeadlineExceeded,
+    ModelNotFound,
+    RayfleetError,
+    http_status,
+)
+from rayfleet.platform.protocol.types import InferRequest, InferResponse
+from rayfleet.platform.serving.traffic import TrafficPlan
+from rayfleet.platform.validation.observation import (
+    Observation,
+    summarize_inputs,
+    summarize_outputs,
+)
+
+__all__ = [
+    "Backend",
+    "InferenceService",
+    "Outcome",
+    "Recorder",
+    "ReplicaResult",
+    "initial_plans",
+]
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "rayfleet"
+SERVER_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ReplicaResult:
+    """What a replica returns for one request."""
+
+    outputs: dict[str, np.ndarray]
+    model_ms: float
+    batch_size: int
+
+
+class Backend(Protocol):
+    """How the service reaches a version's replicas."""
+
+    async def infer(
+        self, model: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> ReplicaResult:
+        """Run one request on a replica of ``model``/``version``."""
+        ...
+
+    async def ready(self, model: str, version: str) -> bool:
+        """Whether the version has at least one warm replica."""
+        ...
+
+
+class Recorder(Protocol):
+    """Where the service leaves one :class:`Observation` per request; must not
+    block (the router's buffer drops when full)."""
+
+    def record(self, observation: Observation) -> None:
+        """Keep ``observation`` for the Validator."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """A finished request: the response and where its time went."""
+
+    response: InferResponse
+    version: str
+    model_ms: float
+    batch_size: int
+    total_ms: float = field(default=0.0)
+
+
+class InferenceService:
+    """Every model of one :class:`PlatformSpec`, behind one backend."""
+
+    def __init__(
+        self,
+        spec: PlatformSpec,
+        manifests: Mapping[str, Mapping[str, Manifest]],
+        backend: Backend,
+        recorder: Recorder | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.spec = spec
+        self.manifests = manifests
+        self.backend = backend
+        self.recorder = recorder
+        self.rand = rand
+        self.plans = initial_plans(spec)
+        self.shadow_failures = 0
+        # Shadow calls run on their own; held here so they are not collected
+        # mid-flight.
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    def update_plans(self, plans: Mapping[str, TrafficPlan]) -> None:
+        """Replace the traffic plans of the models named in ``plans``."""
+        self.plans = {
+            **self.plans,
+            **{m: p for m, p in plans.items() if m in self.plans},
+        }
+
+    def plan(self, model: str) -> TrafficPlan:
+        """The traffic plan of ``model``; :class:`ModelNotFound` if none."""
+        try:
+            return self.plans[model]
+        except KeyError:
+            raise ModelNotFound(
+                f"no model {model!r}; models: {sorted(self.plans)}"
+            ) from None
+
+    def manifest(self, model: str, version: str) -> Manifest:
+        """The manifest of a served version (404 errors when unknown)."""
+        self.plan(model).choose(pin=version)
+        return self.manifests[model][version]
+
+    async def infer(
+        self,
+        model: str,
+        request: InferRequest,
+        *,
+        pin: str | None = None,
+        sticky_key: str | None = None,
+    ) -> Outcome:
+        """Check ``request`` against the chosen version's signature and run it.
+
+        Raises the typed errors of :mod:`rayfleet.platform.errors`: 404 for an
+        unknown model or version, 400 for inputs that do not fit, 504 past the
+        router's deadline; the backend raises 500 and 503 errors.
+        """
+        started = time.perf_counter()
+        plan = self.plan(model)
+        version = plan.choose(pin=pin, sticky_key=sticky_key, rand=self.rand)
+        manifest = self.manifests[model][version]
+        try:
+            check_inputs(manifest.signature, request.inputs, request.datatypes)
+            shadow = plan.mirror(version, self.rand)
+            request_id = uuid.uuid4().hex if shadow else None
+            if shadow is not None:
+                self._start_shadow(model, shadow, version, request, request_id)
+            result = await self._call(model, version, request.inputs)
+        except RayfleetError as error:
+            self._record(model, version, started, http_status(error), request)
+            raise
+        self._record(model, version, started, 200, request, result, request_id)
+        response = InferResponse(
+            model_name=model,
+            model_version=version,
+            outputs=result.outputs,
+            id=request.id,
+        )
+        return Outcome(
+            response=response,
+            version=version,
+            model_ms=result.model_ms,
+            batch_size=result.batch_size,
+            total_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def _call(
+        self, model: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> ReplicaResult:
+        timeout = self.spec.router.request_timeout_s
+        try:
+            return await asyncio.wait_for(
+                self.backend.infer(model, version, inputs), timeout
+            )
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(
+                f"{model}/{version} did not answer within {timeout:g} s"
+            ) from None
+
+    def _start_shadow(
+        self,
+        model: str,
+        shadow: str,
+        primary: str,
+        request: InferRequest,
+        request_id: str | None,
+    ) -> None:
+        shadow_signature = self.manifests[model][shadow].signature
+        try:
+            check_inputs(shadow_signature, request.inputs, request.datatypes)
+        except RayfleetError:
+            # A candidate with another signature cannot shadow this request.
+            self.shadow_failures += 1
+            return
+        task = asyncio.create_task(
+            self._shadow(model, shadow, primary, request, request_id)
+        )
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(
+        self,
+        model: str,
+        shadow: str,
+        primary: str,
+        request: InferRequest,
+        request_id: str | None,
+    ) -> None:
+        """The mirrored call: recorded, never awaited by the client, never raised."""
+        started = time.perf_counter()
+        try:
+            result = await self._call(model, shadow, request.inputs)
+        except RayfleetError as error:
+            self.shadow_failures += 1
+            self._record(
+                model,
+                shadow,
+                started,
+                http_status(error),
+                request,
+                None,
+                request_id,
+                shadow_of=primary,
+            )
+            return
+        except Exception:  # a shadow must never surface an error
+            self.shadow_failures += 1
+            logger.exception("shadow call to %s/%s failed", model, shadow)
+            return
+        self._record(
+            model,
+            shadow,
+            started,
+            200,
+            request,
+            result,
+            request_id,
+            shadow_of=primary,
+        )
+
+    def _record(
+        self,
+        model: str,
+        version: str,
+        started: float,
+        status: int,
+        request: InferRequest,
+        result: ReplicaResult | None = None,
+        request_id: str | None = None,
+        *,
+        shadow_of: str | None = None,
+    ) -> None:
+        if self.recorder is None:
+            return
+        sample = self.spec.validation.sample_rate
+        features = None
+        if status < 400 and (sample >= 1 or self.rand() < sample):
+            features = summarize_inputs(request.inputs)
+        prediction = confidence = None
+        if result is not None:
+            prediction, confidence = summarize_outputs(result.outputs)
+        self.recorder.record(
+            Observation(
+                model=model,
+                version=version,
+                ts=time.time(),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                model_ms=result.model_ms if result is not None else 0.0,
+                status=status,
+                features=features,
+                prediction=prediction,
+                confidence=confidence,
+                shadow_of=shadow_of,
+                request_id=request_id,
+            )
+        )
+
+    def server_metadata(self) -> dict[str, Any]:
+        """``GET /v2``: the server's name, version and protocol extensions."""
+        return {
+            "name": SERVER_NAME,
+            "version": SERVER_VERSION,
+            "extensions": ["binary_tensor_data", "model_repository_versions"],
+        }
+
+    def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """``GET /v2/models/{model}[/versions/{v}]``: versions and signature.
+
+        Without a version, the signature is the stable version's (the one with the
+        most traffic), since that is what an unpinned request most likely meets.
+        """
+        plan = self.plan(model)
+        chosen = plan.choose(pin=version) if version else _heaviest(plan)
+        manifest = self.manifests[model][chosen]
+
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            return [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
+                for s in specs
+            ]
+
+        metadata: dict[str, Any] = {
+            "name": model,
+            "versions": list(plan.weights),
+            "platform": f"{manifest.runtime}",
+            "inputs": tensors(manifest.signature.inputs),
+            "outputs": tensors(manifest.signature.outputs),
+        }
+        if version:
+            metadata["versions"] = [chosen]
+        return metadata
+
+    async def model_ready(self, model: str, version: str | None = None) -> bool:
+        """Whether the version (or, without one, every version with traffic) is
+        ready to serve."""
+        plan = self.plan(model)
+        if version:
+            return await self.backend.ready(model, plan.choose(pin=version))
+        live = [name for name, weight in plan.weights.items() if weight > 0]
+        states = await asyncio.gather(*(self.backend.ready(model, v) for v in live))
+        return all(states)
+
+    async def server_ready(self) -> bool:
+        """Whether every model is ready."""
+        states = await asyncio.gather(*(self.model_ready(m) for m in self.plans))
+        return all(states)
+
+
+def _heaviest(plan: TrafficPlan) -> str:
+    return max(plan.weights, key=lambda name: plan.weights[name])
+
+
+def _layout(weights: Mapping[str, float], model: ModelSpec) -> dict[str, float]:
+    """Canaries first, so sticky keys on a canary stay there as it grows."""
+    canaries = [v.name for v in model.versions if v.canary]
+    rest = [v.name for v in model.versions if not v.canary]
+    return {name: weights.get(name, 0.0) for name in (*canaries, *rest)}
+
+
+def initial_plans(spec: PlatformSpec) -> dict[str, TrafficPlan]:
+    """The traffic plans of a freshly deployed spec, from its declared weights.
+
+    A model under a rollout starts with its canaries at 0 until the Validator's
+    controller sets their weights.
+    """
+    plans = {}
+    for model in spec.models:
+        weights = model.initial_weights()
+        if model.rollout is not None:
+            weights = {
+                v.name: 0.0 if v.canary else weights[v.name] for v in model.versions
+            }
+        plans[model.name] = TrafficPlan(model.name, _layout(weights, model))
+    return plans

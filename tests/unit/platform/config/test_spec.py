@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rayfleet.platform.config.spec import BatchingSpec, VersionSpec, parse_spec
+from rayfleet.platform.errors import ConfigError
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "store": "/models",
+        "models": [{"name": "digits", "versions": [{"name": "v1"}]}],
+    }
+    base.update(overrides)
+    return base
+
+
+def versions(*entries: dict[str, Any]) -> dict[str, Any]:
+    return spec(models=[{"name": "digits", "versions": list(entries)}])
+
+
+def test_defaults() -> None:
+    parsed = parse_spec(spec())
+    version = parsed.model("digits").version("v1")
+    assert version.batching.max_batch_size == 16
+    assert version.target_ongoing_requests == 16
+    assert version.replica_max_ongoing_requests == 128
+    unbatched = VersionSpec(name="v1", batching=BatchingSpec(max_batch_size=1))
+    assert unbatched.replica_max_ongoing_requests == 64
+    declared = VersionSpec(name="v1", max_ongoing_requests=3)
+    assert declared.replica_max_ongoing_requests == 3
+    assert parsed.router.max_body_bytes == 64 * 1024 * 1024
+    assert parsed.model("digits").initial_weights() == {"v1": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "message"),
+    [
+        (spec(stor="/x"), "args.stor", "Extra inputs are not permitted"),
+        (spec(models=[]), "args.models", "at least 1"),
+        (
+            versions({"name": "v1", "batching": {"max_batch_size": 0}}),
+            "args.models.0.versions.0.batching.max_batch_size",
+            "greater than 0",
+        ),
+        (
+            versions(
+                {"name": "v1", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}
+            ),
+            "args.models.0.versions.0.autoscaling",
+            "min_replicas (3) must not exceed max_replicas (2)",
+        ),
+        (
+            versions(
+                {
+                    "name": "v1",
+                    "autoscaling": {"stable_window_s": 5, "panic_window_s": 10},
+                }
+            ),
+            "args.models.0.versions.0.autoscaling",
+            "panic_window_s (10) must not exceed stable_window_s (5)",
+        ),
+        (
+            versions({"name": "v1", "autoscaling": {"panic_window_s": 90}}),
+            "args.models.0.versions.0.autoscaling",
+            "panic_window_s (90) must not exceed stable_window_s (60)",
+        ),
+        (
+            versions(
+                {"name": "v1", "autoscaling": {"policy": "serve", "stable_window_s": 5}}
+            ),
+            "args.models.0.versions.0.autoscaling",
+            "stable_window_s tune the rayfleet policy only",
+        ),
+        (
+            versions({"name": "v1"}, {"name": "v1"}),
+            "args.models.0",
+            "repeated: ['v1']",
+        ),
+        (
+            versions({"name": "bad name"}),
+            "args.models.0.versions.0.name",
+            "not a valid",
+        ),
+        (
+            versions({"name": "v1", "weight": 70}, {"name": "v2", "weight": 40}),
+            "args.models.0",
+            "add up to 110",
+        ),
+        (
+            versions({"name": "v1", "runtime": "triton"}),
+            "args.models.0.versions.0",
+            "go together",
+        ),
+        (
+            versions({"name": "v1", "num_gpus": -1}),
+            "args.models.0.versions.0.num_gpus",
+            "",
+        ),
+        (
+            spec(router={"request_timeout_s": 0}),
+            "args.router.request_timeout_s",
+            "greater than 0",
+        ),
+    ],
+)
+def test_errors_name_the_field_path(
+    args: dict[str, Any], path: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(args)
+    text = str(raised.value)
+    assert f"{path}:" in text
+    assert message in text
+
+
+def test_weights_canaries_start_at_zero_and_the_rest_share() -> None:
+    model = parse_spec(
+        versions(
+            {"name": "v1"},
+            {"name": "v2", "canary": True},
+            {"name": "v3", "canary": True, "weight": 5},
+        )
+    ).model("digits")
+    assert model.initial_weights() == {"v1": 95.0, "v2": 0.0, "v3": 5.0}
+
+
+def test_a_model_with_no_traffic_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no version gets traffic"):
+        parse_spec(versions({"name": "v1", "weight": 0}))
+
+
+def test_spec_is_immutable() -> None:
+    parsed = parse_spec(spec())
+    with pytest.raises(ValueError):
+        parsed.store = "/elsewhere"  # type: ignore[misc]

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore
+from rayfleet.platform.errors import StoreError
+
+SIGNATURE = Signature(
+    inputs=(TensorSpec(name="x", datatype="FP32", shape=(-1, 2)),),
+    outputs=(TensorSpec(name="y", datatype="FP32", shape=(-1, 2)),),
+)
+
+
+def version_folder(parent: Path, name: str = "v1") -> Path:
+    folder = parent / name
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"onnx bytes")
+    manifest = Manifest(runtime="onnx", artifact="model.onnx", signature=SIGNATURE)
+    (folder / MANIFEST).write_text(manifest.to_json())
+    return folder
+
+
+def test_push_ls_and_read_back(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path / "store"))
+    uri = store.push(version_folder(tmp_path / "src"), "m", "v1")
+    assert uri == f"{tmp_path}/store/m/v1"
+    assert store.models() == ["m"]
+    assert store.versions("m") == ["v1"]
+    manifest = store.manifest("m", "v1")
+    assert manifest.signature == SIGNATURE
+    assert (store.fetch("m", "v1") / "model.onnx").read_bytes() == b"onnx bytes"
+    assert store.reference("m", "v1") is None
+
+
+def test_push_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path / "store"))
+    folder = version_folder(tmp_path / "src")
+    store.push(folder, "m", "v1")
+    with pytest.raises(StoreError, match="already exists"):
+        store.push(folder, "m", "v1")
+    (folder / "model.onnx").write_bytes(b"new")
+    store.push(folder, "m", "v1", overwrite=True)
+    assert (store.fetch("m", "v1") / "model.onnx").read_bytes() == b"new"
+
+
+def test_push_checks_the_manifest_first(tmp_path: Path) -> None:
+    folder = version_folder(tmp_path / "src")
+    (folder / "model.onnx").unlink()
+    store = ModelStore(str(tmp_path / "store"))
+    with pytest.raises(StoreError, match=r"model.onnx is missing"):
+        store.push(folder, "m", "v1")
+    assert store.models() == []
+
+
+def test_missing_version_manifest_and_bad_manifest(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path))
+    with pytest.raises(StoreError, match="model 'm' has no version 'v1'"):
+        store.manifest("m", "v1")
+    folder = version_folder(tmp_path / "m")
+    (folder / MANIFEST).unlink()
+    with pytest.raises(StoreError, match=r"manifest\.json is missing"):
+        store.manifest("m", "v1")
+    (folder / MANIFEST).write_text(json.dumps({"runtime": "onnx"}))
+    with pytest.raises(StoreError, match=r"manifest\.json is invalid"):
+        store.manifest("m", "v1")
+
+
+def test_a_version_can_live_at_its_own_uri(tmp_path: Path) -> None:
+    elsewhere = version_folder(tmp_path / "elsewhere", "anything")
+    store = ModelStore(str(tmp_path / "store"))
+    assert store.manifest("m", "v1", uri=str(elsewhere)).runtime == "onnx"
+
+
+def test_folders_starting_with_underscore_are_not_models(tmp_path: Path) -> None:
+    (tmp_path / "_state").mkdir()
+    version_folder(tmp_path / "m")
+    assert ModelStore(str(tmp_path)).models() == ["m"]
+
+
+def test_state_round_trips_and_replaces_whole(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path))
+    assert store.read_state("app/digits") is None
+    store.write_state("app/digits", {"phase": "canary", "weight": 5})
+    store.write_state("app/digits", {"phase": "promoted", "weight": 100})
+    assert store.read_state("app/digits") == {"phase": "promoted", "weight": 100}
+    assert sorted(p.name for p in (tmp_path / "_state" / "app").iterdir()) == [
+        "digits.json"
+    ]
+    assert store.models() == []

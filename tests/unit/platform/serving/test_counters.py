@@ -1,0 +1,148 @@
+"""Per-replica request counters: kept by replicas, gathered by the Validator,
+rendered in ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from rayfleet.platform.config.spec import ModelSpec, PlatformSpec, VersionSpec
+from rayfleet.platform.errors import ModelError
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.telemetry import render_metrics, replica_requests
+from rayfleet.platform.serving.counters import (
+    ReplicaCounters,
+    ReplicaReport,
+    ReplicaTable,
+    balance_ratio,
+)
+from rayfleet.platform.serving.inprocess import InProcessBackend
+
+T0 = 1_700_000_000.0
+
+
+class _NoState:
+    def read_state(self, key: str) -> dict[str, Any] | None:
+        return None
+
+    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
+        pass
+
+
+def _core() -> ValidatorCore:
+    spec = PlatformSpec(
+        store="memory://unused",
+        models=(ModelSpec(name="digits", versions=(VersionSpec(name="v1"),)),),
+    )
+    return ValidatorCore(spec, "app", _NoState(), {}, now=T0)
+
+
+def test_counters_report_running_totals() -> None:
+    counters = ReplicaCounters()
+    counters.served(3)
+    counters.ran_batch(2)
+    counters.ran_batch(1)
+    counters.failed()
+    report = counters.report("digits", "v1", "r1")
+    assert report == ReplicaReport("digits", "v1", "r1", 3, 1, {2: 1, 1: 1})
+    assert ReplicaReport.from_dict(report.to_dict()) == report
+
+
+def test_table_keeps_the_latest_report_and_forgets_silent_replicas() -> None:
+    table = ReplicaTable(expire_s=60)
+    table.update([ReplicaReport("digits", "v1", "a", 5, 0)], T0)
+    table.update([ReplicaReport("digits", "v1", "b", 7, 0)], T0 + 30)
+    table.update([ReplicaReport("digits", "v1", "a", 9, 1)], T0 + 40)
+    assert [(r.replica, r.requests) for r in table.current(T0 + 40)] == [
+        ("a", 9),
+        ("b", 7),
+    ]
+    # b last reported at T0 + 30: gone 60 s later, a still there.
+    assert [r.replica for r in table.current(T0 + 91)] == ["a"]
+    assert table.current(T0 + 101) == []
+
+
+def test_balance_ratio() -> None:
+    assert balance_ratio([]) is None
+    assert balance_ratio([10]) is None
+    assert balance_ratio([100, 120, 150]) == 1.5
+    assert balance_ratio([0, 0]) == 1.0
+    assert balance_ratio([0, 3]) == math.inf
+
+
+@given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=2))
+def test_balance_ratio_is_at_least_one_and_ignores_order(counts: list[int]) -> None:
+    ratio = balance_ratio(counts)
+    assert ratio is not None and ratio >= 1.0
+    assert ratio == balance_ratio(list(reversed(counts)))
+
+
+def test_metrics_render_each_replica_as_prometheus_counters() -> None:
+    core = _core()
+    core.report_replicas(
+        [
+            ReplicaReport("digits", "v1", "r1", 120, 2, {1: 40, 4: 20}),
+            ReplicaReport("digits", "v1", "r2", 100, 0, {1: 100}),
+            # Versions the spec does not declare are not the Validator's to show.
+            ReplicaReport("digits", "v9", "r3", 5, 0),
+        ],
+        T0,
+    )
+    text = render_metrics(core, T0 + 1).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = replica_requests(text, "digits", "v1")
+    assert requests == {"r1": 120.0, "r2": 100.0}
+    errors = {
+        s.labels["replica"]: s.value
+        for s in families["rayfleet_replica_errors"].samples
+        if s.name.endswith("_total")
+    }
+    assert errors == {"r1": 2.0, "r2": 0.0}
+    batches = {
+        (s.labels["replica"], s.labels["size"]): s.value
+        for s in families["rayfleet_replica_batches"].samples
+        if s.name.endswith("_total")
+    }
+    assert batches == {("r1", "1"): 40.0, ("r1", "4"): 20.0, ("r2", "1"): 100.0}
+    # A minute after the last report both replicas are gone from the page.
+    later = render_metrics(core, T0 + 61).decode()
+    assert 'replica="r1"' not in later
+
+
+def test_snapshot_lists_replicas_per_version() -> None:
+    core = _core()
+    core.report_replicas([ReplicaReport("digits", "v1", "r1", 12, 1)], T0)
+    versions = core.snapshot(T0)["models"][0]["versions"]
+    assert versions[0]["replicas"] == [{"replica": "r1", "requests": 12, "errors": 1}]
+
+
+class _Doubler:
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return {"y": x * 2}
+
+
+def test_in_process_backend_counts_per_version() -> None:
+    backend = InProcessBackend({"double": {"v1": _Doubler()}})  # type: ignore[dict-item]
+
+    async def run() -> None:
+        for value in (1.0, 2.0):
+            await backend.infer("double", "v1", {"x": np.array([value])})
+        with pytest.raises(ModelError):
+            await backend.infer("double", "v1", {"x": np.array([-1.0])})
+
+    asyncio.run(run())
+    assert backend.reports("router-1") == [
+        # Batches count the model calls that returned, as in a ModelReplica.
+        ReplicaReport("double", "v1", "router-1", 3, 1, {1: 2})
+    ]
