@@ -22,6 +22,7 @@ import numpy as np
 from rayfleet.platform.config.signature import check_inputs
 from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
 from rayfleet.platform.config.store import Manifest
+from rayfleet.platform.constants import PACKAGE_VERSION
 from rayfleet.platform.errors import (
     DeadlineExceeded,
     ModelNotFound,
@@ -48,7 +49,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "rayfleet"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = PACKAGE_VERSION
 
 
 @dataclass(frozen=True)
