@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from rayfleet.cli.demo import digits_split
 from rayfleet.platform.ingress import grpc as grpc_ingress
-from rayfleet.platform.protocol.grpc_codec import encode_infer_request
+from rayfleet.testing import encode_infer_request
 
 ROWS = digits_split()[1][:16]
 APP = {"application": "rayfleet"}

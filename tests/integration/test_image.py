@@ -16,11 +16,8 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
 from rayfleet.cli.demo import image_batch
-from rayfleet.platform.protocol import (
-    ARROW_CONTENT_TYPE,
-    decode_arrow_response,
-    encode_arrow_request,
-)
+from rayfleet.platform.protocol import ARROW_CONTENT_TYPE
+from rayfleet.testing import decode_arrow_response, encode_arrow_request
 
 IMAGE = np.round(image_batch(1, seed=3) * 4) / 4
 OUTPUTS = ("probabilities", "label")

@@ -16,11 +16,8 @@ from ray import serve
 
 from rayfleet.cli.demo import digits_split
 from rayfleet.deployments.app import build
-from rayfleet.platform.protocol import (
-    ARROW_CONTENT_TYPE,
-    decode_arrow_response,
-    encode_arrow_request,
-)
+from rayfleet.platform.protocol import ARROW_CONTENT_TYPE
+from rayfleet.testing import decode_arrow_response, encode_arrow_request
 
 from .conftest import digits_body
 

@@ -1,18 +1,42 @@
-"""Wire formats: KServe v2 (JSON and binary tensors), v1 ``:predict``, Arrow IPC.
+"""Wire formats: KServe v2 (JSON and binary tensors), v1 ``:predict``, Arrow IPC,
+and KServe v2 over gRPC.
 
 Each codec decodes into :class:`InferRequest` and encodes from
 :class:`InferResponse`, raising :class:`~rayfleet.platform.errors.InvalidInput` for
-anything wrong with what a client sent.
+anything wrong with what a client sent. One idea per module:
+
+- :mod:`.types`: the protocol-neutral request and response.
+- :mod:`.datatypes`: v2 datatypes, their numpy dtypes, and JSON tensor values.
+- :mod:`.bytes_codec`: the length-prefixed binary layout of BYTES tensors.
+- :mod:`.v2`: the v2 REST codec with the binary tensor extension.
+- :mod:`.v1`: the TF-Serving / KServe v1 ``:predict`` codec.
+- :mod:`.arrow`: the Arrow IPC stream codec.
+- :mod:`.grpc_codec`: v2 gRPC messages and status codes, and :mod:`.grpc_wire`,
+  which cuts raw tensors out of a serialized request without a copy.
+
+Import from here, except for the two gRPC modules: they load ``grpc`` and
+``tritonclient.grpc``, which the HTTP path and the rest of the core do not need, so
+their names are imported from the modules themselves. The other modules' own
+``__all__`` lists are the names below.
+
+The client side of these protocols (request encoders, response decoders for tests
+and benchmarks) is in :mod:`rayfleet.testing`, not here.
 """
 
 from __future__ import annotations
 
 from rayfleet.platform.protocol.arrow import (
     ARROW_CONTENT_TYPE,
+    ArrowDirection,
     decode_arrow_request,
-    decode_arrow_response,
-    encode_arrow_request,
     encode_arrow_response,
+    read_arrow_stream,
+    write_arrow_stream,
+)
+from rayfleet.platform.protocol.bytes_codec import (
+    BytesWording,
+    decode_bytes,
+    encode_bytes,
 )
 from rayfleet.platform.protocol.datatypes import (
     DATATYPES,
@@ -38,6 +62,8 @@ from rayfleet.platform.protocol.v2 import (
 __all__ = [
     "ARROW_CONTENT_TYPE",
     "DATATYPES",
+    "ArrowDirection",
+    "BytesWording",
     "EncodedResponse",
     "InferRequest",
     "InferResponse",
@@ -45,15 +71,17 @@ __all__ = [
     "array_from_json",
     "array_to_json",
     "decode_arrow_request",
-    "decode_arrow_response",
+    "decode_bytes",
     "decode_request",
     "decode_v1_request",
     "element_size",
-    "encode_arrow_request",
     "encode_arrow_response",
+    "encode_bytes",
     "encode_response",
     "encode_v1_response",
     "little_endian",
     "numpy_dtype",
+    "read_arrow_stream",
     "v2_datatype",
+    "write_arrow_stream",
 ]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import ml_dtypes
 import numpy as np
@@ -41,13 +41,23 @@ from rayfleet.platform.protocol.types import InferRequest, InferResponse
 
 __all__ = [
     "ARROW_CONTENT_TYPE",
+    "ArrowDirection",
     "decode_arrow_request",
-    "decode_arrow_response",
-    "encode_arrow_request",
     "encode_arrow_response",
+    "read_arrow_stream",
+    "write_arrow_stream",
 ]
 
 ARROW_CONTENT_TYPE: Final = "application/vnd.apache.arrow.stream"
+
+ArrowDirection = Literal["request", "response"]
+"""Which way a body travels: a request holds inputs, a response outputs."""
+
+_TENSOR: Final[dict[str, str]] = {"request": "input", "response": "output"}
+_ENCODE_ERROR: Final[dict[str, type[RayfleetError]]] = {
+    "request": InvalidInput,
+    "response": ModelError,
+}
 
 _ARROW_TO_V2: Final[dict[Any, str]] = {
     pa.bool_(): "BOOL",
@@ -76,9 +86,7 @@ _BYTES_TYPES: Final = (
 
 def decode_arrow_request(body: bytes) -> InferRequest:
     """Decode an Arrow IPC request: one input per column (see the module docstring)."""
-    batch = _read_batch(body, "request")
-    inputs, datatypes = _batch_to_arrays(batch, "input")
-    metadata = batch.schema.metadata or {}
+    inputs, datatypes, metadata = read_arrow_stream(body, "request")
     request_id = metadata.get(b"id")
     return InferRequest(
         inputs=inputs,
@@ -99,21 +107,62 @@ def encode_arrow_response(response: InferResponse) -> bytes:
     }
     if response.id is not None:
         metadata[b"id"] = response.id.encode("utf-8")
-    return _encode_stream(response.outputs, metadata, "output", ModelError)
+    return write_arrow_stream(response.outputs, metadata, "response")
 
 
-def encode_arrow_request(
-    inputs: Mapping[str, np.ndarray], *, request_id: str | None = None
+def read_arrow_stream(
+    body: bytes, direction: ArrowDirection
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[bytes, bytes]]:
+    """The tensors of an Arrow IPC ``body``: arrays and v2 datatypes by name, and
+    the schema metadata.
+
+    ``direction`` says whether ``body`` is a request or a response, for the
+    wording of the InvalidInput raised when it breaks the convention.
+    """
+    batch = _read_batch(body, direction)
+    arrays, datatypes = _batch_to_arrays(batch, _TENSOR[direction])
+    return arrays, datatypes, dict(batch.schema.metadata or {})
+
+
+def write_arrow_stream(
+    arrays: Mapping[str, np.ndarray],
+    metadata: Mapping[bytes, bytes],
+    direction: ArrowDirection,
 ) -> bytes:
-    """Encode ``inputs`` as an Arrow IPC request body, for clients and tests."""
-    metadata = {} if request_id is None else {b"id": request_id.encode("utf-8")}
-    return _encode_stream(inputs, metadata, "input", InvalidInput)
+    """``arrays`` as an Arrow IPC stream of one record batch, one column each,
+    with ``metadata`` on the schema.
 
-
-def decode_arrow_response(body: bytes) -> dict[str, np.ndarray]:
-    """Decode an Arrow IPC response body into its named output arrays."""
-    arrays, _ = _batch_to_arrays(_read_batch(body, "response"), "output")
-    return arrays
+    Arrays that cannot form one batch (a 0-d array, differing first dimensions, a
+    dtype no v2 datatype carries) raise InvalidInput for a request, since the
+    caller built it, and ModelError for a response, since a model produced it.
+    """
+    what = _TENSOR[direction]
+    error = _ENCODE_ERROR[direction]
+    rows: int | None = None
+    columns: list[Any] = []
+    fields: list[Any] = []
+    for name, arr in arrays.items():
+        if arr.ndim == 0:
+            raise error(
+                f"{what} {name!r} is 0-d; Arrow columns need a leading batch axis"
+            )
+        if rows is None:
+            rows = arr.shape[0]
+        elif arr.shape[0] != rows:
+            raise error(
+                f"{what}s differ in their first dimension ({rows} and "
+                f"{arr.shape[0]} for {name!r}); one Arrow record batch needs one"
+            )
+        column, field = _array_to_column(name, arr, what, error)
+        columns.append(column)
+        fields.append(field)
+    schema = pa.schema(fields, metadata=dict(metadata))
+    batch = pa.RecordBatch.from_arrays(columns, schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(batch)
+    result: bytes = sink.getvalue().to_pybytes()
+    return result
 
 
 def _read_batch(body: bytes, what: str) -> Any:
@@ -233,39 +282,6 @@ def _values_to_numpy(
                 f"Arrow type {value_type}"
             )
     return flat, datatype
-
-
-def _encode_stream(
-    arrays: Mapping[str, np.ndarray],
-    metadata: dict[bytes, bytes],
-    what: str,
-    error: type[RayfleetError],
-) -> bytes:
-    rows: int | None = None
-    columns: list[Any] = []
-    fields: list[Any] = []
-    for name, arr in arrays.items():
-        if arr.ndim == 0:
-            raise error(
-                f"{what} {name!r} is 0-d; Arrow columns need a leading batch axis"
-            )
-        if rows is None:
-            rows = arr.shape[0]
-        elif arr.shape[0] != rows:
-            raise error(
-                f"{what}s differ in their first dimension ({rows} and "
-                f"{arr.shape[0]} for {name!r}); one Arrow record batch needs one"
-            )
-        column, field = _array_to_column(name, arr, what, error)
-        columns.append(column)
-        fields.append(field)
-    schema = pa.schema(fields, metadata=metadata)
-    batch = pa.RecordBatch.from_arrays(columns, schema=schema)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
-        writer.write_batch(batch)
-    result: bytes = sink.getvalue().to_pybytes()
-    return result
 
 
 def _array_to_column(

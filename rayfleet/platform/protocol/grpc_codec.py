@@ -15,10 +15,10 @@ Tensor data travels one of two ways, as the v2 gRPC spec allows:
   for UINT8) are refused, never cast.
 
 Raw inputs are decoded without a copy: :func:`decode_infer_request` takes the
-serialized request, cuts the raw contents out of it as views and hands only the
-rest to protobuf, and ``np.frombuffer`` makes each array a read-only view of the
-request's own bytes. (Parsed by protobuf, each raw tensor would be copied twice:
-into protobuf's arena, and into a new ``bytes`` on every read of the field.)
+serialized request, has :mod:`.grpc_wire` cut the raw contents out of it as views
+and hands only the rest to protobuf, and ``np.frombuffer`` makes each array a
+read-only view of the request's own bytes. BYTES tensors use the layout of
+:mod:`.bytes_codec`.
 
 Every problem with what a client sent raises
 :class:`~rayfleet.platform.errors.InvalidInput`; :func:`grpc_status` is the one
@@ -28,7 +28,6 @@ table from rayfleet's errors to gRPC status codes.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,11 +49,17 @@ from rayfleet.platform.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from rayfleet.platform.protocol.bytes_codec import (
+    BytesWording,
+    decode_bytes,
+    encode_bytes,
+)
 from rayfleet.platform.protocol.datatypes import (
     little_endian,
     numpy_dtype,
     v2_datatype,
 )
+from rayfleet.platform.protocol.grpc_wire import split_raw_contents
 from rayfleet.platform.protocol.types import (
     InferRequest,
     InferResponse,
@@ -64,19 +69,21 @@ from rayfleet.platform.protocol.types import (
 __all__ = [
     "InferCall",
     "decode_infer_request",
-    "encode_infer_request",
     "encode_infer_response",
     "grpc_status",
     "model_metadata_response",
+    "raw_contents",
     "server_metadata_response",
+    "set_parameters",
 ]
 
-_LENGTH_PREFIX: Final = struct.Struct("<I")
-
-# Protobuf wire types, and the field number of ModelInferRequest's raw contents.
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
-_RAW_INPUT_CONTENTS: Final[int] = (
-    service_pb2.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
+_WORDING: Final = BytesWording(
+    too_small=(
+        "raw_input_contents of {size} bytes is too small for {count} BYTES elements"
+    ),
+    ends_before="raw BYTES end before element {index}",
+    overruns="BYTES element {index} of length {length} overruns raw_input_contents",
+    trailing="raw BYTES have {remaining} bytes after their {count} elements",
 )
 
 # The typed field of InferTensorContents that carries each datatype; FP16 and BF16
@@ -142,7 +149,7 @@ def decode_infer_request(wire: bytes) -> InferCall:
     or typed payload that does not hold the shape's elements, raw contents for some
     inputs but not others.
     """
-    header, raws = _split_raw_contents(wire)
+    header, raws = split_raw_contents(wire)
     try:
         message = service_pb2.ModelInferRequest.FromString(header)
     except DecodeError as e:
@@ -189,62 +196,6 @@ def decode_infer_request(wire: bytes) -> InferCall:
     return InferCall(message.model_name, message.model_version, request)
 
 
-def _split_raw_contents(wire: bytes) -> tuple[bytes, list[memoryview]]:
-    """``wire`` without its raw_input_contents fields, and those fields' values as
-    views of ``wire``, in order.
-
-    Walks the message's top-level fields with the protobuf wire format's own rules
-    (a varint key of field number and wire type, then a varint, a fixed 8 or 4
-    bytes, or a varint length and that many bytes); nested messages are skipped
-    whole and left to protobuf.
-    """
-    view = memoryview(wire)
-    size = len(view)
-    raws: list[memoryview] = []
-    kept: list[memoryview] = []
-    position = 0
-    while position < size:
-        start = position
-        key, position = _varint(view, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
-            _, position = _varint(view, position)
-        elif wire_type == _FIXED64:
-            position += 8
-        elif wire_type == _FIXED32:
-            position += 4
-        elif wire_type == _LENGTH_DELIMITED:
-            length, position = _varint(view, position)
-            if number == _RAW_INPUT_CONTENTS and position + length <= size:
-                raws.append(view[position : position + length])
-                position += length
-                continue
-            position += length
-        else:
-            raise InvalidInput(
-                f"request is not a ModelInferRequest: field {number} has wire "
-                f"type {wire_type}"
-            )
-        if position > size:
-            raise InvalidInput("request is not a ModelInferRequest: it is truncated")
-        kept.append(view[start:position])
-    # Only the small fields are joined; without raw contents, nothing is.
-    return (b"".join(kept) if raws else wire), raws
-
-
-def _varint(view: memoryview, position: int) -> tuple[int, int]:
-    """The varint at ``position`` and the position after it."""
-    value = shift = 0
-    while position < len(view) and shift < 64:
-        byte = view[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-    raise InvalidInput("request is not a ModelInferRequest: a varint is malformed")
-
-
 def encode_infer_response(
     response: InferResponse, requested: Sequence[RequestedOutput] = ()
 ) -> Any:
@@ -269,7 +220,7 @@ def encode_infer_response(
         model_version=response.model_version,
         id=response.id or "",
     )
-    _set_parameters(message.parameters, response.parameters, ModelError)
+    set_parameters(message.parameters, response.parameters, ModelError)
     for name in names:
         arr = response.outputs[name]
         try:
@@ -277,31 +228,9 @@ def encode_infer_response(
         except InvalidInput as e:
             raise ModelError(f"output {name!r}: {e.message}") from None
         message.outputs.add(name=name, datatype=datatype, shape=arr.shape)
-        message.raw_output_contents.append(_raw_bytes(name, arr, datatype, ModelError))
-    return message
-
-
-def encode_infer_request(
-    model: str,
-    inputs: Mapping[str, np.ndarray],
-    *,
-    version: str = "",
-    outputs: Sequence[str] = (),
-    request_id: str | None = None,
-    parameters: Mapping[str, Any] | None = None,
-) -> Any:
-    """A ``ModelInferRequest`` with raw input contents, as tritonclient builds one;
-    for clients, tests and benchmarks."""
-    message = service_pb2.ModelInferRequest(
-        model_name=model, model_version=version, id=request_id or ""
-    )
-    _set_parameters(message.parameters, parameters or {}, InvalidInput)
-    for name, arr in inputs.items():
-        datatype = v2_datatype(arr)
-        message.inputs.add(name=name, datatype=datatype, shape=arr.shape)
-        message.raw_input_contents.append(_raw_bytes(name, arr, datatype, InvalidInput))
-    for name in outputs:
-        message.outputs.add(name=name)
+        message.raw_output_contents.append(
+            raw_contents(name, arr, datatype, ModelError)
+        )
     return message
 
 
@@ -353,7 +282,7 @@ def _raw_array(
 ) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
-        return _raw_bytes_array(name, raw, count).reshape(shape)
+        return decode_bytes(f"input {name!r}", raw, count, _WORDING).reshape(shape)
     dtype = numpy_dtype(datatype)
     if len(raw) != count * dtype.itemsize:
         raise InvalidInput(
@@ -364,36 +293,6 @@ def _raw_array(
     if datatype == "BOOL" and count and int(arr.view(np.uint8).max()) > 1:
         raise InvalidInput(f"input {name!r}: BOOL bytes must be 0 or 1")
     return arr.reshape(shape)
-
-
-def _raw_bytes_array(name: str, raw: memoryview, count: int) -> np.ndarray:
-    # Every element costs at least its length prefix; checking this first keeps a
-    # huge declared shape from allocating before the data proves it wrong.
-    if count * _LENGTH_PREFIX.size > len(raw):
-        raise InvalidInput(
-            f"input {name!r}: raw_input_contents of {len(raw)} bytes is too small "
-            f"for {count} BYTES elements"
-        )
-    out = np.empty(count, dtype=object)
-    position = 0
-    for index in range(count):
-        if position + _LENGTH_PREFIX.size > len(raw):
-            raise InvalidInput(f"input {name!r}: raw BYTES end before element {index}")
-        (length,) = _LENGTH_PREFIX.unpack_from(raw, position)
-        position += _LENGTH_PREFIX.size
-        if position + length > len(raw):
-            raise InvalidInput(
-                f"input {name!r}: BYTES element {index} of length {length} overruns "
-                "raw_input_contents"
-            )
-        out[index] = bytes(raw[position : position + length])
-        position += length
-    if position != len(raw):
-        raise InvalidInput(
-            f"input {name!r}: raw BYTES have {len(raw) - position} bytes after "
-            f"their {count} elements"
-        )
-    return out
 
 
 def _typed_array(
@@ -438,23 +337,15 @@ def _typed_array(
     return arr.reshape(shape)
 
 
-def _raw_bytes(
+def raw_contents(
     name: str, arr: np.ndarray, datatype: str, error: type[RayfleetError]
 ) -> bytes:
-    if datatype != "BYTES":
-        # tobytes() is the one copy: protobuf fields take bytes, not views.
-        return little_endian(arr).tobytes()
-    parts: list[bytes] = []
-    for element in arr.reshape(-1):
-        if isinstance(element, str):
-            element = element.encode("utf-8")
-        elif not isinstance(element, bytes):
-            raise error(
-                f"{name!r}: BYTES element is {type(element).__name__}, not bytes or str"
-            )
-        parts.append(_LENGTH_PREFIX.pack(len(element)))
-        parts.append(element)
-    return b"".join(parts)
+    """Tensor ``name`` in the raw layout: little-endian, row-major, BYTES elements
+    length-prefixed. A BYTES element that is not bytes or str raises ``error``."""
+    if datatype == "BYTES":
+        return encode_bytes(f"{name!r}", arr, error)
+    # tobytes() is the one copy: protobuf fields take bytes, not views.
+    return little_endian(arr).tobytes()
 
 
 def _requested_outputs(tensors: Any) -> list[RequestedOutput]:
@@ -489,9 +380,14 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     return decoded
 
 
-def _set_parameters(
+def set_parameters(
     target: Any, parameters: Mapping[str, Any], error: type[RayfleetError]
 ) -> None:
+    """Write ``parameters`` into a protobuf ``map<string, InferParameter>``.
+
+    Values must be bool, 64-bit int (signed or unsigned), float or str; anything
+    else raises ``error``.
+    """
     for key, value in parameters.items():
         # bool before int: a bool is an int to isinstance.
         if isinstance(value, bool):

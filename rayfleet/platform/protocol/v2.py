@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,11 @@ from typing import Any
 import numpy as np
 
 from rayfleet.platform.errors import InvalidInput, ModelError
+from rayfleet.platform.protocol.bytes_codec import (
+    BytesWording,
+    decode_bytes,
+    encode_bytes,
+)
 from rayfleet.platform.protocol.datatypes import (
     array_from_json,
     array_to_json,
@@ -49,7 +53,12 @@ from rayfleet.platform.protocol.types import (
 
 __all__ = ["EncodedResponse", "decode_request", "encode_response"]
 
-_LENGTH_PREFIX = struct.Struct("<I")
+_WORDING = BytesWording(
+    too_small="binary_data_size {size} is too small for {count} BYTES elements",
+    ends_before="binary BYTES data ends before element {index}",
+    overruns="BYTES element {index} of length {length} overruns binary_data_size",
+    trailing="binary BYTES data has {remaining} bytes after its {count} elements",
+)
 
 
 @dataclass(frozen=True)
@@ -328,7 +337,8 @@ def _binary_input(
 ) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
-        return _binary_bytes_input(name, view, offset, size, count).reshape(shape)
+        data = view[offset : offset + size]
+        return decode_bytes(f"input {name!r}", data, count, _WORDING).reshape(shape)
     dtype = numpy_dtype(datatype)
     if size % dtype.itemsize:
         raise InvalidInput(
@@ -346,55 +356,10 @@ def _binary_input(
     return arr.reshape(shape)
 
 
-def _binary_bytes_input(
-    name: str, view: memoryview, offset: int, size: int, count: int
-) -> np.ndarray:
-    # Every element costs at least its length prefix; checking this first keeps a
-    # huge declared shape from allocating before the data proves it wrong.
-    if count * _LENGTH_PREFIX.size > size:
-        raise InvalidInput(
-            f"input {name!r}: binary_data_size {size} is too small for "
-            f"{count} BYTES elements"
-        )
-    out = np.empty(count, dtype=object)
-    position, end = offset, offset + size
-    for index in range(count):
-        if position + _LENGTH_PREFIX.size > end:
-            raise InvalidInput(
-                f"input {name!r}: binary BYTES data ends before element {index}"
-            )
-        (length,) = _LENGTH_PREFIX.unpack_from(view, position)
-        position += _LENGTH_PREFIX.size
-        if position + length > end:
-            raise InvalidInput(
-                f"input {name!r}: BYTES element {index} of length {length} "
-                "overruns binary_data_size"
-            )
-        out[index] = bytes(view[position : position + length])
-        position += length
-    if position != end:
-        raise InvalidInput(
-            f"input {name!r}: binary BYTES data has {end - position} bytes after "
-            f"its {count} elements"
-        )
-    return out
-
-
 def _binary_output(name: str, arr: np.ndarray, datatype: str) -> bytes | memoryview:
     """The v2 binary form of output ``arr``, without copying when already laid out."""
     if datatype == "BYTES":
-        parts: list[bytes] = []
-        for element in arr.reshape(-1):
-            if isinstance(element, str):
-                element = element.encode("utf-8")
-            elif not isinstance(element, bytes):
-                raise ModelError(
-                    f"output {name!r}: BYTES element is {type(element).__name__}, "
-                    "not bytes or str"
-                )
-            parts.append(_LENGTH_PREFIX.pack(len(element)))
-            parts.append(element)
-        return b"".join(parts)
+        return encode_bytes(f"output {name!r}", arr, ModelError)
     # ascontiguousarray copies only non-contiguous arrays; the uint8 view makes the
     # memoryview's len() its size in bytes whatever the dtype.
     flat = np.ascontiguousarray(little_endian(arr)).reshape(-1)

@@ -15,17 +15,14 @@ from rayfleet.cli.demo import build_demo_store, digits_split
 from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.ingress.http import build_http_app
-from rayfleet.platform.protocol import (
-    ARROW_CONTENT_TYPE,
-    decode_arrow_response,
-    encode_arrow_request,
-)
+from rayfleet.platform.protocol import ARROW_CONTENT_TYPE
 from rayfleet.platform.runtimes import Runtime
 from rayfleet.platform.serving.buffer import ObservationBuffer
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.serving.traffic import TrafficPlan
 from rayfleet.platform.validation.observation import Observation
+from rayfleet.testing import decode_arrow_response, encode_arrow_request
 
 ROWS = digits_split()[1][:4]
 

@@ -18,11 +18,10 @@ from rayfleet.platform.protocol import (
     DATATYPES,
     InferResponse,
     decode_arrow_request,
-    decode_arrow_response,
-    encode_arrow_request,
     encode_arrow_response,
     numpy_dtype,
 )
+from rayfleet.testing import decode_arrow_response, encode_arrow_request
 
 ROWS = 4
 SAMPLES: dict[str, np.ndarray] = {

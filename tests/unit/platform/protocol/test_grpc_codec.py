@@ -36,12 +36,12 @@ from rayfleet.platform.protocol import (
 )
 from rayfleet.platform.protocol.grpc_codec import (
     decode_infer_request,
-    encode_infer_request,
     encode_infer_response,
     grpc_status,
     model_metadata_response,
     server_metadata_response,
 )
+from rayfleet.testing import encode_infer_request
 
 SAMPLES: dict[str, np.ndarray] = {
     "BOOL": np.array([[True, False, True], [False, False, True]]),
