@@ -20,24 +20,26 @@ to loadtest/out/balance.md. Loopback only; every server is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import httpx
 import numpy as np
 
-from loadtest.bench_overhead import (
+from loadtest.bench_overhead import ROWS, Target, digits_payloads, running
+from loadtest.common import (
     OUT,
-    STORE,
-    Target,
-    _ensure_models,
-    _payloads,
-    running,
+    ensure_digits_store,
+    markdown_row,
+    markdown_table,
+    write_report,
 )
-from loadtest.loadgen import run_load_subprocess
+from loadtest.loadgen import infer_load
+from loadtest.servers import target_command
 from rayfleet.deployments.serve_env import SERVE_ENV
 from rayfleet.platform.rollout.telemetry import replica_requests
 from rayfleet.platform.serving.counters import balance_ratio
+
+__all__ = ["main", "requests_by_replica"]
 
 # Replicas report every 5 s by default: wait for one more report after a run.
 REPORT_WAIT_S = 6.0
@@ -57,54 +59,53 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18124)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    _ensure_models()
+    ensure_digits_store()
     from rayfleet.cli.demo import digits_split
 
-    rows = np.ascontiguousarray(digits_split()[1][:4])
-    body, headers = _payloads(rows)["binary"]
-    py = [sys.executable, "-m", "loadtest.targets", "rayfleet", "--store", str(STORE)]
+    rows = np.ascontiguousarray(digits_split()[1][:ROWS])
+    body, headers = digits_payloads(rows)["binary"]
     env = {"RAY_SERVE_LOG_TO_STDERR": "0", **SERVE_ENV}
     layouts = [
-        Target("version replicas", [*py, "--replicas", "4"], ("binary",), env),
+        Target(
+            "version replicas",
+            target_command("rayfleet", "--replicas", "4", model="digits"),
+            env,
+            ("binary",),
+        ),
         Target(
             "router replicas",
-            [*py, "--placement", "router", "--routers", "4"],
-            ("binary",),
+            target_command(
+                "rayfleet", "--placement", "router", "--routers", "4", model="digits"
+            ),
             env,
+            ("binary",),
         ),
     ]
-    lines = [
-        "| layout | c | req/s | requests per replica | busiest / least |",
-        "|---|---:|---:|---|---:|",
-    ]
+    lines = []
     for target in layouts:
         with running(target, args.port) as url:
             # Every replica must have reported once before the first count.
             time.sleep(REPORT_WAIT_S)
             for concurrency in args.concurrency:
                 before = requests_by_replica(url)
-                result = run_load_subprocess(
-                    f"{url}/v2/models/digits/infer",
-                    body,
-                    headers,
-                    concurrency,
-                    args.duration,
-                    str(OUT),
+                result = infer_load(
+                    args.port, body, headers, concurrency, args.duration, "digits"
                 )
                 time.sleep(REPORT_WAIT_S)
                 after = requests_by_replica(url)
                 served = sorted(int(after[r] - before.get(r, 0.0)) for r in after)
                 ratio = balance_ratio(served)
-                line = (
-                    f"| {target.name} | {concurrency} | {result.rps:.0f} | "
-                    f"{' / '.join(map(str, served))} | "
-                    f"{'n/a' if ratio is None else f'{ratio:.2f}'} |"
-                )
-                print(line, flush=True)
-                lines.append(line)
-    table = "\n".join(lines)
-    (OUT / "balance.md").write_text(table + "\n")
-    print(table)
+                cells = [
+                    target.name,
+                    str(concurrency),
+                    f"{result.rps:.0f}",
+                    " / ".join(map(str, served)),
+                    "n/a" if ratio is None else f"{ratio:.2f}",
+                ]
+                print(markdown_row(cells), flush=True)
+                lines.append(cells)
+    header = ["layout", "c", "req/s", "requests per replica", "busiest / least"]
+    write_report("balance.md", markdown_table(header, lines, right={1, 2, 4}) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,14 @@ import numpy as np
 from ray import serve
 from ray.serve.batching import _BatchQueue
 
-from loadtest.bench_peers import IMAGE_MODEL, OUT, ensure_image_model
+from loadtest.common import (
+    IMAGE_MODEL,
+    OUT,
+    ensure_image_model,
+    markdown_row,
+    markdown_table,
+    write_report,
+)
 from loadtest.loadgen import LoadResult
 from rayfleet.platform.serving.batcher import DynamicBatcher
 
@@ -141,11 +148,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["held", "image"])
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "| model | c | Serve req/s | rayfleet req/s | ratio | Serve mean batch "
-        "| rayfleet mean batch | Serve p50 / p99 ms | rayfleet p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
+    lines = []
     for model_name in args.models:
         if model_name == "image":
             ensure_image_model()
@@ -179,18 +182,32 @@ def main() -> None:
                 results["serve"],
                 results["rayfleet"],
             )
-            line = (
-                f"| {model_name} | {concurrency} | {serve_result.rps:.0f} | "
-                f"{ours.rps:.0f} | {ours.rps / serve_result.rps:.2f}x | "
-                f"{serve_batch:.1f} | {our_batch:.1f} | "
-                f"{serve_result.p50_ms:.1f} / {serve_result.p99_ms:.1f} | "
-                f"{ours.p50_ms:.1f} / {ours.p99_ms:.1f} |"
-            )
-            print(line, flush=True)
-            lines.append(line)
-    table = "\n".join(lines) + "\n"
-    (OUT / "batcher.md").write_text(table)
-    print(table)
+            cells = [
+                model_name,
+                str(concurrency),
+                f"{serve_result.rps:.0f}",
+                f"{ours.rps:.0f}",
+                f"{ours.rps / serve_result.rps:.2f}x",
+                f"{serve_batch:.1f}",
+                f"{our_batch:.1f}",
+                f"{serve_result.p50_ms:.1f} / {serve_result.p99_ms:.1f}",
+                f"{ours.p50_ms:.1f} / {ours.p99_ms:.1f}",
+            ]
+            print(markdown_row(cells), flush=True)
+            lines.append(cells)
+    header = [
+        "model",
+        "c",
+        "Serve req/s",
+        "rayfleet req/s",
+        "ratio",
+        "Serve mean batch",
+        "rayfleet mean batch",
+        "Serve p50 / p99 ms",
+        "rayfleet p50 / p99 ms",
+    ]
+    table = markdown_table(header, lines, right=range(1, 7))
+    write_report("batcher.md", table + "\n")
 
 
 if __name__ == "__main__":

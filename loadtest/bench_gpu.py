@@ -38,32 +38,29 @@ from pathlib import Path
 import onnxruntime as ort
 import psutil
 
-from loadtest.bench_peers import (
+from loadtest.common import (
     IMAGE_MODEL,
     OUT,
-    STORE,
-    Server,
     ensure_image_model,
     free_port,
-    image_load,
-    raw_onnxruntime,
-    rayfleet_env,
-    serving,
-    v2_request,
+    markdown_table,
+    write_report,
 )
-from loadtest.loadgen import LoadResult
+from loadtest.loadgen import LoadResult, infer_load, raw_onnxruntime, v2_request
+from loadtest.servers import Server, rayfleet_env, serving, target_command
+
+__all__ = ["cuda_session_loads", "gpu_name", "gpu_pids", "main", "nvidia_library_dirs"]
 
 BATCH = 32
 CUDA = "CUDAExecutionProvider"
 
 
-def gpu_name() -> str | None:
-    """The first GPU's name when onnxruntime has CUDA and nvidia-smi answers."""
-    if CUDA not in ort.get_available_providers() or shutil.which("nvidia-smi") is None:
-        return None
+def _nvidia_smi(query: str) -> str | None:
+    """What ``nvidia-smi --QUERY --format=csv,noheader`` prints; ``None`` if it
+    fails."""
     try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        return subprocess.run(
+            ["nvidia-smi", f"--{query}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -71,6 +68,13 @@ def gpu_name() -> str | None:
         ).stdout
     except (subprocess.SubprocessError, OSError):
         return None
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name when onnxruntime has CUDA and nvidia-smi answers."""
+    if CUDA not in ort.get_available_providers() or shutil.which("nvidia-smi") is None:
+        return None
+    listed = _nvidia_smi("query-gpu=name") or ""
     names = [line.strip() for line in listed.splitlines() if line.strip()]
     return names[0] if names else None
 
@@ -89,13 +93,7 @@ def nvidia_library_dirs() -> list[str]:
 
 def gpu_pids() -> set[int]:
     """Processes holding GPU memory, as nvidia-smi lists them."""
-    listed = subprocess.run(
-        ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout
+    listed = _nvidia_smi("query-compute-apps=pid") or ""
     return {int(line) for line in listed.split() if line.strip().isdigit()}
 
 
@@ -135,7 +133,13 @@ def main() -> None:
             'cuDNN 9 libraries missing?): pip install "onnxruntime-gpu[cuda,cudnn]"'
         )
     print(f"GPU: {gpu}", flush=True)
-    raw = raw_onnxruntime(IMAGE_MODEL, BATCH, args.duration, providers=[CUDA])
+    raw = raw_onnxruntime(
+        IMAGE_MODEL,
+        {"image": image_batch(BATCH)},
+        args.duration,
+        warmup_runs=5,
+        providers=[CUDA],
+    )
     print(
         f"raw onnxruntime-gpu batch {BATCH}: {raw.rps * BATCH:.0f} images/s, "
         f"p50 {raw.p50_ms:.2f} ms per batch",
@@ -150,17 +154,8 @@ def main() -> None:
     )
     server = Server(
         "rayfleet (gpu)",
-        [
-            sys.executable,
-            "-m",
-            "loadtest.targets",
+        target_command(
             "rayfleet",
-            "--store",
-            str(STORE),
-            "--port",
-            "{port}",
-            "--model",
-            "image",
             "--max-batch-size",
             str(BATCH),
             "--num-gpus",
@@ -171,7 +166,7 @@ def main() -> None:
             str(args.routers),
             "--num-cpus",
             str(max(4, args.routers + args.replicas + 2)),
-        ],
+        ),
         {
             **rayfleet_env(),
             "LD_LIBRARY_PATH": os.pathsep.join(
@@ -188,7 +183,7 @@ def main() -> None:
         if on_gpu < args.replicas:
             label += f" (WARNING: only {on_gpu} server processes on the GPU)"
         for concurrency in args.concurrency:
-            result = image_load(port, body, headers, concurrency, args.duration)
+            result = infer_load(port, body, headers, concurrency, args.duration)
             rows.append((label, result, 1))
             print(
                 f"rayfleet c={concurrency:<3} {result.rps:7.0f} images/s  "
@@ -196,26 +191,34 @@ def main() -> None:
                 f"errors {result.errors}",
                 flush=True,
             )
-    table = _table(gpu, rows, raw.rps * BATCH)
-    (OUT / "gpu.md").write_text(table)
-    print(table)
+    write_report("gpu.md", _table(gpu, rows, raw.rps * BATCH))
 
 
 def _table(gpu: str, rows: list[tuple[str, LoadResult, int]], limit: float) -> str:
-    lines = [
-        f"Image CNN on {gpu}; one image per request to rayfleet.",
-        "",
-        "| server | c | images/s | p50 / p99 ms | of raw onnxruntime-gpu | errors |",
-        "|---|---|---|---|---|---|",
+    header = [
+        "server",
+        "c",
+        "images/s",
+        "p50 / p99 ms",
+        "of raw onnxruntime-gpu",
+        "errors",
     ]
-    for name, result, batch in rows:
-        images = result.rps * batch
-        lines.append(
-            f"| {name} | {result.concurrency} | {images:.0f} "
-            f"| {result.p50_ms:.2f} / {result.p99_ms:.2f} | {images / limit:.0%} "
-            f"| {sum(result.errors.values())} |"
-        )
-    return "\n".join(lines) + "\n"
+    cells = [
+        [
+            name,
+            str(result.concurrency),
+            f"{result.rps * batch:.0f}",
+            f"{result.p50_ms:.2f} / {result.p99_ms:.2f}",
+            f"{result.rps * batch / limit:.0%}",
+            str(sum(result.errors.values())),
+        ]
+        for name, result, batch in rows
+    ]
+    return (
+        f"Image CNN on {gpu}; one image per request to rayfleet.\n\n"
+        + markdown_table(header, cells)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -23,19 +23,18 @@ loadtest/out/overload.md. Loopback only; every server is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from loadtest.bench_peers import (
+from loadtest.common import (
     OUT,
-    STORE,
-    Server,
     ensure_image_model,
-    free_port,
-    image_load,
-    rayfleet_env,
-    serving,
-    v2_request,
+    markdown_row,
+    markdown_table,
+    write_report,
 )
+from loadtest.loadgen import v2_request
+from loadtest.servers import Server, load_each, rayfleet_env, target_command
+
+__all__ = ["main", "servers"]
 
 SHORT_BACKOFF = {
     "RAY_SERVE_ROUTER_RETRY_INITIAL_BACKOFF_S": "0.001",
@@ -45,14 +44,12 @@ SHORT_BACKOFF = {
 
 def servers() -> list[Server]:
     """Every variant, unbatched and with batching 16."""
-    py = [sys.executable, "-m", "loadtest.targets", "rayfleet"]
-    common = ["--store", str(STORE), "--port", "{port}", "--model", "image"]
     out = []
     for batching, batch_args, router_limit in (
         ("no batching", ["--max-batch-size", "1"], 2),
         ("batching 16", ["--max-batch-size", "16"], 32),
     ):
-        at_router = [*py, *common, *batch_args, "--max-ongoing-requests"]
+        at_router = target_command("rayfleet", *batch_args, "--max-ongoing-requests")
         out += [
             Server(
                 f"{batching}, queue at the router",
@@ -73,6 +70,7 @@ def servers() -> list[Server]:
 
 
 def main() -> None:
+    """Every variant at every concurrency, one server at a time."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[8, 32, 64])
@@ -83,27 +81,25 @@ def main() -> None:
     from rayfleet.cli.demo import image_batch
 
     body, headers = v2_request(image_batch(1), binary=True)
-    lines = [
-        "| variant | c | images/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for server in servers():
-        if args.only and not any(s in server.name for s in args.only):
-            continue
-        port = free_port()
-        with serving(server, port):
-            for concurrency in args.concurrency:
-                result = image_load(port, body, headers, concurrency, args.duration)
-                line = (
-                    f"| {server.name} | {concurrency} | {result.rps:.0f} | "
-                    f"{result.p50_ms:.1f} | {result.p99_ms:.1f} | "
-                    f"{sum(result.errors.values()) or ''} |"
-                )
-                print(line, flush=True)
-                lines.append(line)
-    table = "\n".join(lines) + "\n"
-    (OUT / "overload.md").write_text(table)
-    print(table)
+    lines = []
+    measured = load_each(
+        servers(), args.only, args.concurrency, body, headers, args.duration
+    )
+    for server, result in measured:
+        cells = [
+            server.name,
+            str(result.concurrency),
+            f"{result.rps:.0f}",
+            f"{result.p50_ms:.1f}",
+            f"{result.p99_ms:.1f}",
+            str(sum(result.errors.values()) or ""),
+        ]
+        print(markdown_row(cells), flush=True)
+        lines.append(cells)
+    header = ["variant", "c", "images/s", "p50 ms", "p99 ms", "errors"]
+    write_report(
+        "overload.md", markdown_table(header, lines, right={1, 2, 3, 4}) + "\n"
+    )
 
 
 if __name__ == "__main__":

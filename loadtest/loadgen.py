@@ -7,6 +7,10 @@ a warm-up.
 
     python -m loadtest.loadgen URL BODY_FILE --header k=v -c 32 -d 5
 prints one JSON line: requests/s, p50/p99/max ms, errors by status.
+
+Also the other side of each comparison, measured the same way: the model called
+in a loop in this process (``time_loop``, ``raw_onnxruntime``); and the v2 request
+bodies the benchmarks send (``v2_request``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,24 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import aiohttp
 import numpy as np
+import onnxruntime as ort
+import tritonclient.http as triton_http
 
-__all__ = ["LoadResult", "run_load", "run_load_subprocess", "time_loop"]
+from loadtest.common import OUT
+
+__all__ = [
+    "LoadResult",
+    "infer_load",
+    "raw_onnxruntime",
+    "run_load",
+    "run_load_subprocess",
+    "time_loop",
+    "v2_request",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,57 @@ def time_loop(call: Callable[[], object], duration_s: float) -> LoadResult:
         call()
         latencies.append(time.perf_counter() - started)
     return LoadResult.from_latencies(1, latencies, time.perf_counter() - began)
+
+
+def raw_onnxruntime(
+    model: Path,
+    feed: Mapping[str, np.ndarray],
+    duration_s: float,
+    *,
+    warmup_runs: int,
+    providers: Sequence[str] = (),
+) -> LoadResult:
+    """``session.run`` on ``feed`` in a loop in this process, after ``warmup_runs``
+    runs: the most the model can do (with the same one intra-op thread as every
+    server's session). ``rps`` counts runs, not rows."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(model),
+        sess_options=options,
+        providers=list(providers) or ["CPUExecutionProvider"],
+    )
+    for _ in range(warmup_runs):
+        session.run(None, feed)
+    return time_loop(lambda: session.run(None, feed), duration_s)
+
+
+def v2_request(
+    array: np.ndarray,
+    *,
+    binary: bool,
+    name: str = "image",
+    outputs: Sequence[str] = ("probabilities", "label"),
+) -> tuple[bytes, dict[str, str]]:
+    """A v2 request of ``array`` as input ``name`` (the image model's by default),
+    JSON or with binary tensors in and out, as tritonclient.http sends it; and the
+    headers it needs."""
+    infer_input = triton_http.InferInput(name, list(array.shape), "FP32")
+    infer_input.set_data_from_numpy(array, binary_data=binary)
+    requested = [
+        triton_http.InferRequestedOutput(output, binary_data=binary)
+        for output in outputs
+    ]
+    body, header_length = triton_http.InferenceServerClient.generate_request_body(
+        [infer_input], outputs=requested
+    )
+    if header_length is None:
+        return body, {"content-type": "application/json"}
+    return body, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(header_length),
+    }
 
 
 async def run_load(
@@ -148,6 +216,25 @@ def run_load_subprocess(
     ).stdout
     os.unlink(file.name)
     return LoadResult(**json.loads(output.strip().splitlines()[-1]))
+
+
+def infer_load(
+    port: int,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration_s: float,
+    model: str = "image",
+) -> LoadResult:
+    """:func:`run_load_subprocess` on ``model`` of the server on ``port``."""
+    return run_load_subprocess(
+        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        body,
+        headers,
+        concurrency,
+        duration_s,
+        str(OUT),
+    )
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""Starting a server under test as its own process, and stopping it cleanly."""
+"""The servers under test: how a benchmark describes one (``Server``,
+``target_command``, ``rayfleet_env``), starts it as its own process and stops it
+cleanly (``server_process``, ``serving``), and loads each in turn (``load_each``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,70 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-__all__ = ["ROOT", "server_process"]
+from loadtest.common import OUT, ROOT, STORE, free_port
+from loadtest.loadgen import LoadResult, infer_load
+from rayfleet.deployments.serve_env import apply_serve_env
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = [
+    "Server",
+    "load_each",
+    "rayfleet_env",
+    "server_process",
+    "serving",
+    "target_command",
+]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server process: its command (``{port}`` is replaced) and environment."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def target_command(kind: str, *options: str, model: str = "image") -> list[str]:
+    """``python -m loadtest.targets KIND`` on the benchmark store and ``{port}``,
+    serving ``model``, with ``options`` after."""
+    return [
+        sys.executable,
+        "-m",
+        "loadtest.targets",
+        kind,
+        "--store",
+        str(STORE),
+        "--port",
+        "{port}",
+        "--model",
+        model,
+        *options,
+    ]
+
+
+def rayfleet_env() -> dict[str, str]:
+    """The environment of a rayfleet server here: rayfleet's Serve settings (a
+    value set in this process's environment wins, to measure another), plus what
+    lets it run beside another Serve."""
+    return {
+        "RAY_SERVE_LOG_TO_STDERR": "0",
+        **apply_serve_env(dict(os.environ)),
+        # HAProxy's stats and metrics ports and the fallback proxy's are fixed by
+        # default: another Serve in HAProxy mode on this machine (a test run)
+        # would make ours fail to start.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+    }
 
 
 @contextlib.contextmanager
@@ -66,3 +124,44 @@ def server_process(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def serving(
+    server: Server, port: int, model: str = "image", ready_timeout_s: float = 240
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``server`` on ``port``, wait until ``model`` is ready, stop it after;
+    its log goes to ``OUT``.
+
+    Yields the process; Ray's processes are its descendants.
+    """
+    with server_process(
+        server.name,
+        server.command,
+        server.env,
+        port,
+        f"/v2/models/{model}/ready",
+        OUT,
+        ready_timeout_s,
+    ) as process:
+        yield process
+
+
+def load_each(
+    servers: Iterable[Server],
+    only: Sequence[str] | None,
+    levels: Sequence[int],
+    body: bytes,
+    headers: dict[str, str],
+    duration_s: float,
+) -> Iterator[tuple[Server, LoadResult]]:
+    """Start each server in turn on a free port (with ``only``, just those whose
+    name holds one of its words), load its image model at each concurrency in
+    ``levels``, stop it; yields each measurement as it is made."""
+    for server in servers:
+        if only and not any(word in server.name for word in only):
+            continue
+        port = free_port()
+        with serving(server, port):
+            for concurrency in levels:
+                yield server, infer_load(port, body, headers, concurrency, duration_s)

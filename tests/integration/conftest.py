@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import textwrap
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
+from loadtest.common import free_port  # noqa: E402
 from rayfleet.cli.demo import build_demo_store  # noqa: E402
 from rayfleet.deployments.app import build  # noqa: E402
 from rayfleet.deployments.serve_env import apply_serve_env, grpc_options  # noqa: E402
@@ -98,12 +98,6 @@ def digits_body(rows: Any) -> dict[str, Any]:
             }
         ]
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
