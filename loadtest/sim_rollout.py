@@ -1,6 +1,6 @@
 """Progressive rollouts under simulated traffic: false rollbacks and time to decide.
 
-Drives the pure state machine in ``rayfleet.platform.rollout.machine`` with window
+Drives the pure state machine in ``rayfleet.platform.rollout`` with window
 statistics sampled from known distributions, no Ray and no HTTP::
 
     .venv/bin/python -m loadtest.sim_rollout [--runs 100] [--seed 0] [--rps 50]
@@ -11,7 +11,7 @@ the step began is summarised the way a validator would: error rates, p50/p99 of
 lognormal latencies, the Jensen-Shannon divergence (bits) between predicted-class
 counts drawn from multinomials, input-drift share (PSI per feature, approximated by
 its sampling distribution, since canary and stable see the same inputs) and, in the
-shadow phase, agreement on mirrored pairs. At the 100% step stable takes no
+shadow phase, agreement on shadow pairs. At the 100% step stable takes no
 traffic; its numbers come from the previous step's window, as the validator's do.
 
 The class mixes and accuracies are the demo's (``rayfleet.cli.demo``) predictions on
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rayfleet.platform.rollout.machine import (
+from rayfleet.platform.config.rollout import RolloutSpec
+from rayfleet.platform.rollout import (
     Phase,
-    RolloutSpec,
     Verdict,
     WindowComparison,
     shadow_percent,
@@ -154,7 +154,7 @@ class Window:
             prediction_chi2_pvalue=pvalue,
             input_drift_share=drift,
             shadow_pairs=self.pairs,
-            shadow_agreement=self.agreed / self.pairs if self.pairs else None,
+            agreement=self.agreed / self.pairs if self.pairs else None,
         )
 
 
@@ -162,7 +162,7 @@ class Window:
 class Outcome:
     phase: Phase
     seconds: float
-    canary_requests: int  # served to users, mirrored requests not counted
+    canary_requests: int  # served to users, shadow requests not counted
     failed_gates: tuple[str, ...]
 
 
@@ -178,11 +178,11 @@ def simulate(
         now += dt
         n = int(rng.poisson(rps * dt))
         if state.phase is Phase.SHADOW:
-            mirrored = int(rng.binomial(n, shadow_percent(state) / 100))
+            shadowed = int(rng.binomial(n, shadow_percent(state) / 100))
             window.stable.add(rng, n, STABLE)
-            window.canary.add(rng, mirrored, canary)
-            window.pairs += mirrored
-            window.agreed += int(rng.binomial(mirrored, canary.agreement_with_stable))
+            window.canary.add(rng, shadowed, canary)
+            window.pairs += shadowed
+            window.agreed += int(rng.binomial(shadowed, canary.agreement_with_stable))
         else:
             to_canary = int(rng.binomial(n, state.weight / 100))
             served += to_canary

@@ -59,7 +59,7 @@ def bench_args(
             "max_body_bytes": 1 << 30,
             "autoscaling": {"min_replicas": routers, "max_replicas": routers},
         },
-        "validation": {"enabled": validation},
+        "observations": {"enabled": validation},
         "models": [
             {
                 "name": model,

@@ -1,18 +1,88 @@
-"""How a gate's measured value reads against its threshold.
+"""A gate: one measured value against its threshold, its verdict and its wording.
 
-The rollout's gates (:class:`~rayfleet.platform.rollout.machine.GateResult`) and the
-offline validation's (:class:`~rayfleet.platform.validation.report.GateCheck`)
-word a measurement alike, so events, webhooks and reports read the same. This
-module imports nothing heavier than ``typing``: the rollout stays free of numpy.
+The live rollout's gates (:mod:`rayfleet.platform.rollout.gates`) and the offline
+validation's (:mod:`rayfleet.platform.validation.offline`) answer the same
+:class:`GateResult` with names from one vocabulary, :data:`GATE_NAMES`, so
+events, webhooks, the dashboard and reports read alike. Latency names say what
+was timed: ``model_`` the version's own inference time, ``e2e_`` the request end
+to end at the router. This module imports nothing heavier than ``math``: the
+rollout stays free of numpy.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
 
-__all__ = ["Bound", "describe_measurement"]
+__all__ = ["GATE_NAMES", "Bound", "GateResult", "Verdict", "describe_measurement"]
 
 Bound = Literal["max", "min"]
+
+# Every gate either side checks. The limits that set them are ``max_<name>`` or
+# ``min_<name>`` in GateSpec (live) and OfflineGates (offline).
+GATE_NAMES = (
+    "agreement",
+    "accuracy_drop",
+    "model_p50_ratio",
+    "model_p99_ratio",
+    "e2e_p99_ms",
+    "error_rate_delta",
+    "prediction_js",
+    "prediction_chi2_pvalue",
+    "prediction_psi",
+    "input_drift_share",
+)
+
+
+class Verdict(str, Enum):
+    """A gate's answer. PENDING blocks a promotion; SKIPPED does not."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    PENDING = "pending"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate on one window or dataset: its measured value against its threshold."""
+
+    name: str
+    value: float | None
+    threshold: float
+    bound: Bound
+    verdict: Verdict
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        """True or False once decided; None while pending or skipped."""
+        if self.verdict in (Verdict.PENDING, Verdict.SKIPPED):
+            return None
+        return self.verdict is Verdict.PASS
+
+    def describe(self) -> str:
+        """A one-line account, e.g. ``prediction_js 0.326 > max 0.1``."""
+        if self.value is None:
+            return f"{self.name} {self.verdict.value}: {self.detail}"
+        return describe_measurement(
+            self.name, self.value, self.threshold, self.bound, self.detail
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (also what webhooks carry)."""
+        value = self.value
+        return {
+            "name": self.name,
+            "value": value if value is None or math.isfinite(value) else None,
+            "threshold": self.threshold,
+            "bound": self.bound,
+            "verdict": self.verdict.value,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
 
 
 def describe_measurement(

@@ -72,7 +72,7 @@ def rollout_args(store: Path, models: list[dict[str, Any]], **extra: Any) -> dic
     return {
         "store": str(store),
         "router": {"num_cpus": 0.1, "request_timeout_s": 10},
-        "validation": {
+        "observations": {
             "bucket_s": 1,
             "flush_every_s": 0.2,
             "plan_poll_s": 0.3,
@@ -144,7 +144,7 @@ def test_good_canary_promoted_bad_canary_rolled_back(
                     "evaluate_every_s": 0.5,
                     # A p99 over 40 requests on a shared 2-core machine is one
                     # scheduling hiccup; the p50 ratio still guards latency.
-                    "gates": {"max_p99_ratio": None},
+                    "gates": {"max_model_p99_ratio": None},
                 },
                 "versions": [
                     {"name": "v1", "placement": "router"},

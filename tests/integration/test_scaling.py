@@ -39,7 +39,7 @@ def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
     args = {
         "store": str(store),
         "router": {"num_cpus": 0.1, "request_timeout_s": 5},
-        "validation": {"replica_report_s": 0.5},
+        "observations": {"replica_report_s": 0.5},
         "models": [
             {
                 "name": "balanced",

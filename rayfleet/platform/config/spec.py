@@ -22,11 +22,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -37,19 +35,20 @@ from pydantic import (
     model_validator,
 )
 
+from rayfleet.platform.config.base import Spec
+from rayfleet.platform.config.rollout import RolloutSpec
+from rayfleet.platform.config.webhook import WebhookSpec
 from rayfleet.platform.errors import ConfigError
-from rayfleet.platform.rollout.machine import RolloutSpec
-from rayfleet.platform.rollout.webhooks import WebhookSpec
 
 __all__ = [
     "DEFAULT_STABLE_WINDOW_S",
     "AutoscalingSpec",
     "BatchingSpec",
     "ModelSpec",
+    "ObservationSpec",
     "PlatformSpec",
     "RouterSpec",
     "TritonTarget",
-    "ValidationSpec",
     "VersionSpec",
     "parse_spec",
 ]
@@ -68,11 +67,7 @@ def _check_name(value: str) -> str:
     return value
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BatchingSpec(_Spec):
+class BatchingSpec(Spec):
     """Dynamic batching on a replica: ``max_batch_size: 1`` turns it off."""
 
     max_batch_size: PositiveInt = 16
@@ -82,7 +77,7 @@ class BatchingSpec(_Spec):
 DEFAULT_STABLE_WINDOW_S = 60.0
 
 
-class AutoscalingSpec(_Spec):
+class AutoscalingSpec(Spec):
     """Replica bounds and the in-flight requests each replica should carry.
 
     ``target_ongoing_requests`` defaults to the version's ``max_batch_size``, so a
@@ -145,7 +140,7 @@ class AutoscalingSpec(_Spec):
         }
 
 
-class TritonTarget(_Spec):
+class TritonTarget(Spec):
     """A model on a remote KServe v2 / Triton server, reached with tritonclient."""
 
     url: str = Field(description="host:port of the server's HTTP endpoint")
@@ -154,7 +149,7 @@ class TritonTarget(_Spec):
     timeout_s: PositiveFloat = 30.0
 
 
-class VersionSpec(_Spec):
+class VersionSpec(Spec):
     """One version of a model.
 
     Its files live at ``{store}/{model}/{name}/`` unless ``uri`` says otherwise.
@@ -220,7 +215,7 @@ class VersionSpec(_Spec):
         return max(8 * math.ceil(self.target_ongoing_requests), 64)
 
 
-class ModelSpec(_Spec):
+class ModelSpec(Spec):
     """A named model and the versions of it that are served.
 
     With ``rollout`` set, each version marked ``canary: true`` goes through a
@@ -284,7 +279,7 @@ class ModelSpec(_Spec):
         return weights
 
 
-class RouterSpec(_Spec):
+class RouterSpec(Spec):
     """Limits and size of the router, the HTTP ingress.
 
     The router autoscales on its own requests in flight; versions placed in the
@@ -302,8 +297,8 @@ class RouterSpec(_Spec):
     )
 
 
-class ValidationSpec(_Spec):
-    """How requests are observed and where the Validator keeps them.
+class ObservationSpec(Spec):
+    """How requests are observed, and the Validator that keeps what they show.
 
     Routers summarize each request (version, latency, status, prediction; input
     features for ``sample_rate`` of them), buffer up to ``buffer_size`` and send
@@ -312,6 +307,10 @@ class ValidationSpec(_Spec):
     ``plan_poll_s`` and keep the last one when the Validator does not answer.
     Every replica, of a version or of the router, sends its request counters every
     ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``).
+
+    The Validator keeps observations in ``bucket_s`` buckets for ``horizon_s``,
+    tests input drift at family-wise level ``alpha``, and takes ``num_cpus``;
+    ``enabled: false`` runs no Validator, so nothing is observed or rolled out.
     """
 
     enabled: bool = True
@@ -329,16 +328,19 @@ class ValidationSpec(_Spec):
     num_cpus: NonNegativeFloat = 0.25
 
 
-class PlatformSpec(_Spec):
+class PlatformSpec(Spec):
     """Everything rayfleet serves in one Serve application.
 
     ``admin_token_env`` names the environment variable that holds the bearer
     token of the admin routes; the token itself never appears in a config.
     """
 
+    # ``observations`` was ``validation`` before 0.2.0.
+    RENAMED_KEYS: ClassVar[Mapping[str, str]] = {"validation": "observations"}
+
     store: str = Field(min_length=1, description="model store URI: path, s3://, gs://")
     router: RouterSpec = RouterSpec()
-    validation: ValidationSpec = ValidationSpec()
+    observations: ObservationSpec = ObservationSpec()
     webhooks: tuple[WebhookSpec, ...] = ()
     admin_token_env: str = Field(
         default="RAYFLEET_ADMIN_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$"

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
 from rayfleet.platform.errors import Conflict, ModelNotFound
 from rayfleet.platform.rollout import machine as ro
+from rayfleet.platform.rollout.gates import WindowComparison
+from rayfleet.platform.rollout.snapshot import build_snapshot
+from rayfleet.platform.rollout.state_store import StateStore
+from rayfleet.platform.rollout.totals import Totals
 from rayfleet.platform.serving.counters import ReplicaReport, ReplicaTable
 from rayfleet.platform.serving.service import initial_plans
 from rayfleet.platform.serving.traffic import TrafficPlan
@@ -33,12 +36,9 @@ from rayfleet.platform.validation.compare import Comparison, compare
 from rayfleet.platform.validation.observation import Observation, ObservationRow
 from rayfleet.platform.validation.window import VersionStats, WindowedStats
 
-__all__ = ["LATENCY_BUCKETS_MS", "StateStore", "ValidatorCore", "window_comparison"]
+__all__ = ["ValidatorCore", "window_comparison"]
 
 logger = logging.getLogger(__name__)
-
-# Prometheus histogram bounds for request latency, in milliseconds.
-LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 # How far back to look for stable's numbers when the window has too few of them
 # (at the 100% step stable takes no traffic at all).
@@ -46,46 +46,12 @@ STABLE_FALLBACK_S = 600.0
 MIN_STABLE_REQUESTS = 30
 
 
-class StateStore(Protocol):
-    """Where rollout state lives: the model store's ``_state/`` in production."""
-
-    def read_state(self, key: str) -> dict[str, Any] | None:
-        """The document saved under ``key``, or None."""
-        ...
-
-    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
-        """Replace the document under ``key``."""
-        ...
-
-
-@dataclass
-class _Totals:
-    """Monotonic counts since the Validator started, for Prometheus counters."""
-
-    by_status: dict[int, int] = field(default_factory=dict)
-    latency_buckets: list[int] = field(
-        default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1)
-    )
-    latency_sum_ms: float = 0.0
-    latency_count: int = 0
-
-    def add(self, observation: Observation) -> None:
-        self.by_status[observation.status] = (
-            self.by_status.get(observation.status, 0) + 1
-        )
-        latency = observation.latency_ms
-        index = int(np.searchsorted(LATENCY_BUCKETS_MS, latency, side="left"))
-        self.latency_buckets[index] += 1
-        self.latency_sum_ms += latency
-        self.latency_count += 1
-
-
-def window_comparison(comparison: Comparison) -> ro.WindowComparison:
+def window_comparison(comparison: Comparison) -> WindowComparison:
     """The numbers the rollout gates read, from the validation comparison."""
     drift = comparison.prediction_drift
     agreement = comparison.agreement
     input_drift = comparison.input_drift
-    return ro.WindowComparison(
+    return WindowComparison(
         canary_requests=comparison.canary.requests,
         stable_requests=comparison.stable.requests,
         canary_error_rate=comparison.canary.error_rate or 0.0,
@@ -104,7 +70,7 @@ def window_comparison(comparison: Comparison) -> ro.WindowComparison:
         if input_drift is not None
         else None,
         shadow_pairs=agreement.pairs if agreement is not None else 0,
-        shadow_agreement=agreement.rate if agreement is not None else None,
+        agreement=agreement.rate if agreement is not None else None,
     )
 
 
@@ -123,16 +89,16 @@ class ValidatorCore:
         self.app = app
         self.store = store
         self.references = references
-        validation = spec.validation
+        observations = spec.observations
         self.stats: dict[tuple[str, str], WindowedStats] = {}
-        self.totals: dict[tuple[str, str], _Totals] = {}
+        self.totals: dict[tuple[str, str], Totals] = {}
         for model in spec.models:
             for version in model.versions:
                 key = (model.name, version.name)
                 self.stats[key] = WindowedStats(
-                    bucket_s=validation.bucket_s, horizon_s=validation.horizon_s
+                    bucket_s=observations.bucket_s, horizon_s=observations.horizon_s
                 )
-                self.totals[key] = _Totals()
+                self.totals[key] = Totals()
         self.agreement = {model.name: AgreementTracker() for model in spec.models}
         self.stable: dict[str, str] = {}
         self.rollouts: dict[str, ro.RolloutState] = {}
@@ -141,7 +107,7 @@ class ValidatorCore:
         self.ingested = 0
         # Three missed reports before a replica is taken for gone.
         self.replicas = ReplicaTable(
-            expire_s=max(60.0, 3 * validation.replica_report_s)
+            expire_s=max(60.0, 3 * observations.replica_report_s)
         )
         self.events: list[ro.Event] = []
         for model in spec.models:
@@ -267,7 +233,7 @@ class ValidatorCore:
             stable,
             canary,
             reference,
-            alpha=self.spec.validation.alpha,
+            alpha=self.spec.observations.alpha,
             agreement=self.agreement[model].snapshot(),
         )
 
@@ -333,7 +299,8 @@ class ValidatorCore:
         state = self.rollouts.get(model)
         if spec.rollout is None or state is None:
             raise ModelNotFound(f"model {model!r} has no rollout")
-        reason = f"operator: {action}"
+        # The transitions say "operator: " themselves.
+        reason = action
         try:
             if action == "promote":
                 new, events = ro.promote(state, now, reason)
@@ -381,64 +348,4 @@ class ValidatorCore:
 
     def snapshot(self, now: float, window_s: float = 300.0) -> dict[str, Any]:
         """Everything ``/-/validation`` and the dashboard show, JSON-ready."""
-        plans = self.plans()
-        replicas: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for report in self.replicas.current(now):
-            replicas.setdefault((report.model, report.version), []).append(
-                {
-                    "replica": report.replica,
-                    "requests": report.requests,
-                    "errors": report.errors,
-                }
-            )
-        models = []
-        for model in self.spec.models:
-            versions = []
-            for version in model.versions:
-                key = (model.name, version.name)
-                windowed = self.stats[key]
-                summary = windowed.window(window_s, now).summary().to_dict()
-                series = [p.to_dict() for p in windowed.series(window_s, now)]
-                versions.append(
-                    {
-                        "name": version.name,
-                        "canary": version.canary,
-                        "weight": plans[model.name].weights.get(version.name, 0.0),
-                        "window": summary,
-                        "series": series,
-                        "total_requests": sum(self.totals[key].by_status.values()),
-                        "replicas": replicas.get(key, []),
-                    }
-                )
-            state = self.rollouts.get(model.name)
-            comparison = self.comparison(model.name, now) if state else None
-            models.append(
-                {
-                    "name": model.name,
-                    "stable": self.stable[model.name],
-                    "plan": plans[model.name].to_dict(),
-                    "versions": versions,
-                    "rollout": _rollout_view(state),
-                    "comparison": comparison.to_dict() if comparison else None,
-                    "finished": self.finished[model.name],
-                }
-            )
-        return {
-            "app": self.app,
-            "now": now,
-            "window_s": window_s,
-            "models": models,
-            "events": [e.to_dict() for e in self.events[-50:]],
-            "observations": {
-                "ingested": self.ingested,
-                "dropped": sum(self.routers_dropped.values()),
-            },
-        }
-
-
-def _rollout_view(state: ro.RolloutState | None) -> dict[str, Any] | None:
-    if state is None:
-        return None
-    view = state.to_dict()
-    view.pop("format", None)
-    return view
+        return build_snapshot(self, now, window_s)

@@ -7,8 +7,8 @@ A rollout is a small state machine, driven by pure functions::
                   any live phase ── a gate fails ─> ROLLED_BACK
                   any live phase ── pause ─> PAUSED ── resume ─> where it was
 
-The controller (``deployments/validator.py``) owns everything impure: it reads the
-clock, computes a :class:`WindowComparison` over the requests seen since
+The controller (:mod:`.controller`) owns everything impure: it reads the clock,
+computes a :class:`~.gates.WindowComparison` over the requests seen since
 ``state.step_started_at``, calls :func:`step` every ``evaluate_every_s``, applies
 :func:`traffic_weights` and :func:`shadow_percent` to the router, persists
 :meth:`RolloutState.to_dict` and sends each :class:`Event` to the webhooks.
@@ -18,7 +18,7 @@ Decisions this module makes, and why:
 - A rollout starts in PENDING at weight 0; the controller calls :func:`step` once
   the canary's replicas are ready, so model loading never counts as step time.
 - Promotion (to the next step, or PROMOTED after the last) needs
-  ``min_requests_per_step`` canary requests (``shadow_min_pairs`` mirrored pairs in
+  ``min_requests_per_step`` canary requests (``shadow_min_pairs`` shadow pairs in
   SHADOW), ``min_step_s`` in the step, and every enabled gate passed or skipped.
   A pending gate (not enough data) blocks it: no data, no promotion.
 - Rollback needs only the request count, not ``min_step_s``: the time floor guards
@@ -35,42 +35,27 @@ Decisions this module makes, and why:
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from enum import Enum
-from statistics import NormalDist
-from typing import Annotated, Any, Literal, get_args
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    TypeAdapter,
-    field_validator,
-    model_validator,
+from pydantic import TypeAdapter
+
+from rayfleet.platform.config.rollout import EventKind, RolloutSpec
+from rayfleet.platform.rollout.gates import (
+    GateResult,
+    Verdict,
+    WindowComparison,
+    evaluate_gates,
 )
 
-from rayfleet.platform.thresholds import describe_measurement
-
 __all__ = [
-    "EVENT_KINDS",
     "Event",
-    "EventKind",
-    "GateResult",
-    "GateSpec",
     "InvalidTransition",
     "Phase",
-    "RolloutSpec",
     "RolloutState",
     "TimelineEntry",
-    "Verdict",
-    "WindowComparison",
-    "evaluate_gates",
     "pause",
     "promote",
     "resume",
@@ -82,379 +67,10 @@ __all__ = [
     "traffic_weights",
 ]
 
-_Fraction = Annotated[float, Field(ge=0, le=1)]
-_Percent = Annotated[float, Field(gt=0, le=100)]
-
-_STATE_FORMAT = 1
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GateSpec(_Spec):
-    """Thresholds a canary must meet against stable; ``None`` turns a gate off.
-
-    Each default is a line most services can hold without tuning; the comments say
-    where it comes from. Ratios and deltas compare canary to stable on the same
-    window of traffic, so a slow or flaky stable does not block its successor.
-    """
-
-    # Leaves room for replica-to-replica noise (cache warmth, busy neighbours)
-    # and still catches a median slowdown users feel.
-    max_p50_ratio: PositiveFloat | None = 1.5
-    # A p99 over ~100 requests rests on one or two of them: a wider band.
-    max_p99_ratio: PositiveFloat | None = 2.0
-    # The ratios compare the versions' own inference time (the replica's model
-    # time) when both have it: where a version runs, in the router or one Ray hop
-    # away, is placement, not the version, and a hop alone costs milliseconds.
-    # Below this floor a ratio passes whatever it is: 0.05 ms against 0.02 ms is
-    # 2.5x, and nothing a user can feel.
-    latency_floor_ms: NonNegativeFloat = 1.0
-    # Flagger's default request-duration check: an absolute SLO, so a canary
-    # cannot pass at 2x of an already slow stable. Set it to your SLO; models whose
-    # stable p99 is above 500 ms need it raised or turned off.
-    max_p99_ms: PositiveFloat | None = 500.0
-    # Flagger's default 99% success rate, as a delta over stable's own errors.
-    max_error_rate_delta: _Fraction | None = 0.01
-    # The error-rate gate fails only when an exact binomial test puts the
-    # canary's rate above stable's (its upper Wilson bound) plus the delta at this
-    # one-sided confidence: 2 errors in 100 against stable's 0.1% is noise, not a
-    # regression; 6 in 100 is. Until then an excess only holds the step.
-    error_rate_confidence: float = Field(default=0.99, gt=0.5, lt=1)
-    # Jensen-Shannon divergence in bits (0..1) between the predicted-class
-    # distributions. Sampling noise between two draws of 100 and 1900 requests of
-    # the same 10-class mix averages 0.02 (99.99th percentile 0.07); moving 30% of
-    # a uniform mix onto one class is 0.22. Validators with many classes should
-    # bucket them (top-k plus "other"), since noise grows with the class count.
-    max_prediction_js: _Fraction | None = 0.1
-    # JS between small samples is biased upwards (about (k - 1) / (2 n ln 2) bits
-    # for k classes and n requests: 0.16 at 40 requests of 10 classes), so a JS
-    # over the limit fails only once the chi-square test also finds the class mix
-    # different at this p-value; until then it holds the step and waits for data.
-    prediction_evidence_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    # Off by default: on large windows a p-value flags differences too small to
-    # matter; the JS divergence above measures the size of the shift instead.
-    min_prediction_chi2_pvalue: Annotated[float, Field(gt=0, lt=1)] | None = None
-    # Share of input features drifted against the version's reference data.
-    max_input_drift_share: _Fraction | None = 0.25
-    # What "drifted" means per feature, for the validator computing the share:
-    # PSI bands read < 0.1 as no change, 0.1-0.25 as moderate, > 0.25 as major.
-    feature_psi_threshold: PositiveFloat = 0.25
-    # Top-1 agreement with stable on mirrored requests. Digits v1 and v2 (96% and
-    # 97% accurate) agree on 96%; v1 and the 48% tree v3 on 48%.
-    min_shadow_agreement: _Fraction | None = 0.9
-
-
-class RolloutSpec(_Spec):
-    """How a canary moves from 0 to 100% of traffic.
-
-    With the defaults at 50 requests/s, the 5% step sees its 100 canary requests in
-    about 40 s, so a canary failing a gate is rolled back within a minute, and an
-    identical canary is promoted in about two and a half minutes.
-    """
-
-    steps: tuple[_Percent, ...] = (5.0, 25.0, 50.0, 100.0)
-    shadow_percent: _Percent | None = Field(
-        default=None,
-        description="percent of traffic mirrored to the canary before the first "
-        "step; None skips the shadow phase",
-    )
-    # Agreement's standard error at 500 pairs is about one point, so a canary that
-    # truly agrees 94% of the time is almost never measured below 90%.
-    shadow_min_pairs: PositiveInt = 500
-    min_requests_per_step: PositiveInt = 100
-    min_step_s: NonNegativeFloat = 30.0
-    max_step_s: PositiveFloat | None = Field(
-        default=600.0,
-        description="after this long in a step without a decision the rollout is "
-        "flagged stalled; it still never promotes without data",
-    )
-    evaluate_every_s: PositiveFloat = 5.0
-    gates: GateSpec = GateSpec()
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
-        increasing = all(a < b for a, b in itertools.pairwise(steps))
-        if not steps or not increasing or steps[-1] != 100:
-            raise ValueError(
-                f"steps must be strictly increasing percents in (0, 100] ending at "
-                f"100, e.g. [5, 25, 50, 100]; got {list(steps)}"
-            )
-        return steps
-
-    @model_validator(mode="after")
-    def _step_times(self) -> RolloutSpec:
-        if self.max_step_s is not None and self.max_step_s < self.min_step_s:
-            raise ValueError(
-                f"max_step_s ({self.max_step_s:g}) must not be below min_step_s "
-                f"({self.min_step_s:g})"
-            )
-        return self
-
-
-@dataclass(frozen=True, kw_only=True)
-class WindowComparison:
-    """Canary against stable over the current step's window of traffic.
-
-    The window starts at ``RolloutState.step_started_at``. Rates are fractions in
-    [0, 1]; latencies are milliseconds, ``None`` until the validator's sketch can
-    give them. In SHADOW the canary's numbers come from mirrored requests. At the
-    100% step stable takes no traffic; the validator then supplies stable's numbers
-    from its last window with traffic (or from requests mirrored to it).
-    ``prediction_*`` are ``None`` for models without a class output,
-    ``input_drift_share`` for versions without reference data, and
-    ``shadow_agreement`` when no requests were mirrored.
-    """
-
-    canary_requests: int
-    stable_requests: int
-    canary_error_rate: float
-    stable_error_rate: float
-    canary_p50_ms: float | None = None
-    canary_p99_ms: float | None = None
-    stable_p50_ms: float | None = None
-    stable_p99_ms: float | None = None
-    canary_model_p50_ms: float | None = None
-    canary_model_p99_ms: float | None = None
-    stable_model_p50_ms: float | None = None
-    stable_model_p99_ms: float | None = None
-    prediction_js: float | None = None
-    prediction_chi2_pvalue: float | None = None
-    input_drift_share: float | None = None
-    shadow_pairs: int = 0
-    shadow_agreement: float | None = None
-
-    def __post_init__(self) -> None:
-        counts = (self.canary_requests, self.stable_requests, self.shadow_pairs)
-        rates = (self.canary_error_rate, self.stable_error_rate)
-        if min(counts) < 0 or not all(0 <= rate <= 1 for rate in rates):
-            raise ValueError(
-                f"counts must be >= 0 and error rates in [0, 1]: {counts}, {rates}"
-            )
-        # A NaN would fail every comparison, and so every gate, silently.
-        measured = [getattr(self, f.name) for f in fields(self)]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in measured):
-            raise ValueError(f"statistics must be finite numbers or None: {self}")
-
-
-class Verdict(str, Enum):
-    """A gate's answer. PENDING blocks promotion; SKIPPED does not."""
-
-    PASS = "pass"
-    FAIL = "fail"
-    PENDING = "pending"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate on one window: its measured value against its threshold."""
-
-    name: str
-    value: float | None
-    threshold: float
-    bound: Literal["max", "min"]
-    verdict: Verdict
-    detail: str = ""
-
-    @property
-    def passed(self) -> bool | None:
-        """True or False once decided; None while pending or skipped."""
-        if self.verdict in (Verdict.PENDING, Verdict.SKIPPED):
-            return None
-        return self.verdict is Verdict.PASS
-
-    def describe(self) -> str:
-        """A one-line account, e.g. ``prediction_js 0.326 > max 0.1``."""
-        if self.value is None:
-            return f"{self.name} {self.verdict.value}: {self.detail}"
-        return describe_measurement(
-            self.name, self.value, self.threshold, self.bound, self.detail
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (also what webhooks carry)."""
-        return {
-            "name": self.name,
-            "value": self.value,
-            "threshold": self.threshold,
-            "bound": self.bound,
-            "verdict": self.verdict.value,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
-
-
-def _at_most(name: str, value: float | None, limit: float, missing: str) -> GateResult:
-    if value is None:
-        return GateResult(name, None, limit, "max", Verdict.PENDING, missing)
-    verdict = Verdict.PASS if value <= limit else Verdict.FAIL
-    return GateResult(name, value, limit, "max", verdict)
-
-
-def _optional(
-    name: str, value: float | None, limit: float, bound: Literal["max", "min"]
-) -> GateResult:
-    """A gate on a signal some models lack: no value means skipped, not pending."""
-    if value is None:
-        return GateResult(name, None, limit, bound, Verdict.SKIPPED, "not measured")
-    ok = value <= limit if bound == "max" else value >= limit
-    return GateResult(name, value, limit, bound, Verdict.PASS if ok else Verdict.FAIL)
-
-
-def _latencies(
-    model: tuple[float | None, float | None],
-    end_to_end: tuple[float | None, float | None],
-) -> tuple[float | None, float | None]:
-    """The versions' model times when both have one, else end-to-end latency."""
-    return model if None not in model else end_to_end
-
-
-def _latency_ratio(
-    name: str,
-    canary: float | None,
-    stable: float | None,
-    limit: float,
-    floor: float,
-    missing: str,
-) -> GateResult:
-    if canary is not None and canary < floor:
-        detail = f"canary {canary:.3g} ms is under the {floor:g} ms floor"
-        return GateResult(
-            name, _ratio(canary, stable), limit, "max", Verdict.PASS, detail
-        )
-    return _at_most(name, _ratio(canary, stable), limit, missing)
-
-
-def _ratio(canary: float | None, stable: float | None) -> float | None:
-    if canary is None or stable is None or stable <= 0:
-        return None
-    return canary / stable
-
-
-def _wilson_upper(rate: float, n: int, z: float) -> float:
-    """Upper Wilson score bound of a binomial proportion."""
-    centre = rate + z * z / (2 * n)
-    spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z * z / n))
-
-
-def _binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), for k above the mean (terms then shrink)."""
-    log_p, log_q = math.log(p), math.log1p(-p)
-    total = 0.0
-    for i in range(k, n + 1):
-        log_term = (
-            math.lgamma(n + 1)
-            - math.lgamma(i + 1)
-            - math.lgamma(n - i + 1)
-            + i * log_p
-            + (n - i) * log_q
-        )
-        term = math.exp(log_term)
-        total += term
-        if term <= total * 1e-12:
-            break
-    return min(total, 1.0)
-
-
-def _error_rate(
-    comparison: WindowComparison, limit: float, confidence: float
-) -> GateResult:
-    name = "error_rate_delta"
-    canary_n, stable_n = comparison.canary_requests, comparison.stable_requests
-    if canary_n == 0 or stable_n == 0:
-        missing = "no requests on both versions yet"
-        return GateResult(name, None, limit, "max", Verdict.PENDING, missing)
-    delta = comparison.canary_error_rate - comparison.stable_error_rate
-    if delta <= limit:
-        return GateResult(name, delta, limit, "max", Verdict.PASS)
-    # The highest canary error rate still within the limit, giving stable the
-    # benefit of its own sampling noise; then an exact one-sided binomial test.
-    z = NormalDist().inv_cdf(confidence)
-    allowed = _wilson_upper(comparison.stable_error_rate, stable_n, z) + limit
-    errors = round(comparison.canary_error_rate * canary_n)
-    beyond_noise = (
-        allowed < 1
-        and errors > canary_n * allowed
-        and _binomial_tail(errors, canary_n, allowed) < 1 - confidence
-    )
-    if beyond_noise:
-        detail = f"over the limit at {confidence:.0%} confidence"
-        return GateResult(name, delta, limit, "max", Verdict.FAIL, detail)
-    detail = f"over the limit but not yet at {confidence:.0%} confidence"
-    return GateResult(name, delta, limit, "max", Verdict.PENDING, detail)
-
-
-def evaluate_gates(
-    comparison: WindowComparison, gates: GateSpec, *, shadow: bool = False
-) -> tuple[GateResult, ...]:
-    """Every enabled gate on one window, in a fixed order.
-
-    Missing data: latency gates without both versions' percentiles and the
-    error-rate gate without requests on both are PENDING (they apply to every
-    model, so promotion waits for them). Prediction drift, input drift and shadow
-    agreement are SKIPPED when not measured (no class output, no reference data,
-    nothing mirrored), except that in the shadow phase (``shadow=True``) agreement
-    is the point and stays PENDING until measured.
-    """
-    c = comparison
-    results: list[GateResult] = []
-    floor = gates.latency_floor_ms
-    latency_gates = (
-        (
-            "p50",
-            gates.max_p50_ratio,
-            (c.canary_model_p50_ms, c.stable_model_p50_ms),
-            (c.canary_p50_ms, c.stable_p50_ms),
-        ),
-        (
-            "p99",
-            gates.max_p99_ratio,
-            (c.canary_model_p99_ms, c.stable_model_p99_ms),
-            (c.canary_p99_ms, c.stable_p99_ms),
-        ),
-    )
-    for quantile, limit, model, end_to_end in latency_gates:
-        if limit is not None:
-            canary, stable = _latencies(model, end_to_end)
-            missing = f"no {quantile} for both versions yet"
-            results.append(
-                _latency_ratio(
-                    f"{quantile}_ratio", canary, stable, limit, floor, missing
-                )
-            )
-    if gates.max_p99_ms is not None:
-        missing = "no canary p99 yet"
-        results.append(_at_most("p99_ms", c.canary_p99_ms, gates.max_p99_ms, missing))
-    if gates.max_error_rate_delta is not None:
-        limit, confidence = gates.max_error_rate_delta, gates.error_rate_confidence
-        results.append(_error_rate(c, limit, confidence))
-    if gates.max_prediction_js is not None:
-        limit = gates.max_prediction_js
-        result = _optional("prediction_js", c.prediction_js, limit, "max")
-        pvalue = c.prediction_chi2_pvalue
-        weak = pvalue is not None and pvalue > gates.prediction_evidence_pvalue
-        if result.verdict is Verdict.FAIL and weak:
-            detail = f"chi-square p={pvalue:.3g}: not yet evidence of a shift"
-            result = replace(result, verdict=Verdict.PENDING, detail=detail)
-        results.append(result)
-    if gates.min_prediction_chi2_pvalue is not None:
-        limit, value = gates.min_prediction_chi2_pvalue, c.prediction_chi2_pvalue
-        results.append(_optional("prediction_chi2_pvalue", value, limit, "min"))
-    if gates.max_input_drift_share is not None:
-        limit, value = gates.max_input_drift_share, c.input_drift_share
-        results.append(_optional("input_drift_share", value, limit, "max"))
-    if gates.min_shadow_agreement is not None:
-        limit, value = gates.min_shadow_agreement, c.shadow_agreement
-        if shadow and value is None:
-            pending = Verdict.PENDING, "no mirrored pairs yet"
-            results.append(GateResult("shadow_agreement", None, limit, "min", *pending))
-        else:
-            results.append(_optional("shadow_agreement", value, limit, "min"))
-    return tuple(results)
+# Format 2 renamed ``mirror_percent`` to ``shadow_percent`` (0.2.0); format 1 is
+# still read, so a rollout running across the upgrade resumes, until 0.3.0.
+_STATE_FORMAT = 2
+_READABLE_FORMATS = frozenset({1, _STATE_FORMAT})
 
 
 # The error-rate gate fails only with statistical evidence, so it may act before
@@ -475,17 +91,6 @@ class Phase(str, Enum):
 
 _TERMINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK})
 _LIVE = frozenset({Phase.PENDING, Phase.SHADOW, Phase.CANARY})
-
-EventKind = Literal[
-    "rollout_started",
-    "step_advanced",
-    "promoted",
-    "rolled_back",
-    "paused",
-    "resumed",
-    "weight_set",
-]
-EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 
 class InvalidTransition(ValueError):
@@ -538,7 +143,7 @@ class Event:
 class RolloutState:
     """Everything about one rollout that must survive a restart.
 
-    ``steps`` and ``mirror_percent`` are the plan taken from the spec at
+    ``steps`` and ``shadow_percent`` are the plan taken from the spec at
     :func:`start`. ``step_index`` points into ``steps`` (None before the first
     step). ``weight`` is the canary's percent of unpinned traffic.
     """
@@ -547,7 +152,7 @@ class RolloutState:
     canary_version: str
     stable_version: str
     steps: tuple[float, ...]
-    mirror_percent: float | None
+    shadow_percent: float | None
     phase: Phase
     step_index: int | None
     weight: float
@@ -573,10 +178,13 @@ class RolloutState:
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
         """The inverse of :meth:`to_dict`; raises ValueError on anything else."""
         stored = dict(data)
-        if stored.pop("format", None) != _STATE_FORMAT:
+        if stored.pop("format", None) not in _READABLE_FORMATS:
             raise ValueError(
-                f"rollout state format {data.get('format')!r} is not {_STATE_FORMAT}"
+                f"rollout state format {data.get('format')!r} is not one of "
+                f"{sorted(_READABLE_FORMATS)}"
             )
+        if "mirror_percent" in stored:
+            stored["shadow_percent"] = stored.pop("mirror_percent")
         return _STATE_ADAPTER.validate_python(stored)
 
 
@@ -623,7 +231,7 @@ def start(
         canary_version=canary,
         stable_version=stable,
         steps=spec.steps,
-        mirror_percent=spec.shadow_percent,
+        shadow_percent=spec.shadow_percent,
         phase=Phase.PENDING,
         step_index=None,
         weight=0.0,
@@ -636,8 +244,8 @@ def start(
 def _enter_first_phase(
     state: RolloutState, now: float
 ) -> tuple[RolloutState, tuple[Event, ...]]:
-    if state.mirror_percent is not None:
-        reason = f"canary ready: mirroring {state.mirror_percent:g}% of traffic to it"
+    if state.shadow_percent is not None:
+        reason = f"canary ready: shadowing {state.shadow_percent:g}% of traffic to it"
         new = replace(state, phase=Phase.SHADOW, step_started_at=now)
     else:
         reason = f"canary ready: {state.steps[0]:g}% of traffic"
@@ -756,7 +364,7 @@ def rollback(
 def pause(
     state: RolloutState, now: float, reason: str = "paused"
 ) -> tuple[RolloutState, tuple[Event, ...]]:
-    """Operator: freeze weights and mirroring; :func:`step` ignores it until resumed."""
+    """Operator: freeze weights and shadowing; :func:`step` ignores it until resumed."""
     if state.phase not in _LIVE:
         raise _refuse(state, "pause")
     new = replace(state, phase=Phase.PAUSED, paused_from=state.phase)
@@ -816,8 +424,8 @@ def traffic_weights(state: RolloutState) -> dict[str, float]:
 
 
 def shadow_percent(state: RolloutState) -> float:
-    """Percent of traffic to mirror to the canary (0 outside the shadow phase)."""
+    """Percent of traffic to shadow to the canary now (0 outside the shadow phase)."""
     phase = state.paused_from if state.phase is Phase.PAUSED else state.phase
-    if phase is Phase.SHADOW and state.mirror_percent is not None:
-        return state.mirror_percent
+    if phase is Phase.SHADOW and state.shadow_percent is not None:
+        return state.shadow_percent
     return 0.0

@@ -21,8 +21,9 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from rayfleet.platform.rollout import machine as ro
-from rayfleet.platform.rollout.controller import LATENCY_BUCKETS_MS, ValidatorCore
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.machine import Phase
+from rayfleet.platform.rollout.totals import LATENCY_BUCKETS_MS
 
 __all__ = ["CONTENT_TYPE", "render_metrics", "replica_requests"]
 
@@ -149,7 +150,7 @@ class _ValidatorCollector(Collector):
             labels=["model", "version"],
         )
         for model, state in core.rollouts.items():
-            for candidate in ro.Phase:
+            for candidate in Phase:
                 value = 1.0 if candidate is state.phase else 0.0
                 phase.add_metric([model, state.canary_version, candidate.value], value)
             comparison = core.comparison(model, self.now)

@@ -29,29 +29,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    field_validator,
-)
 
+from rayfleet.platform.config.webhook import WebhookSpec, redact_url
 from rayfleet.platform.errors import ConfigError
-from rayfleet.platform.rollout.machine import EVENT_KINDS
 
 __all__ = [
     "DELIVERY_HEADER",
     "EVENT_HEADER",
     "SIGNATURE_HEADER",
     "WebhookSender",
-    "WebhookSpec",
     "sign",
     "verify",
 ]
@@ -61,48 +49,6 @@ EVENT_HEADER = "X-Rayfleet-Event"
 DELIVERY_HEADER = "X-Rayfleet-Delivery"
 
 logger = logging.getLogger(__name__)
-
-
-class WebhookSpec(BaseModel):
-    """One endpoint that receives rollout events."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = Field(description="http(s) URL the events are POSTed to")
-    secret_env: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="name of the environment variable holding the HMAC secret; "
-        "None sends unsigned events",
-    )
-    timeout_s: PositiveFloat = 5.0
-    max_retries: NonNegativeInt = 3
-    backoff_s: NonNegativeFloat = Field(
-        default=0.5, description="wait before the first retry; doubles each retry"
-    )
-    events: tuple[str, ...] | None = Field(
-        default=None, description="event kinds to send; None sends all"
-    )
-    max_queue: PositiveInt = 1000
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"url must be http(s) with a host, e.g. 'https://hooks.example.com/x'"
-                f"; got {_redact(url)!r}"
-            )
-        return url
-
-    @field_validator("events")
-    @classmethod
-    def _known_events(cls, events: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        unknown = sorted(set(events or ()) - set(EVENT_KINDS))
-        if unknown:
-            raise ValueError(f"unknown event kinds {unknown}; known: {EVENT_KINDS}")
-        return events
 
 
 def sign(body: bytes, secret: bytes) -> str:
@@ -117,21 +63,13 @@ def verify(body: bytes, secret: bytes, header: str | None) -> bool:
     return hmac.compare_digest(sign(body, secret).encode(), header.encode())
 
 
-def _redact(url: str) -> str:
-    """The URL without credentials, query or fragment, which may hold tokens."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def _read_secret(spec: WebhookSpec, environ: Mapping[str, str]) -> bytes | None:
     if spec.secret_env is None:
         return None
     secret = environ.get(spec.secret_env)
     if not secret:
         raise ConfigError(
-            f"webhook {_redact(spec.url)}: environment variable {spec.secret_env} "
+            f"webhook {redact_url(spec.url)}: environment variable {spec.secret_env} "
             "is not set or empty"
         )
     return secret.encode()
@@ -157,7 +95,7 @@ class WebhookSender:
     ) -> None:
         self._spec = spec
         self._secret = _read_secret(spec, os.environ if environ is None else environ)
-        self._where = _redact(spec.url)
+        self._where = redact_url(spec.url)
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=spec.max_queue)
         self._worker: asyncio.Task[None] | None = None
         self._closed = False

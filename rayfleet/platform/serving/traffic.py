@@ -26,7 +26,7 @@ def sticky_point(key: str) -> float:
 @dataclass(frozen=True)
 class TrafficPlan:
     """Percent of unpinned traffic per version, in layout order, and the version
-    (if any) that gets a mirrored copy of ``shadow_percent`` of requests."""
+    (if any) that gets a shadow copy of ``shadow_percent`` of requests."""
 
     model: str
     weights: Mapping[str, float]
@@ -73,12 +73,12 @@ class TrafficPlan:
                 return name
         return self._cumulative[-1][1]
 
-    def mirror(
+    def shadow_target(
         self, primary: str, rand: Callable[[], float] = random.random
     ) -> str | None:
         """The version to send a shadow copy of a request to, if any.
 
-        Only requests answered by another version are mirrored: a shadow compares
+        Only requests answered by another version are shadowed: a shadow compares
         the candidate with what the client actually got.
         """
         if self.shadow is None or self.shadow == primary or self.shadow_percent <= 0:

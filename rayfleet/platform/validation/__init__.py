@@ -58,7 +58,7 @@ from rayfleet.platform.validation.offline import (
     validate_offline,
 )
 from rayfleet.platform.validation.predeploy import LABEL_COLUMN, validate_versions
-from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
+from rayfleet.platform.validation.report import OfflineReport, RunSummary
 from rayfleet.platform.validation.reservoir import Reservoir
 from rayfleet.platform.validation.sketch import LatencySketch
 from rayfleet.platform.validation.window import (
@@ -78,7 +78,6 @@ __all__ = [
     "Counts",
     "DriftReport",
     "FeatureDrift",
-    "GateCheck",
     "Job",
     "JobQueue",
     "LatencySketch",

@@ -2,8 +2,8 @@
 
 :func:`compare` turns two :class:`VersionStats` (same traffic window) and the
 canary's reference data into a :class:`Comparison`: request counts, error rates,
-latency ratios, prediction drift canary against stable, input drift against the
-reference, and shadow agreement.
+end-to-end latency ratios, prediction drift canary against stable, input drift
+against the reference, and agreement on shadow requests.
 
 Features are matched by position: the ``i``-th value of an observation's feature
 summary and the ``i``-th feature column of ``reference.parquet`` are both called
@@ -131,18 +131,20 @@ def _ratio(canary: float | None, stable: float | None) -> float | None:
 class Comparison:
     """Canary against stable over one traffic window.
 
-    Ratios are canary / stable (``None`` when either side has no value) and the
-    error-rate delta is canary minus stable. ``input_drift`` compares the canary's
+    Ratios are canary / stable (``None`` when either side has no value) of the
+    end-to-end latency at the router (``e2e_``; the gates judge model time, from
+    the summaries' ``model_p50_ms``) and the error-rate delta is canary minus
+    stable. ``input_drift`` compares the canary's
     sampled features with its reference data at ``alpha`` (Bonferroni over
     features); ``None`` without reference data, samples, or shared features.
-    ``agreement`` is the shadow agreement, when requests were mirrored.
+    ``agreement`` is the agreement on shadow pairs, when requests were shadowed.
     """
 
     stable: VersionSummary
     canary: VersionSummary
     error_rate_delta: float | None
-    p50_ratio: float | None
-    p99_ratio: float | None
+    e2e_p50_ratio: float | None
+    e2e_p99_ratio: float | None
     prediction_drift: PredictionDrift | None
     input_drift: DriftReport | None
     agreement: Agreement | None
@@ -155,8 +157,8 @@ class Comparison:
             "stable": self.stable.to_dict(),
             "canary": self.canary.to_dict(),
             "error_rate_delta": json_float(self.error_rate_delta),
-            "p50_ratio": json_float(self.p50_ratio),
-            "p99_ratio": json_float(self.p99_ratio),
+            "e2e_p50_ratio": json_float(self.e2e_p50_ratio),
+            "e2e_p99_ratio": json_float(self.e2e_p99_ratio),
             "prediction_drift": None if drift is None else drift.to_dict(),
             "input_drift": None
             if self.input_drift is None
@@ -192,8 +194,8 @@ def compare(
         stable=stable_summary,
         canary=canary_summary,
         error_rate_delta=delta,
-        p50_ratio=_ratio(canary_summary.p50_ms, stable_summary.p50_ms),
-        p99_ratio=_ratio(canary_summary.p99_ms, stable_summary.p99_ms),
+        e2e_p50_ratio=_ratio(canary_summary.p50_ms, stable_summary.p50_ms),
+        e2e_p99_ratio=_ratio(canary_summary.p99_ms, stable_summary.p99_ms),
         prediction_drift=prediction_drift(stable, canary),
         input_drift=input_drift,
         agreement=agreement,

@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from rayfleet.platform.config.base import Spec
 from rayfleet.platform.runtimes.base import Runtime
+from rayfleet.platform.thresholds import Bound, GateResult, Verdict
 from rayfleet.platform.validation.agreement import agreement_mask
 from rayfleet.platform.validation.drift import (
     DriftReport,
@@ -25,20 +28,28 @@ from rayfleet.platform.validation.drift import (
     psi,
 )
 from rayfleet.platform.validation.observation import batch_predictions, summarize_batch
-from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
+from rayfleet.platform.validation.report import OfflineReport, RunSummary
 
 __all__ = ["OfflineGates", "judge_candidate", "validate_offline"]
 
 
-class OfflineGates(BaseModel):
+class OfflineGates(Spec):
     """Thresholds an offline validation must meet.
 
-    The latency gate is generous (2x) because both models are timed in one
-    process on shared CPUs, where scheduling noise easily moves a p99 by half; it
-    is for catching a candidate that is several times slower, not 20%.
+    Fields and gates share the live rollout's names
+    (:data:`~rayfleet.platform.thresholds.GATE_NAMES`); the latency is model time,
+    both models timed per batch in this process. The latency gate is generous
+    (2x) because both run on shared CPUs, where scheduling noise easily moves a
+    p99 by half; it is for catching a candidate that is several times slower,
+    not 20%.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Renamed in 0.2.0 to the live gates' names; the old keys are read until
+    # REMOVED_IN (config.base).
+    RENAMED_KEYS: ClassVar[Mapping[str, str]] = {
+        "max_p99_latency_ratio": "max_model_p99_ratio",
+        "max_input_drifted_share": "max_input_drift_share",
+    }
 
     min_agreement: float = Field(
         default=0.9, ge=0, le=1, description="share of rows predicted alike"
@@ -49,7 +60,7 @@ class OfflineGates(BaseModel):
         le=1,
         description="baseline accuracy minus candidate accuracy (needs labels)",
     )
-    max_p99_latency_ratio: float = Field(
+    max_model_p99_ratio: float = Field(
         default=2.0, gt=0, description="candidate p99 per batch over baseline's"
     )
     latency_floor_ms: float = Field(
@@ -70,7 +81,7 @@ class OfflineGates(BaseModel):
     max_prediction_psi: float = Field(
         default=0.25, ge=0, description="PSI of predicted values, for regressors"
     )
-    max_input_drifted_share: float = Field(
+    max_input_drift_share: float = Field(
         default=0.25,
         ge=0,
         le=1,
@@ -190,7 +201,7 @@ def judge_candidate(
         value_psi=value_psi,
         input_drift=input_drift,
     )
-    failures = [check.describe() for check in checks if not check.passed]
+    failures = [check.describe() for check in checks if check.verdict is Verdict.FAIL]
     return OfflineReport(
         passed=not failures,
         failures=failures,
@@ -200,8 +211,8 @@ def judge_candidate(
         candidate=candidate,
         baseline=baseline,
         agreement=agreement,
-        p50_ratio=_ratio(candidate.p50_ms, baseline.p50_ms),
-        p99_ratio=p99_ratio,
+        model_p50_ratio=_ratio(candidate.p50_ms, baseline.p50_ms),
+        model_p99_ratio=p99_ratio,
         prediction_js=js,
         prediction_chi_square_pvalue=pvalue,
         prediction_psi=value_psi,
@@ -313,44 +324,41 @@ def _gates(
     js: float | None,
     value_psi: float | None,
     input_drift: DriftReport | None,
-) -> tuple[GateCheck, ...]:
-    checks = [
-        GateCheck(
-            "agreement",
-            agreement,
-            gates.min_agreement,
-            "min",
-            agreement >= gates.min_agreement,
-        )
-    ]
+) -> tuple[GateResult, ...]:
+    checks = [_decided("agreement", agreement, gates.min_agreement, "min")]
     if candidate.accuracy is not None and baseline.accuracy is not None:
         drop = baseline.accuracy - candidate.accuracy
-        checks.append(_at_most("accuracy_drop", drop, gates.max_accuracy_drop))
-    fast = candidate.p99_ms <= gates.latency_floor_ms
-    checks.append(
-        GateCheck(
-            "p99_latency_ratio",
-            p99_ratio,
-            gates.max_p99_latency_ratio,
-            "max",
-            fast
-            or (p99_ratio is not None and p99_ratio <= gates.max_p99_latency_ratio),
+        checks.append(_decided("accuracy_drop", drop, gates.max_accuracy_drop))
+    limit = gates.max_model_p99_ratio
+    if candidate.p99_ms <= gates.latency_floor_ms:
+        detail = (
             f"candidate p99 {candidate.p99_ms:.3g} ms is under the "
             f"{gates.latency_floor_ms:g} ms floor"
-            if fast
-            else "",
         )
-    )
+        checks.append(
+            GateResult("model_p99_ratio", p99_ratio, limit, "max", Verdict.PASS, detail)
+        )
+    else:
+        checks.append(_decided("model_p99_ratio", p99_ratio, limit))
     if js is not None:
-        checks.append(_at_most("prediction_js", js, gates.max_prediction_js))
+        checks.append(_decided("prediction_js", js, gates.max_prediction_js))
     if value_psi is not None:
         limit = gates.max_prediction_psi
-        checks.append(_at_most("prediction_psi", value_psi, limit))
+        checks.append(_decided("prediction_psi", value_psi, limit))
     if input_drift is not None:
-        share, limit = input_drift.drifted_share, gates.max_input_drifted_share
-        checks.append(_at_most("input_drifted_share", share, limit))
+        share, limit = input_drift.drifted_share, gates.max_input_drift_share
+        checks.append(_decided("input_drift_share", share, limit))
     return tuple(checks)
 
 
-def _at_most(name: str, value: float, limit: float) -> GateCheck:
-    return GateCheck(name, value, limit, "max", value <= limit)
+def _decided(
+    name: str, value: float | None, limit: float, bound: Bound = "max"
+) -> GateResult:
+    """An offline gate passes or fails: the dataset is all the data there is.
+
+    A value that cannot be measured (a baseline timed at 0 ms) fails.
+    """
+    if value is None:
+        return GateResult(name, None, limit, bound, Verdict.FAIL, "not measurable")
+    ok = value <= limit if bound == "max" else value >= limit
+    return GateResult(name, value, limit, bound, Verdict.PASS if ok else Verdict.FAIL)

@@ -11,47 +11,16 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from rayfleet.platform.thresholds import describe_measurement
+from rayfleet.platform.thresholds import GateResult, Verdict
 from rayfleet.platform.validation._json import json_float
 from rayfleet.platform.validation.drift import DriftReport
 
-__all__ = ["GateCheck", "OfflineReport", "RunSummary"]
+__all__ = ["OfflineReport", "RunSummary"]
 
 # How many drift rows the HTML page lists, most shifted first.
 _DRIFT_ROWS = 20
-
-
-@dataclass(frozen=True)
-class GateCheck:
-    """One offline gate: the measured value against its threshold."""
-
-    name: str
-    value: float | None
-    threshold: float
-    bound: Literal["max", "min"]
-    passed: bool
-    detail: str = ""
-
-    def describe(self) -> str:
-        """A one-line account, e.g. ``agreement 0.52 < min 0.9``."""
-        if self.value is None:
-            return f"{self.name}: {self.detail}"
-        return describe_measurement(
-            self.name, self.value, self.threshold, self.bound, self.detail
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict."""
-        return {
-            "name": self.name,
-            "value": json_float(self.value),
-            "threshold": self.threshold,
-            "bound": self.bound,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
 
 
 @dataclass(frozen=True)
@@ -87,20 +56,21 @@ class OfflineReport:
     """Whether a candidate may replace its baseline, judged on a fixed dataset.
 
     ``failures`` describes each failed gate; ``passed`` is true when there are
-    none. ``p50_ratio``/``p99_ratio`` are candidate over baseline per-batch
-    latency; ``agreement`` the share of rows where both predict the same.
+    none. ``model_p50_ratio``/``model_p99_ratio`` are candidate over baseline
+    per-batch model time; ``agreement`` the share of rows where both predict the
+    same.
     """
 
     passed: bool
     failures: list[str]
-    gates: tuple[GateCheck, ...]
+    gates: tuple[GateResult, ...]
     rows: int
     batch_size: int
     candidate: RunSummary
     baseline: RunSummary
     agreement: float
-    p50_ratio: float | None
-    p99_ratio: float | None
+    model_p50_ratio: float | None
+    model_p99_ratio: float | None
     prediction_js: float | None
     prediction_chi_square_pvalue: float | None
     prediction_psi: float | None
@@ -118,8 +88,8 @@ class OfflineReport:
             "candidate": self.candidate.to_dict(),
             "baseline": self.baseline.to_dict(),
             "agreement": json_float(self.agreement),
-            "p50_ratio": json_float(self.p50_ratio),
-            "p99_ratio": json_float(self.p99_ratio),
+            "model_p50_ratio": json_float(self.model_p50_ratio),
+            "model_p99_ratio": json_float(self.model_p99_ratio),
             "prediction_js": json_float(self.prediction_js),
             "prediction_chi_square_pvalue": json_float(
                 self.prediction_chi_square_pvalue
@@ -149,7 +119,7 @@ class OfflineReport:
                         _e(gate.name),
                         _num(gate.value),
                         f"{gate.bound} {gate.threshold:g}",
-                        _verdict(gate.passed, gate.detail),
+                        _verdict(gate.verdict is Verdict.PASS, gate.detail),
                     ]
                     for gate in self.gates
                 ],
@@ -168,13 +138,13 @@ class OfflineReport:
                         "p50 per batch (ms)",
                         _num(base.p50_ms),
                         _num(cand.p50_ms),
-                        _times(self.p50_ratio),
+                        _times(self.model_p50_ratio),
                     ],
                     [
                         "p99 per batch (ms)",
                         _num(base.p99_ms),
                         _num(cand.p99_ms),
-                        _times(self.p99_ratio),
+                        _times(self.model_p99_ratio),
                     ],
                     ["mean per batch (ms)", _num(base.mean_ms), _num(cand.mean_ms), ""],
                 ],

@@ -29,14 +29,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from rayfleet.platform.config.rollout import RolloutSpec
 from rayfleet.platform.config.spec import (
     ModelSpec,
+    ObservationSpec,
     PlatformSpec,
-    ValidationSpec,
     VersionSpec,
 )
 from rayfleet.platform.rollout.controller import ValidatorCore
-from rayfleet.platform.rollout.machine import RolloutSpec
 from rayfleet.platform.validation.observation import Observation, ObservationRow
 from tests.browser import dump_dom, ensure_chromium, screenshot
 
@@ -75,7 +75,7 @@ def _spec() -> PlatformSpec:
     )
     return PlatformSpec(
         store="memory://unused",
-        validation=ValidationSpec(bucket_s=10.0, horizon_s=3600.0),
+        observations=ObservationSpec(bucket_s=10.0, horizon_s=3600.0),
         models=(
             ModelSpec(
                 name="digits",
@@ -472,10 +472,10 @@ def test_dashboard_renders_the_validation_snapshot(server: str, data: _Data) -> 
     assert "numeric" in fraud.one(cls="prediction-drift").text()
     assert "no reference data" in fraud.one(cls="drift-panel").text()
 
-    # The shadowed canary: mirrored percent and agreement on its pairs.
+    # The shadowed canary: shadow percent and agreement on its pairs.
     sentiment = models.one(cls="model", data_model="sentiment")
     plan = by_name["sentiment"]["plan"]
-    assert f"{plan['shadow_percent']:g}% of requests mirrored to v4" in sentiment.text()
+    assert f"{plan['shadow_percent']:g}% of requests shadowed to v4" in sentiment.text()
     agreement = by_name["sentiment"]["comparison"]["agreement"]
     shown = sentiment.one(cls="agreement")
     assert shown.attrs["data-pairs"] == str(agreement["pairs"])
@@ -515,7 +515,7 @@ def test_dashboard_waits_for_data_without_traffic(server: str) -> None:
         assert "waiting for data" in svg.text()
     drift = digits.one(cls="drift-panel").text()
     assert "Waiting for data" in drift
-    assert "no mirrored pairs" in drift
+    assert "no shadow pairs" in drift
     # Starting the rollouts was news already.
     events = dom.one("ul", cls="events").find("li")
     assert [e.attrs["data-kind"] for e in events] == ["rollout_started"] * 3

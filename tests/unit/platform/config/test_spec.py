@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
-from rayfleet.platform.config.spec import BatchingSpec, VersionSpec, parse_spec
+from rayfleet.platform.config.rollout import GateSpec
+from rayfleet.platform.config.spec import (
+    BatchingSpec,
+    ObservationSpec,
+    VersionSpec,
+    parse_spec,
+)
 from rayfleet.platform.errors import ConfigError
 
 
@@ -136,3 +143,89 @@ def test_spec_is_immutable() -> None:
     parsed = parse_spec(spec())
     with pytest.raises(ValueError):
         parsed.store = "/elsewhere"  # type: ignore[misc]
+
+
+# -- keys renamed in 0.2.0, read with a warning until 0.3.0 --------------------
+
+
+def gates(**given: Any) -> dict[str, Any]:
+    rollout = {"gates": given}
+    return spec(
+        models=[
+            {
+                "name": "digits",
+                "versions": [{"name": "v1"}, {"name": "v2", "canary": True}],
+                "rollout": rollout,
+            }
+        ]
+    )
+
+
+def gate_spec(args: dict[str, Any]) -> GateSpec:
+    rollout = parse_spec(args).model("digits").rollout
+    assert rollout is not None
+    return rollout.gates
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "value"),
+    [
+        ("max_p50_ratio", "max_model_p50_ratio", 1.2),
+        ("max_p99_ratio", "max_model_p99_ratio", None),
+        ("max_p99_ms", "max_e2e_p99_ms", 250.0),
+        ("min_shadow_agreement", "min_agreement", 0.8),
+    ],
+)
+def test_renamed_gate_keys_are_read_with_a_warning(
+    old: str, new: str, value: float | None
+) -> None:
+    with pytest.warns(FutureWarning, match=f"'{old}' .* is now '{new}'.*0.3.0"):
+        parsed = gate_spec(gates(**{old: value}))
+    assert getattr(parsed, new) == value
+    assert gate_spec(gates(**{new: value})) == parsed
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("max_p50_ratio", "max_model_p50_ratio"),
+        ("max_p99_ratio", "max_model_p99_ratio"),
+        ("max_p99_ms", "max_e2e_p99_ms"),
+        ("min_shadow_agreement", "min_agreement"),
+    ],
+)
+def test_a_gate_key_given_under_both_names_is_refused(old: str, new: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(gates(**{old: 1.0, new: 1.0}))
+    text = str(raised.value)
+    assert "args.models.0.rollout.gates:" in text
+    assert f"'{old}' is the old name of '{new}': give only '{new}'" in text
+
+
+def test_the_validation_key_is_read_as_observations_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, "rayfleet.platform.config.base"),
+        pytest.warns(FutureWarning, match="'validation' .* is now 'observations'"),
+    ):
+        parsed = parse_spec(spec(validation={"sample_rate": 0.5, "bucket_s": 5}))
+    assert parsed.observations == ObservationSpec(sample_rate=0.5, bucket_s=5)
+    assert parse_spec(spec(observations={"sample_rate": 0.5, "bucket_s": 5})) == (
+        parsed
+    )
+    # What `serve deploy` leaves in the Serve logs, at most once per process.
+    logged = [r for r in caplog.records if "'validation'" in r.getMessage()]
+    assert len(logged) <= 1
+
+
+def test_observations_and_validation_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="give only 'observations'"):
+        parse_spec(spec(validation={}, observations={}))
+
+
+def test_renamed_keys_warn_through_the_python_api_too() -> None:
+    with pytest.warns(FutureWarning, match="'min_shadow_agreement'"):
+        assert GateSpec(min_shadow_agreement=0.7) == GateSpec(  # type: ignore[call-arg]
+            min_agreement=0.7
+        )

@@ -12,13 +12,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from loadtest.sim_rollout import BAD_V3, IDENTICAL, simulate
-from rayfleet.platform.rollout.machine import (
-    EVENT_KINDS,
+from rayfleet.platform.config.rollout import EVENT_KINDS, GateSpec, RolloutSpec
+from rayfleet.platform.rollout import (
     Event,
-    GateSpec,
     InvalidTransition,
     Phase,
-    RolloutSpec,
     RolloutState,
     Verdict,
     WindowComparison,
@@ -33,6 +31,7 @@ from rayfleet.platform.rollout.machine import (
     step,
     traffic_weights,
 )
+from rayfleet.platform.thresholds import GATE_NAMES
 
 SPEC = RolloutSpec()
 
@@ -82,13 +81,17 @@ def test_spec_defaults_match_the_documented_plan() -> None:
     assert SPEC.shadow_percent is None
     assert (SPEC.min_requests_per_step, SPEC.min_step_s) == (100, 30)
     gates = SPEC.gates
-    assert (gates.max_p50_ratio, gates.max_p99_ratio, gates.max_p99_ms) == (
+    assert (
+        gates.max_model_p50_ratio,
+        gates.max_model_p99_ratio,
+        gates.max_e2e_p99_ms,
+    ) == (
         1.5,
         2.0,
         500,
     )
     assert (gates.max_error_rate_delta, gates.max_prediction_js) == (0.01, 0.1)
-    assert (gates.max_input_drift_share, gates.min_shadow_agreement) == (0.25, 0.9)
+    assert (gates.max_input_drift_share, gates.min_agreement) == (0.25, 0.9)
     assert gates.min_prediction_chi2_pvalue is None
 
 
@@ -122,13 +125,13 @@ def test_spec_is_frozen_and_gates_can_be_disabled() -> None:
     with pytest.raises(ValidationError):
         SPEC.min_step_s = 1
     off = GateSpec(
-        max_p50_ratio=None,
-        max_p99_ratio=None,
-        max_p99_ms=None,
+        max_model_p50_ratio=None,
+        max_model_p99_ratio=None,
+        max_e2e_p99_ms=None,
         max_error_rate_delta=None,
         max_prediction_js=None,
         max_input_drift_share=None,
-        min_shadow_agreement=None,
+        min_agreement=None,
     )
     assert evaluate_gates(healthy(), off) == ()
 
@@ -143,14 +146,14 @@ def verdicts(comparison: WindowComparison, **kw: Any) -> dict[str, Verdict]:
 
 def test_healthy_window_passes_or_skips_every_gate() -> None:
     assert verdicts(healthy()) == {
-        "p50_ratio": Verdict.PASS,
-        "p99_ratio": Verdict.PASS,
-        "p99_ms": Verdict.PASS,
+        "model_p50_ratio": Verdict.PASS,
+        "model_p99_ratio": Verdict.PASS,
+        "e2e_p99_ms": Verdict.PASS,
         "error_rate_delta": Verdict.PASS,
         "prediction_js": Verdict.PASS,
         "prediction_chi2_pvalue": Verdict.SKIPPED,
         "input_drift_share": Verdict.PASS,
-        "shadow_agreement": Verdict.SKIPPED,
+        "agreement": Verdict.SKIPPED,
     }
 
 
@@ -158,28 +161,28 @@ def test_healthy_window_passes_or_skips_every_gate() -> None:
     ("changes", "gate", "verdict"),
     [
         # Latency and errors apply to every model: missing data is pending.
-        ({"canary_p50_ms": None}, "p50_ratio", Verdict.PENDING),
-        ({"stable_p50_ms": 0.0}, "p50_ratio", Verdict.PENDING),
-        ({"stable_p99_ms": None}, "p99_ratio", Verdict.PENDING),
-        ({"canary_p99_ms": None}, "p99_ms", Verdict.PENDING),
+        ({"canary_p50_ms": None}, "model_p50_ratio", Verdict.PENDING),
+        ({"stable_p50_ms": 0.0}, "model_p50_ratio", Verdict.PENDING),
+        ({"stable_p99_ms": None}, "model_p99_ratio", Verdict.PENDING),
+        ({"canary_p99_ms": None}, "e2e_p99_ms", Verdict.PENDING),
         ({"canary_requests": 0}, "error_rate_delta", Verdict.PENDING),
         ({"stable_requests": 0}, "error_rate_delta", Verdict.PENDING),
         # Signals some models lack: missing is skipped.
         ({"prediction_js": None}, "prediction_js", Verdict.SKIPPED),
         ({"input_drift_share": None}, "input_drift_share", Verdict.SKIPPED),
         # Failing values.
-        ({"canary_p50_ms": 12.1}, "p50_ratio", Verdict.FAIL),
-        ({"canary_p99_ms": 42.1}, "p99_ratio", Verdict.FAIL),
-        ({"canary_p99_ms": 501.0, "stable_p99_ms": 400.0}, "p99_ms", Verdict.FAIL),
+        ({"canary_p50_ms": 12.1}, "model_p50_ratio", Verdict.FAIL),
+        ({"canary_p99_ms": 42.1}, "model_p99_ratio", Verdict.FAIL),
+        ({"canary_p99_ms": 501.0, "stable_p99_ms": 400.0}, "e2e_p99_ms", Verdict.FAIL),
         ({"canary_error_rate": 0.2}, "error_rate_delta", Verdict.FAIL),
         ({"prediction_js": 0.1001}, "prediction_js", Verdict.FAIL),
         ({"prediction_chi2_pvalue": 0.0001}, "prediction_chi2_pvalue", Verdict.FAIL),
         ({"input_drift_share": 0.3}, "input_drift_share", Verdict.FAIL),
-        ({"shadow_agreement": 0.8}, "shadow_agreement", Verdict.FAIL),
+        ({"agreement": 0.8}, "agreement", Verdict.FAIL),
         # Thresholds are inclusive.
-        ({"canary_p50_ms": 12.0}, "p50_ratio", Verdict.PASS),
+        ({"canary_p50_ms": 12.0}, "model_p50_ratio", Verdict.PASS),
         ({"prediction_js": 0.1}, "prediction_js", Verdict.PASS),
-        ({"shadow_agreement": 0.9}, "shadow_agreement", Verdict.PASS),
+        ({"agreement": 0.9}, "agreement", Verdict.PASS),
     ],
 )
 def test_gate_verdicts(changes: dict[str, Any], gate: str, verdict: Verdict) -> None:
@@ -189,7 +192,9 @@ def test_gate_verdicts(changes: dict[str, Any], gate: str, verdict: Verdict) -> 
 def test_error_rate_needs_evidence_to_fail() -> None:
     # 2 errors in 100 against stable's 0.1%: over the delta, but within noise.
     noisy = healthy(canary_error_rate=0.02)
-    (result,) = [r for r in evaluate_gates(noisy, SPEC.gates) if r.name.startswith("e")]
+    (result,) = [
+        r for r in evaluate_gates(noisy, SPEC.gates) if r.name.startswith("error")
+    ]
     assert result.verdict is Verdict.PENDING
     assert result.value == pytest.approx(0.019)
     assert "not yet" in result.detail
@@ -199,19 +204,22 @@ def test_error_rate_needs_evidence_to_fail() -> None:
     )
 
 
-def test_shadow_agreement_is_pending_in_shadow_until_measured() -> None:
-    assert verdicts(healthy(), shadow=True)["shadow_agreement"] is Verdict.PENDING
-    measured = healthy(shadow_pairs=500, shadow_agreement=0.95)
-    assert verdicts(measured, shadow=True)["shadow_agreement"] is Verdict.PASS
+def test_agreement_is_pending_in_shadow_until_measured() -> None:
+    assert verdicts(healthy(), shadow=True)["agreement"] is Verdict.PENDING
+    measured = healthy(shadow_pairs=500, agreement=0.95)
+    assert verdicts(measured, shadow=True)["agreement"] is Verdict.PASS
 
 
 def test_gate_result_reads_as_a_sentence() -> None:
     results = evaluate_gates(healthy(prediction_js=0.3256), SPEC.gates)
     described = {r.name: r.describe() for r in results}
     assert described["prediction_js"] == "prediction_js 0.3256 > max 0.1"
-    assert described["p50_ratio"] == "p50_ratio 1 <= max 1.5"
+    assert (
+        described["model_p50_ratio"]
+        == "model_p50_ratio 1 <= max 1.5 (end to end: no model time on both)"
+    )
     pending = evaluate_gates(healthy(canary_p99_ms=None), SPEC.gates)
-    assert "p99_ms pending: no canary p99 yet" in [r.describe() for r in pending]
+    assert "e2e_p99_ms pending: no canary p99 yet" in [r.describe() for r in pending]
     (js,) = [r for r in results if r.name == "prediction_js"]
     assert (js.passed, js.to_dict()["passed"], js.to_dict()["verdict"]) == (
         False,
@@ -278,7 +286,7 @@ def test_waits_for_min_step_s_before_promoting() -> None:
     assert advanced.step_started_at == clock.now
     assert kinds(events) == ["step_advanced"]
     assert events[0].reason == "gates passed on 500 canary requests over 30s"
-    assert {g["name"] for g in events[0].to_dict()["gates"]} >= {"p50_ratio"}
+    assert {g["name"] for g in events[0].to_dict()["gates"]} >= {"model_p50_ratio"}
 
 
 def test_failing_gate_rolls_back_as_soon_as_requests_suffice() -> None:
@@ -410,19 +418,19 @@ def test_pause_freezes_and_resume_restarts_the_window() -> None:
 SHADOW = RolloutSpec(shadow_percent=10)
 
 
-def test_shadow_phase_mirrors_then_enters_the_first_step() -> None:
+def test_shadow_phase_shadows_then_enters_the_first_step() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock, SHADOW)
     assert (state.phase, state.weight, state.step_index) == (Phase.SHADOW, 0, None)
     assert shadow_percent(state) == 10
     assert traffic_weights(state) == {"v2": 0.0, "v1": 100.0}
-    pairs = healthy(600, shadow_pairs=499, shadow_agreement=0.95)
+    pairs = healthy(600, shadow_pairs=499, agreement=0.95)
     held, events = step(state, SHADOW, pairs, clock.advance(60))
     assert (held.phase, events) == (Phase.SHADOW, ())
-    no_agreement = replace(pairs, shadow_pairs=500, shadow_agreement=None)
+    no_agreement = replace(pairs, shadow_pairs=500, agreement=None)
     held, events = step(state, SHADOW, no_agreement, clock.advance(1))
     assert (held.phase, events) == (Phase.SHADOW, ())
-    # Paused in shadow keeps mirroring: pause freezes traffic as it is.
+    # Paused in shadow keeps shadowing: pause freezes traffic as it is.
     assert shadow_percent(pause(held, clock.now)[0]) == 10
     after, events = step(state, SHADOW, replace(pairs, shadow_pairs=500), clock.now)
     assert (after.phase, after.step_index, after.weight) == (Phase.CANARY, 0, 5)
@@ -433,10 +441,10 @@ def test_shadow_phase_mirrors_then_enters_the_first_step() -> None:
 def test_shadow_disagreement_rolls_back_before_users_see_the_canary() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock, SHADOW)
-    bad = healthy(500, shadow_pairs=500, shadow_agreement=0.48)
+    bad = healthy(500, shadow_pairs=500, agreement=0.48)
     after, events = step(state, SHADOW, bad, clock.advance(5))
     assert (after.phase, after.weight) == (Phase.ROLLED_BACK, 0)
-    assert "shadow_agreement 0.48 < min 0.9" in events[0].reason
+    assert "agreement 0.48 < min 0.9" in events[0].reason
     assert shadow_percent(after) == 0
 
 
@@ -539,8 +547,9 @@ def test_state_round_trips_through_json() -> None:
 
 def test_from_dict_refuses_another_format() -> None:
     data = at_first_step(FakeClock())[0].to_dict()
-    with pytest.raises(ValueError, match="format 2"):
-        RolloutState.from_dict({**data, "format": 2})
+    assert data["format"] == 2
+    with pytest.raises(ValueError, match="format 3"):
+        RolloutState.from_dict({**data, "format": 3})
     with pytest.raises(ValueError):
         RolloutState.from_dict({**data, "phase": "sideways"})
 
@@ -599,13 +608,13 @@ any_windows = st.builds(
     prediction_chi2_pvalue=st.none() | st.floats(0, 1),
     input_drift_share=st.none() | st.sampled_from([0.0, 0.6]) | st.floats(0, 1),
     shadow_pairs=st.integers(0, 1000),
-    shadow_agreement=st.none() | st.sampled_from([0.95, 0.5]) | st.floats(0, 1),
+    agreement=st.none() | st.sampled_from([0.95, 0.5]) | st.floats(0, 1),
 )
 healthy_windows = st.builds(
     healthy,
     st.integers(0, 700),
     shadow_pairs=st.integers(0, 700),
-    shadow_agreement=st.sampled_from([0.95, None]),
+    agreement=st.sampled_from([0.95, None]),
     prediction_js=st.sampled_from([0.02, None]),
 )
 # Mostly healthy, so that runs reach promotion, with anything mixed in.
@@ -728,3 +737,38 @@ def test_prediction_drift_fails_only_with_evidence(
         g for g in evaluate_gates(window, GateSpec()) if g.name == "prediction_js"
     ]
     assert result.verdict is verdict
+
+
+def test_from_dict_reads_format_1_with_mirror_percent() -> None:
+    # Until 0.3.0: a rollout saved before shadow_percent had its name resumes.
+    clock = FakeClock()
+    state, _ = start("digits", "v2", "v1", SHADOW, clock.now)
+    data = state.to_dict()
+    old = {k: v for k, v in data.items() if k != "shadow_percent"}
+    old |= {"format": 1, "mirror_percent": data["shadow_percent"]}
+    assert RolloutState.from_dict(old) == state
+    assert state.shadow_percent == SHADOW.shadow_percent
+
+
+def test_live_gates_speak_the_shared_vocabulary() -> None:
+    every = GateSpec(min_prediction_chi2_pvalue=0.01)
+    model_timed = healthy(
+        canary_model_p50_ms=4.0,
+        stable_model_p50_ms=4.0,
+        canary_model_p99_ms=9.0,
+        stable_model_p99_ms=9.0,
+    )
+    results = evaluate_gates(model_timed, every)
+    assert [r.name for r in results] == [
+        "model_p50_ratio",
+        "model_p99_ratio",
+        "e2e_p99_ms",
+        "error_rate_delta",
+        "prediction_js",
+        "prediction_chi2_pvalue",
+        "input_drift_share",
+        "agreement",
+    ]
+    assert {r.name for r in results} <= set(GATE_NAMES)
+    # Both versions timed by their replicas: the ratio is model time, no note.
+    assert results[0].describe() == "model_p50_ratio 1 <= max 1.5"

@@ -16,14 +16,15 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from rayfleet.platform.config.rollout import RolloutSpec
+from rayfleet.platform.config.webhook import WebhookSpec
 from rayfleet.platform.errors import ConfigError
-from rayfleet.platform.rollout.machine import RolloutSpec, start
+from rayfleet.platform.rollout import start
 from rayfleet.platform.rollout.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
     WebhookSender,
-    WebhookSpec,
     sign,
     verify,
 )

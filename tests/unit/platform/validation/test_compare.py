@@ -82,8 +82,8 @@ def test_a_good_canary() -> None:
     result = compare(stable, canary, reference, alpha=0.05, agreement=agreement)
     assert result.canary.requests == result.stable.requests == 1000
     assert result.error_rate_delta == pytest.approx(0.002)
-    assert result.p50_ratio == pytest.approx(1, abs=0.1)
-    assert result.p99_ratio == pytest.approx(1, abs=0.3)
+    assert result.e2e_p50_ratio == pytest.approx(1, abs=0.1)
+    assert result.e2e_p99_ratio == pytest.approx(1, abs=0.3)
     drift = result.prediction_drift
     assert drift is not None and drift.kind == "categorical"
     assert drift.js is not None and drift.js < 0.01
@@ -101,7 +101,7 @@ def test_a_bad_canary() -> None:
     reference = {f"f{i}": rng.normal(size=500) for i in range(3)}
     result = compare(stable, canary, reference, alpha=0.05)
     assert result.error_rate_delta == pytest.approx(0.1)
-    assert result.p50_ratio == pytest.approx(3, rel=0.1)
+    assert result.e2e_p50_ratio == pytest.approx(3, rel=0.1)
     drift = result.prediction_drift
     assert drift is not None and drift.js is not None and drift.js > 0.1
     assert drift.pvalue is not None and drift.pvalue < 1e-6
@@ -122,7 +122,7 @@ def test_regression_outputs_use_psi() -> None:
 def test_nothing_to_compare_yet() -> None:
     empty = VersionStats()
     result = compare(empty, VersionStats(), {"f0": np.ones(3)}, alpha=0.05)
-    assert result.error_rate_delta is None and result.p99_ratio is None
+    assert result.error_rate_delta is None and result.e2e_p99_ratio is None
     assert result.prediction_drift is None and result.input_drift is None
     payload = json.loads(json.dumps(result.to_dict()))
     assert payload["canary"]["p50_ms"] is None

@@ -14,6 +14,7 @@ from rayfleet.cli.demo import build_demo_store, digits_split
 from rayfleet.platform.config.spec import VersionSpec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.runtimes import Runtime, load_runtime
+from rayfleet.platform.thresholds import GATE_NAMES, Verdict
 from rayfleet.platform.validation.compare import reference_features
 from rayfleet.platform.validation.offline import OfflineGates, validate_offline
 
@@ -175,3 +176,47 @@ def test_bad_arguments(runtimes: dict[str, Runtime]) -> None:
         OfflineGates(min_agreement=2)
     with pytest.raises(ValidationError):
         OfflineGates(max_agreement=0.5)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("max_p99_latency_ratio", "max_model_p99_ratio"),
+        ("max_input_drifted_share", "max_input_drift_share"),
+    ],
+)
+def test_renamed_gate_keys_are_read_with_a_warning(old: str, new: str) -> None:
+    # The live rollout's names; the old ones are read until 0.3.0.
+    with pytest.warns(FutureWarning, match=f"'{old}' .* is now '{new}'"):
+        gates = OfflineGates.model_validate({old: 0.5})
+    assert gates == OfflineGates.model_validate({new: 0.5})
+    with pytest.raises(ValidationError, match=f"give only '{new}'"):
+        OfflineGates.model_validate({old: 0.5, new: 0.5})
+
+
+def test_offline_gates_speak_the_rollout_vocabulary(
+    runtimes: dict[str, Runtime], test_split: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = test_split
+    rng = np.random.default_rng(0)
+    reference = {f"f{i}": rng.normal(size=200) for i in range(4)}
+    report = validate_offline(
+        runtimes["v3"],
+        runtimes["v1"],
+        x[:100],
+        y[:100],
+        input_name="input",
+        gates=OfflineGates(),
+        reference=reference,
+        timing_repeats=1,
+    )
+    names = [gate.name for gate in report.gates]
+    assert names == [
+        "agreement",
+        "accuracy_drop",
+        "model_p99_ratio",
+        "prediction_js",
+        "input_drift_share",
+    ]
+    assert set(names) <= set(GATE_NAMES)
+    assert {gate.verdict for gate in report.gates} <= {Verdict.PASS, Verdict.FAIL}

@@ -6,8 +6,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 
+from rayfleet.platform.thresholds import GateResult, Verdict
 from rayfleet.platform.validation.drift import feature_drift
-from rayfleet.platform.validation.report import GateCheck, OfflineReport, RunSummary
+from rayfleet.platform.validation.report import OfflineReport, RunSummary
 
 
 def _report(name: str = "v<2>", passed: bool = True) -> OfflineReport:
@@ -15,9 +16,10 @@ def _report(name: str = "v<2>", passed: bool = True) -> OfflineReport:
     drift = feature_drift(
         {"f0": rng.normal(size=100)}, {"f0": rng.normal(size=100) + float(not passed)}
     )
+    latency = Verdict.PASS if passed else Verdict.FAIL
     gates = (
-        GateCheck("agreement", 0.95, 0.9, "min", True),
-        GateCheck("p99_latency_ratio", 3.0, 2.0, "max", passed, "noisy & slow"),
+        GateResult("agreement", 0.95, 0.9, "min", Verdict.PASS),
+        GateResult("model_p99_ratio", 3.0, 2.0, "max", latency, "noisy & slow"),
     )
     return OfflineReport(
         passed=passed,
@@ -28,8 +30,8 @@ def _report(name: str = "v<2>", passed: bool = True) -> OfflineReport:
         candidate=RunSummary(name, 0.9, 1.0, 3.0, 1.2, 10, {0: 60, 1: 40}),
         baseline=RunSummary("v1", 0.91, 1.0, 1.0, 1.0, 10, {0: 50, 2: 50}),
         agreement=0.95,
-        p50_ratio=1.0,
-        p99_ratio=3.0,
+        model_p50_ratio=1.0,
+        model_p99_ratio=3.0,
         prediction_js=0.3,
         prediction_chi_square_pvalue=1e-5,
         prediction_psi=None,
@@ -49,13 +51,28 @@ class _Collector(HTMLParser):
 
 
 def test_gate_descriptions() -> None:
-    assert GateCheck("agreement", 0.5, 0.9, "min", False).describe() == (
-        "agreement 0.5 < min 0.9"
-    )
-    assert GateCheck("js", 0.01, 0.1, "max", True).describe() == "js 0.01 <= max 0.1"
-    assert GateCheck("x", None, 1.0, "max", True, "not measured").describe() == (
-        "x: not measured"
-    )
+    failed = GateResult("agreement", 0.5, 0.9, "min", Verdict.FAIL)
+    assert failed.describe() == "agreement 0.5 < min 0.9"
+    js = GateResult("prediction_js", 0.01, 0.1, "max", Verdict.PASS)
+    assert js.describe() == "prediction_js 0.01 <= max 0.1"
+    missing = GateResult("x", None, 1.0, "max", Verdict.FAIL, "not measurable")
+    assert missing.describe() == "x fail: not measurable"
+
+
+def test_gates_serialise_with_verdict_and_json_safe_values() -> None:
+    infinite = GateResult("model_p99_ratio", float("inf"), 2.0, "max", Verdict.FAIL)
+    assert infinite.to_dict() == {
+        "name": "model_p99_ratio",
+        "value": None,
+        "threshold": 2.0,
+        "bound": "max",
+        "verdict": "fail",
+        "passed": False,
+        "detail": "",
+    }
+    report = json.loads(json.dumps(_report().to_dict()))
+    assert [g["verdict"] for g in report["gates"]] == ["pass", "pass"]
+    assert (report["model_p50_ratio"], report["model_p99_ratio"]) == (1.0, 3.0)
 
 
 def test_html_is_self_contained_and_escaped() -> None:
