@@ -13,8 +13,9 @@ from typing import Any
 from ray.serve import Application
 
 from rayfleet.autoscaling.serve_policy import autoscaling_config_for
+from rayfleet.deployments.health import deployment_name
 from rayfleet.deployments.replica import ModelReplica
-from rayfleet.deployments.router import Router, deployment_name
+from rayfleet.deployments.router import Router
 from rayfleet.deployments.validator import Validator
 from rayfleet.platform.config.spec import (
     AutoscalingSpec,
@@ -23,6 +24,11 @@ from rayfleet.platform.config.spec import (
     parse_spec,
 )
 from rayfleet.platform.config.store import Manifest, ModelStore
+from rayfleet.platform.constants import (
+    ROUTER_TARGET_ONGOING_REQUESTS,
+    SHUTDOWN_SLACK_S,
+    SHUTDOWN_WAIT_LOOP_S,
+)
 from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.runtimes.triton import triton_manifest
 
@@ -47,8 +53,8 @@ def _shutdown_options(spec: PlatformSpec) -> dict[str, float]:
     # what it holds: up to one full request deadline, so scale-down never fails
     # a request that was already routed to it.
     return {
-        "graceful_shutdown_wait_loop_s": 2.0,
-        "graceful_shutdown_timeout_s": spec.router.request_timeout_s + 4.0,
+        "graceful_shutdown_wait_loop_s": SHUTDOWN_WAIT_LOOP_S,
+        "graceful_shutdown_timeout_s": spec.router.request_timeout_s + SHUTDOWN_SLACK_S,
     }
 
 
@@ -57,9 +63,11 @@ def _replica(
     version: VersionSpec,
     manifest: Manifest,
     spec: PlatformSpec,
-    validator: Any,
-) -> Any:
-    return ModelReplica.options(
+    validator: Application | None,
+) -> Application:
+    # serve.deployment is typed as leaving the class unchanged: mypy cannot see
+    # the Deployment it returns, so each .options call is ignored by name.
+    replica: Application = ModelReplica.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
         name=deployment_name(model, version.name),
         ray_actor_options={"num_cpus": version.num_cpus, "num_gpus": version.num_gpus},
@@ -74,8 +82,9 @@ def _replica(
         manifest.model_dump(mode="json"),
         spec.store,
         validator,
-        spec.validation.replica_report_s,
+        spec.observations.replica_report_s,
     )
+    return replica
 
 
 def build_from_spec(spec: PlatformSpec) -> Application:
@@ -84,13 +93,13 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     store = ModelStore(spec.store)
     # Replicas may run in another working directory: give them an absolute root.
     spec = spec.model_copy(update={"store": store.uri})
-    validator = None
-    if spec.validation.enabled:
-        validator = Validator.options(
-            ray_actor_options={"num_cpus": spec.validation.num_cpus}
+    validator: Application | None = None
+    if spec.observations.enabled:
+        validator = Validator.options(  # type: ignore[attr-defined]
+            ray_actor_options={"num_cpus": spec.observations.num_cpus}
         ).bind(spec.model_dump(mode="json"))
     manifests: dict[str, dict[str, dict[str, Any]]] = {}
-    replicas: dict[str, dict[str, Any]] = {}
+    replicas: dict[str, dict[str, Application]] = {}
     for model in spec.models:
         manifests[model.name] = {}
         replicas[model.name] = {}
@@ -102,14 +111,17 @@ def build_from_spec(spec: PlatformSpec) -> Application:
                     model.name, version, manifest, spec, validator
                 )
     router = spec.router
-    return Router.options(
+    app: Application = Router.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
         ray_actor_options={"num_cpus": router.num_cpus},
         autoscaling_config=_autoscaling_config(
-            router.autoscaling, router.autoscaling.target_ongoing_requests or 64
+            router.autoscaling,
+            router.autoscaling.target_ongoing_requests
+            or ROUTER_TARGET_ONGOING_REQUESTS,
         ),
         max_ongoing_requests=router.max_ongoing_requests,
     ).bind(spec.model_dump(mode="json"), manifests, replicas, validator)
+    return app
 
 
 def build(args: Mapping[str, Any]) -> Application:

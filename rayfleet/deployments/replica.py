@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from rayfleet.deployments.health import deployment_name
 from rayfleet.deployments.reporting import report_forever
+from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import VersionSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
+from rayfleet.platform.constants import UNBATCHED_CONCURRENCY
 from rayfleet.platform.errors import ModelError, RayfleetError
-from rayfleet.platform.runtimes import (
-    Runtime,
-    guarded_predict,
-    load_runtime,
-    warm_up,
-)
+from rayfleet.platform.runtimes import Runtime, guarded_predict
 from rayfleet.platform.serving.batcher import DynamicBatcher
 from rayfleet.platform.serving.counters import ReplicaCounters
+from rayfleet.platform.serving.loading import load_version
 from rayfleet.platform.serving.service import ReplicaResult
 
 __all__ = ["ModelReplica"]
@@ -30,10 +28,6 @@ __all__ = ["ModelReplica"]
 logger = logging.getLogger("ray.serve")
 
 Inputs = dict[str, np.ndarray]
-
-# Model calls a replica runs at once when it does not batch: the two that
-# Serve's old default of max_ongoing_requests allowed; the rest queue in order.
-UNBATCHED_CONCURRENCY = 2
 
 
 def _split_rows(outputs: Inputs, sizes: list[int]) -> list[Inputs]:
@@ -57,22 +51,17 @@ class ModelReplica:
         version: dict[str, Any],
         manifest: dict[str, Any],
         store_uri: str,
-        validator: DeploymentHandle | None = None,
-        report_every_s: float = 5.0,
+        validator: DeploymentHandle[Any] | None,
+        report_every_s: float,
     ) -> None:
         self.model = model
         self.spec = VersionSpec.model_validate(version)
+        self.background = BackgroundTasks(deployment_name(model, self.spec.name))
         self.manifest = Manifest.model_validate(manifest)
-        runtime = self.spec.runtime or self.manifest.runtime
-        version_dir = None
-        if runtime != "triton":
-            store = ModelStore(store_uri)
-            version_dir = store.fetch(model, self.spec.name, self.spec.uri)
-        started = time.perf_counter()
-        self.runtime: Runtime = load_runtime(self.manifest, version_dir, self.spec)
+        loaded = load_version(ModelStore(store_uri), model, self.spec, self.manifest)
+        self.runtime: Runtime = loaded.runtime
+        self.warm_s = loaded.warm_s
         batching = self.spec.batching
-        warm_up(self.runtime, self.manifest.signature, batching.max_batch_size)
-        self.warm_s = time.perf_counter() - started
         batched = batching.max_batch_size > 1 and self.manifest.signature.batchable
         # Every request waits in this queue for the model: batched along the
         # first dimension when the signature allows, otherwise a few at a time,
@@ -89,18 +78,18 @@ class ModelReplica:
             )
         )
         self.counters = ReplicaCounters()
-        self._reporting: asyncio.Task[None] | None = None
         if validator is not None:
             replica = serve.get_replica_context().replica_id.unique_id
             # Serve runs the constructor on the replica's event loop; the task
             # lives as long as the replica and reports even before any traffic,
             # so a replica the load balancer starves shows up with zero.
-            self._reporting = asyncio.get_running_loop().create_task(
-                report_forever(
+            self.background.start(
+                "replica reports",
+                lambda: report_forever(
                     validator,
                     lambda: [self.counters.report(model, self.spec.name, replica)],
                     report_every_s,
-                )
+                ),
             )
         logger.info(
             "%s/%s loaded and warm in %.2f s (batching %s)",
@@ -158,6 +147,10 @@ class ModelReplica:
         except RayfleetError as error:
             logger.warning("%s: %s", where, error.message)
             raise
+
+    def __del__(self) -> None:
+        # Serve calls this on graceful shutdown (and Python again on collection).
+        self.background.cancel()
 
     def stats(self) -> dict[str, Any]:
         """Counters of this replica: requests, errors, batch sizes, warm-up time."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
+from rayfleet.platform.constants import REPLICA_REPORT_TIMEOUT_S
 from rayfleet.platform.serving.counters import ReplicaReport
 
 __all__ = ["report_forever"]
@@ -16,7 +18,7 @@ logger = logging.getLogger("ray.serve")
 
 
 async def report_forever(
-    validator: DeploymentHandle,
+    validator: DeploymentHandle[Any],
     reports: Callable[[], list[ReplicaReport]],
     every_s: float,
 ) -> None:
@@ -30,7 +32,8 @@ async def report_forever(
         if batch := [report.to_dict() for report in reports()]:
             try:
                 await asyncio.wait_for(
-                    validator.replica_report.remote(batch), timeout=5
+                    validator.replica_report.remote(batch),
+                    timeout=REPLICA_REPORT_TIMEOUT_S,
                 )
             except Exception as error:  # the next report carries the same totals
                 logger.debug("replica report failed: %r", error)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,24 +19,35 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
+from rayfleet.deployments.health import DeploymentHealth, deployment_name
 from rayfleet.deployments.reporting import report_forever
+from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import PlatformSpec
 from rayfleet.platform.config.store import Manifest
+from rayfleet.platform.constants import (
+    FLUSH_CHECK_S,
+    INGEST_TIMEOUT_S,
+    PLAN_POLL_TIMEOUT_S,
+    ROUTER_READY_CACHE_S,
+    VALIDATOR_FORWARD_TIMEOUT_S,
+)
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
+from rayfleet.platform.ingress.admin import forwarding_routes
+from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers
 from rayfleet.platform.ingress.grpc import GrpcInference
-from rayfleet.platform.ingress.http import build_http_app, error_response, guarded
+from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.serving.buffer import ObservationBuffer
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
 from rayfleet.platform.serving.traffic import TrafficPlan
 
-__all__ = ["Router", "ServeBackend", "ValidatorLink", "deployment_name"]
+__all__ = ["Router", "ServeBackend", "ValidatorLink"]
 
 logger = logging.getLogger("ray.serve")
+
+Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
 
 class ServeBackend:
@@ -45,13 +55,11 @@ class ServeBackend:
     version's replicas through its Serve deployment handle."""
 
     def __init__(
-        self,
-        handles: dict[str, dict[str, DeploymentHandle]],
-        local: InProcessBackend,
+        self, handles: Handles, local: InProcessBackend, health: DeploymentHealth
     ) -> None:
         self.handles = handles
         self.local = local
-        self._ready: dict[str, tuple[float, bool]] = {}
+        self.health = health
 
     def _is_local(self, model: str, version: str) -> bool:
         return version in self.local.runtimes.get(model, {})
@@ -77,26 +85,11 @@ class ServeBackend:
         return result
 
     async def ready(self, model: str, version: str) -> bool:
-        """Whether Serve reports the version's deployment healthy (cached 1 s)."""
+        """Whether the version can take requests: loaded here, or its deployment
+        reported healthy by Serve."""
         if self._is_local(model, version):
             return True
-        name = deployment_name(model, version)
-        now = time.monotonic()
-        cached = self._ready.get(name)
-        if cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        app = serve.get_replica_context().app_name
-        # serve.status() is a blocking call to the controller.
-        status = await asyncio.to_thread(serve.status)
-        deployments = status.applications[app].deployments
-        healthy = name in deployments and deployments[name].status == "HEALTHY"
-        self._ready[name] = (now, healthy)
-        return healthy
-
-
-def deployment_name(model: str, version: str) -> str:
-    """The Serve deployment name of a version (names never contain ':')."""
-    return f"{model}:{version}"
+        return deployment_name(model, version) in await self.health.healthy()
 
 
 class ValidatorLink:
@@ -111,7 +104,7 @@ class ValidatorLink:
     def __init__(
         self,
         service: InferenceService,
-        validator: DeploymentHandle,
+        validator: DeploymentHandle[Any],
         buffer: ObservationBuffer,
         router_id: str,
         local: InProcessBackend,
@@ -121,18 +114,19 @@ class ValidatorLink:
         self.validator = validator
         self.buffer = buffer
         self.router_id = router_id
-        self.validation = service.spec.validation
+        self.observations = service.spec.observations
         self.plans_received = 0
+        self.background = BackgroundTasks(f"router {router_id}")
 
     async def flush_loop(self) -> None:
         """Send buffered observations every ``flush_every_s`` or when enough wait."""
-        every = self.validation.flush_every_s
+        every = self.observations.flush_every_s
         while True:
             waited = 0.0
-            while waited < every and len(self.buffer) < self.validation.flush_max:
-                await asyncio.sleep(min(0.05, every))
-                waited += min(0.05, every)
-            rows = self.buffer.drain(self.validation.flush_max)
+            while waited < every and len(self.buffer) < self.observations.flush_max:
+                await asyncio.sleep(min(FLUSH_CHECK_S, every))
+                waited += min(FLUSH_CHECK_S, every)
+            rows = self.buffer.drain(self.observations.flush_max)
             if not rows:
                 continue
             try:
@@ -140,7 +134,7 @@ class ValidatorLink:
                     self.validator.ingest.remote(
                         rows, self.router_id, self.buffer.dropped
                     ),
-                    timeout=5,
+                    timeout=INGEST_TIMEOUT_S,
                 )
             except Exception as error:  # any failure: count the loss, carry on
                 self.buffer.lose(len(rows))
@@ -150,7 +144,9 @@ class ValidatorLink:
         """Fetch the traffic plans every ``plan_poll_s``; keep the last on failure."""
         while True:
             try:
-                plans = await asyncio.wait_for(self.validator.plans.remote(), timeout=2)
+                plans = await asyncio.wait_for(
+                    self.validator.plans.remote(), timeout=PLAN_POLL_TIMEOUT_S
+                )
             except Exception as error:  # fail static: the last plan stays in force
                 logger.debug("plan poll failed: %r", error)
             else:
@@ -166,59 +162,37 @@ class ValidatorLink:
                     }
                 )
                 self.plans_received += 1
-            await asyncio.sleep(self.validation.plan_poll_s)
+            await asyncio.sleep(self.observations.plan_poll_s)
 
-    async def forward(self, request: Request) -> Response:
-        """Answer ``/metrics`` and ``/-/...`` with the Validator's own app."""
-        headers = [
-            (key.lower().encode(), value.encode())
-            for key, value in request.headers.items()
-            if key.lower() in ("authorization", "content-type", "accept")
-        ]
-        # The app may sit under a route prefix; the Validator's routes do not.
-        rest = request.path_params.get("path")
-        path = "/metrics" if rest is None else f"/-/{rest}"
-        try:
-            status, reply_headers, body = await asyncio.wait_for(
-                self.validator.http.remote(
-                    request.method,
-                    path,
-                    request.url.query.encode(),
-                    headers,
-                    await request.body(),
-                ),
-                timeout=10,
-            )
-        except Exception as error:
-            raise ServiceUnavailable(
-                f"the Validator is not answering: {error!r}"
-            ) from None
-        kept = {
-            k.decode(): v.decode()
-            for k, v in reply_headers
-            if k.lower() in (b"content-type", b"retry-after")
-        }
-        return Response(body, status_code=status, headers=kept)
+    async def _ask_validator(
+        self, method: str, path: str, query: bytes, headers: Headers, body: bytes
+    ) -> ForwardedResponse:
+        reply: ForwardedResponse = await self.validator.http.remote(
+            method, path, query, headers, body
+        )
+        return reply
+
+    def routes(self) -> list[Route]:
+        """``/metrics`` and ``/-/...``, answered by the Validator's own app."""
+        return forwarding_routes(self._ask_validator, VALIDATOR_FORWARD_TIMEOUT_S)
 
     @contextlib.asynccontextmanager
     async def running(self, app: Starlette) -> AsyncIterator[None]:
-        """The router app's lifespan: both loops run while it serves."""
-        tasks = [
-            asyncio.create_task(self.flush_loop()),
-            asyncio.create_task(self.poll_loop()),
-            asyncio.create_task(
-                report_forever(
-                    self.validator,
-                    lambda: self.local.reports(self.router_id),
-                    self.validation.replica_report_s,
-                )
+        """The router app's lifespan: the loops run while it serves."""
+        self.background.start("observation flush", self.flush_loop)
+        self.background.start("plan poll", self.poll_loop)
+        self.background.start(
+            "replica reports",
+            lambda: report_forever(
+                self.validator,
+                lambda: self.local.reports(self.router_id),
+                self.observations.replica_report_s,
             ),
-        ]
+        )
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
+            self.background.cancel()
 
 
 @serve.deployment
@@ -231,8 +205,8 @@ class Router(GrpcInference):
         self,
         spec: dict[str, Any],
         manifests: dict[str, dict[str, dict[str, Any]]],
-        handles: dict[str, dict[str, DeploymentHandle]],
-        validator: DeploymentHandle | None = None,
+        handles: Handles,
+        validator: DeploymentHandle[Any] | None = None,
     ) -> None:
         platform_spec = PlatformSpec.model_validate(spec)
         typed = {
@@ -242,14 +216,20 @@ class Router(GrpcInference):
         # Versions placed in the router load and warm up here, so a router
         # replica is healthy only once it can serve them.
         local = InProcessBackend(load_runtimes(platform_spec, typed))
-        self.buffer = ObservationBuffer(platform_spec.validation.buffer_size)
+        self.buffer = ObservationBuffer(platform_spec.observations.buffer_size)
         self.service = InferenceService(
             platform_spec,
             typed,
-            ServeBackend(handles, local),
+            ServeBackend(
+                handles,
+                local,
+                DeploymentHealth(
+                    serve.get_replica_context().app_name, ROUTER_READY_CACHE_S
+                ),
+            ),
             recorder=self.buffer if validator is not None else None,
         )
-        self.link = None
+        self.link: ValidatorLink | None = None
         if validator is not None:
             router_id = serve.get_replica_context().replica_id.unique_id
             self.link = ValidatorLink(
@@ -259,13 +239,6 @@ class Router(GrpcInference):
     def __serve_build_asgi_app__(self) -> Starlette:
         if self.link is None:
             return build_http_app(self.service)
-        link = self.link
-        forward = guarded(link.forward, error_response)
         return build_http_app(
-            self.service,
-            extra_routes=[
-                Route("/metrics", forward, methods=["GET"]),
-                Route("/-/{path:path}", forward, methods=["GET", "POST"]),
-            ],
-            lifespan=link.running,
+            self.service, extra_routes=self.link.routes(), lifespan=self.link.running
         )

@@ -153,7 +153,7 @@ def _pool(concurrency: int | tuple[int, int] | None, spec: VersionSpec) -> Any:
         return ActorPoolStrategy(size=concurrency)
     if concurrency is not None:
         return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
-    resources = ray.cluster_resources()
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
     if spec.num_gpus > 0:
         fits = resources.get("GPU", 0) / spec.num_gpus
     else:

@@ -2,14 +2,82 @@
 
 What a user may want to change is a spec field instead (:mod:`.config.spec`); what
 stays here is either a protocol fact or a choice whose reason is written beside it.
+Times are in seconds.
 """
 
 from __future__ import annotations
 
 from importlib import metadata
 
-__all__ = ["PACKAGE_VERSION"]
+__all__ = [
+    "DEFAULT_EVALUATE_EVERY_S",
+    "DEFAULT_VALIDATION_WINDOW_S",
+    "FLUSH_CHECK_S",
+    "INGEST_TIMEOUT_S",
+    "PACKAGE_VERSION",
+    "PLAN_POLL_TIMEOUT_S",
+    "REPLICA_REPORT_TIMEOUT_S",
+    "ROUTER_READY_CACHE_S",
+    "ROUTER_TARGET_ONGOING_REQUESTS",
+    "SHUTDOWN_SLACK_S",
+    "SHUTDOWN_WAIT_LOOP_S",
+    "UNBATCHED_CONCURRENCY",
+    "VALIDATOR_FORWARD_TIMEOUT_S",
+    "VALIDATOR_READY_CACHE_S",
+]
 
 # The installed distribution's version, so `GET /v2`, `rayfleet --version` and the
 # package metadata never disagree.
 PACKAGE_VERSION: str = metadata.version("rayfleet")
+
+# -- router -> Validator ------------------------------------------------------
+# Nothing a client waits on crosses these calls, so each is bounded only to keep a
+# hung Validator from stalling the loop that makes it; the loop carries on.
+
+# How often a router's flush loop looks at its buffer between flushes: fine enough
+# that a full buffer leaves within a twentieth of a second, coarse enough to cost
+# nothing while idle.
+FLUSH_CHECK_S = 0.05
+# One batch of observations: a Validator that takes longer is restarting or
+# overloaded, and the rows are counted as dropped rather than piling up behind it.
+INGEST_TIMEOUT_S = 5.0
+# One plan poll: the router keeps its last plan on failure (fail static), so a
+# short bound only decides how soon the next poll is tried.
+PLAN_POLL_TIMEOUT_S = 2.0
+# One forwarded page (/metrics, /-/...): a person or a scraper is waiting, and
+# Prometheus's own scrape timeout is 10 s by default.
+VALIDATOR_FORWARD_TIMEOUT_S = 10.0
+# One replica's counters: they are running totals, so a late report is superseded
+# by the next one and need not be waited for longer than the usual report period.
+REPLICA_REPORT_TIMEOUT_S = 5.0
+
+# -- readiness ----------------------------------------------------------------
+# serve.status() is a blocking call to Serve's controller: its answer is reused
+# for this long. A router answers readiness probes (several a second under
+# Kubernetes and load balancers), so it asks often but briefly; the Validator
+# asks once per rollout evaluation, whose steps last minutes.
+ROUTER_READY_CACHE_S = 1.0
+VALIDATOR_READY_CACHE_S = 2.0
+
+# -- Validator ----------------------------------------------------------------
+# Rollout evaluation period when no model has a rollout (so no
+# ``rollout.evaluate_every_s``): the loop still sends events and refreshes
+# readiness, and nothing depends on it being faster.
+DEFAULT_EVALUATE_EVERY_S = 5.0
+# ``GET /-/validation`` without ``window_s``: five minutes, as
+# ValidatorCore.snapshot's own default.
+DEFAULT_VALIDATION_WINDOW_S = 300.0
+
+# -- deployments --------------------------------------------------------------
+# Model calls a replica runs at once when it does not batch: the two that
+# Serve's old default of max_ongoing_requests allowed; the rest queue in order.
+UNBATCHED_CONCURRENCY = 2
+# How often a replica being removed checks whether it still holds requests.
+SHUTDOWN_WAIT_LOOP_S = 2.0
+# Added to the request deadline for a replica's graceful shutdown: one wait loop
+# and the time to send the last answers back, so a request already routed to a
+# replica being removed is never cut.
+SHUTDOWN_SLACK_S = 4.0
+# The router's autoscaling target for a spec that sets the router's autoscaling
+# but not its target: the same as the default RouterSpec.autoscaling.
+ROUTER_TARGET_ONGOING_REQUESTS = 64.0

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message
 
-__all__ = ["ForwardedResponse", "call_asgi"]
+__all__ = ["ForwardedResponse", "Headers", "call_asgi"]
 
 Headers = list[tuple[bytes, bytes]]
 ForwardedResponse = tuple[int, Headers, bytes]

@@ -49,6 +49,8 @@ from rayfleet.platform.serving.service import InferenceService, Outcome
 __all__ = [
     "HEADER_LENGTH",
     "VERSION_HEADER",
+    "ErrorHandler",
+    "Handler",
     "build_http_app",
     "error_response",
     "guarded",
@@ -61,6 +63,185 @@ VERSION_HEADER = "x-model-version"
 HEADER_LENGTH = "inference-header-content-length"
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Synchronous, like error_response itself: answering an error never waits.
+ErrorHandler = Callable[[Request, Exception], Response]
+
+
+def build_http_app(
+    service: InferenceService,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Lifespan[Starlette] | None = None,
+) -> Starlette:
+    """The Starlette app serving ``service`` over HTTP.
+
+    ``extra_routes`` are mounted beside the inference routes (the router adds the
+    Validator's pages); ``lifespan`` runs the router's background loops.
+    """
+    routes = _InferenceRoutes(service)
+    v2 = "/v2/models/{model}"
+    versioned = v2 + "/versions/{version}"
+    table: list[tuple[str, Handler, list[str]]] = [
+        ("/v2", routes.server_metadata, ["GET"]),
+        ("/v2/health/live", routes.live, ["GET"]),
+        ("/v2/health/ready", routes.server_ready, ["GET"]),
+        (v2, routes.model_metadata, ["GET"]),
+        (versioned, routes.model_metadata, ["GET"]),
+        (v2 + "/ready", routes.model_ready, ["GET"]),
+        (versioned + "/ready", routes.model_ready, ["GET"]),
+        (v2 + "/infer", routes.infer_v2, ["POST"]),
+        (versioned + "/infer", routes.infer_v2, ["POST"]),
+        ("/v1/models/{model}:predict", routes.predict_v1, ["POST"]),
+    ]
+    guarded_routes = [
+        Route(path, guarded(handler, routes.on_error), methods=methods)
+        for path, handler, methods in table
+    ]
+    return Starlette(
+        routes=[*guarded_routes, *extra_routes],
+        exception_handlers={HTTPException: on_http_error},
+        lifespan=lifespan,
+    )
+
+
+class _InferenceRoutes:
+    """The handlers of the inference routes, over one service."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.router_spec = service.spec.router
+
+    def pin_of(self, request: Request) -> str | None:
+        return request.path_params.get("version") or request.headers.get(VERSION_HEADER)
+
+    def sticky_of(self, request: Request) -> str | None:
+        header = self.router_spec.sticky_header
+        return request.headers.get(header) if header else None
+
+    async def infer_v2(self, request: Request) -> Response:
+        service = self.service
+        model, pin = request.path_params["model"], self.pin_of(request)
+        # An unknown model or version is a 404 before any body is read.
+        plan = service.plan(model)
+        if pin:
+            plan.choose(pin=pin)
+        body = await _read_body(request, self.router_spec.max_body_bytes)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type == ARROW_CONTENT_TYPE:
+            infer_request = decode_arrow_request(body)
+        else:
+            infer_request = decode_request(body, _header_length(request))
+        outcome = await service.infer(
+            model, infer_request, pin=pin, sticky_key=self.sticky_of(request)
+        )
+        headers = _outcome_headers(outcome)
+        if content_type == ARROW_CONTENT_TYPE:
+            return Response(
+                encode_arrow_response(outcome.response),
+                media_type=ARROW_CONTENT_TYPE,
+                headers=headers,
+            )
+        encoded = encode_response(
+            outcome.response, infer_request.outputs, infer_request.binary_default
+        )
+        if encoded.header_length is not None:
+            headers[HEADER_LENGTH] = str(encoded.header_length)
+            media_type = "application/octet-stream"
+        else:
+            media_type = "application/json"
+        return Response(
+            b"".join(encoded.chunks), media_type=media_type, headers=headers
+        )
+
+    async def predict_v1(self, request: Request) -> Response:
+        service = self.service
+        model = request.path_params["model"]
+        body = await _read_body(request, self.router_spec.max_body_bytes)
+        pin = self.pin_of(request)
+        version = service.plan(model).choose(
+            pin=pin, sticky_key=self.sticky_of(request)
+        )
+        signature = service.manifest(model, version).signature
+        infer_request = decode_v1_request(
+            body,
+            [spec.name for spec in signature.inputs],
+            [spec.datatype for spec in signature.inputs],
+        )
+        outcome = await service.infer(model, infer_request, pin=version)
+        return Response(
+            encode_v1_response(outcome.response),
+            media_type="application/json",
+            headers=_outcome_headers(outcome),
+        )
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json(self.service.server_metadata())
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def server_ready(self, request: Request) -> Response:
+        ready = await self.service.server_ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def model_metadata(self, request: Request) -> Response:
+        version = request.path_params.get("version")
+        metadata = self.service.model_metadata(request.path_params["model"], version)
+        return _json(metadata, version=version)
+
+    async def model_ready(self, request: Request) -> Response:
+        model, version = (
+            request.path_params["model"],
+            request.path_params.get("version"),
+        )
+        ready = await self.service.model_ready(model, version)
+        return _json(
+            {"name": model, "ready": ready}, 200 if ready else 503, version=version
+        )
+
+    def on_error(self, request: Request, error: Exception) -> Response:
+        response = error_response(request, error)
+        pin = self.pin_of(request)
+        if pin and isinstance(error, RayfleetError):
+            response.headers[VERSION_HEADER] = pin
+        return response
+
+
+def error_response(request: Request, error: Exception) -> Response:
+    """The one translation of an error into an HTTP answer.
+
+    A :class:`RayfleetError` becomes its status with ``{"error": message}``;
+    anything else is a bug, logged with its traceback and answered with a generic
+    500 that leaks nothing.
+    """
+    if not isinstance(error, RayfleetError):
+        logger.exception("unexpected error on %s", request.url.path)
+        return _json({"error": "internal error"}, 500)
+    headers = {}
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse(
+        error_body(error), status_code=http_status(error), headers=headers
+    )
+
+
+def guarded(handler: Handler, on_error: ErrorHandler) -> Handler:
+    """``handler`` with every exception it raises answered by ``on_error``."""
+
+    @functools.wraps(handler)
+    async def guard(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as error:  # the one place request errors end
+            return on_error(request, error)
+
+    return guard
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404/405 for unknown routes, as JSON like every error."""
+    assert isinstance(error, HTTPException)
+    return _json({"error": error.detail}, error.status_code)
 
 
 def _json(payload: Any, status: int = 200, version: str | None = None) -> Response:
@@ -90,175 +271,6 @@ def _header_length(request: Request) -> int | None:
     if not value.isdigit():
         raise InvalidInput(f"{HEADER_LENGTH} must be a non-negative integer: {value!r}")
     return int(value)
-
-
-def build_http_app(
-    service: InferenceService,
-    *,
-    extra_routes: Sequence[BaseRoute] = (),
-    lifespan: Lifespan[Starlette] | None = None,
-) -> Starlette:
-    """The Starlette app serving ``service`` over HTTP.
-
-    ``extra_routes`` are mounted beside the inference routes (the router adds the
-    Validator's pages); ``lifespan`` runs the router's background loops.
-    """
-    router_spec = service.spec.router
-
-    def pin_of(request: Request) -> str | None:
-        return request.path_params.get("version") or request.headers.get(VERSION_HEADER)
-
-    def sticky_of(request: Request) -> str | None:
-        header = router_spec.sticky_header
-        return request.headers.get(header) if header else None
-
-    async def infer_v2(request: Request) -> Response:
-        model, pin = request.path_params["model"], pin_of(request)
-        # An unknown model or version is a 404 before any body is read.
-        plan = service.plan(model)
-        if pin:
-            plan.choose(pin=pin)
-        body = await _read_body(request, router_spec.max_body_bytes)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip()
-        if content_type == ARROW_CONTENT_TYPE:
-            infer_request = decode_arrow_request(body)
-        else:
-            infer_request = decode_request(body, _header_length(request))
-        outcome = await service.infer(
-            model, infer_request, pin=pin, sticky_key=sticky_of(request)
-        )
-        headers = _outcome_headers(outcome)
-        if content_type == ARROW_CONTENT_TYPE:
-            return Response(
-                encode_arrow_response(outcome.response),
-                media_type=ARROW_CONTENT_TYPE,
-                headers=headers,
-            )
-        encoded = encode_response(
-            outcome.response, infer_request.outputs, infer_request.binary_default
-        )
-        if encoded.header_length is not None:
-            headers[HEADER_LENGTH] = str(encoded.header_length)
-            media_type = "application/octet-stream"
-        else:
-            media_type = "application/json"
-        return Response(
-            b"".join(encoded.chunks), media_type=media_type, headers=headers
-        )
-
-    async def predict_v1(request: Request) -> Response:
-        model = request.path_params["model"]
-        body = await _read_body(request, router_spec.max_body_bytes)
-        pin = pin_of(request)
-        version = service.plan(model).choose(pin=pin, sticky_key=sticky_of(request))
-        signature = service.manifest(model, version).signature
-        infer_request = decode_v1_request(
-            body,
-            [spec.name for spec in signature.inputs],
-            [spec.datatype for spec in signature.inputs],
-        )
-        outcome = await service.infer(model, infer_request, pin=version)
-        return Response(
-            encode_v1_response(outcome.response),
-            media_type="application/json",
-            headers=_outcome_headers(outcome),
-        )
-
-    async def server_metadata(request: Request) -> Response:
-        return _json(service.server_metadata())
-
-    async def live(request: Request) -> Response:
-        return _json({"live": True})
-
-    async def server_ready(request: Request) -> Response:
-        ready = await service.server_ready()
-        return _json({"ready": ready}, 200 if ready else 503)
-
-    async def model_metadata(request: Request) -> Response:
-        version = request.path_params.get("version")
-        metadata = service.model_metadata(request.path_params["model"], version)
-        return _json(metadata, version=version)
-
-    async def model_ready(request: Request) -> Response:
-        model, version = (
-            request.path_params["model"],
-            request.path_params.get("version"),
-        )
-        ready = await service.model_ready(model, version)
-        return _json(
-            {"name": model, "ready": ready}, 200 if ready else 503, version=version
-        )
-
-    async def on_error(request: Request, error: Exception) -> Response:
-        response = error_response(request, error)
-        pin = pin_of(request)
-        if pin and isinstance(error, RayfleetError):
-            response.headers[VERSION_HEADER] = pin
-        return response
-
-    v2 = "/v2/models/{model}"
-    versioned = v2 + "/versions/{version}"
-    table: list[tuple[str, Handler, list[str]]] = [
-        ("/v2", server_metadata, ["GET"]),
-        ("/v2/health/live", live, ["GET"]),
-        ("/v2/health/ready", server_ready, ["GET"]),
-        (v2, model_metadata, ["GET"]),
-        (versioned, model_metadata, ["GET"]),
-        (v2 + "/ready", model_ready, ["GET"]),
-        (versioned + "/ready", model_ready, ["GET"]),
-        (v2 + "/infer", infer_v2, ["POST"]),
-        (versioned + "/infer", infer_v2, ["POST"]),
-        ("/v1/models/{model}:predict", predict_v1, ["POST"]),
-    ]
-    routes = [
-        Route(path, guarded(handler, on_error), methods=methods)
-        for path, handler, methods in table
-    ]
-    return Starlette(
-        routes=[*routes, *extra_routes],
-        exception_handlers={HTTPException: on_http_error},
-        lifespan=lifespan,
-    )
-
-
-def error_response(request: Request, error: Exception) -> Response:
-    """The one translation of an error into an HTTP answer.
-
-    A :class:`RayfleetError` becomes its status with ``{"error": message}``;
-    anything else is a bug, logged with its traceback and answered with a generic
-    500 that leaks nothing.
-    """
-    if not isinstance(error, RayfleetError):
-        logger.exception("unexpected error on %s", request.url.path)
-        return _json({"error": "internal error"}, 500)
-    headers = {}
-    if isinstance(error, ServiceUnavailable):
-        headers["Retry-After"] = str(error.retry_after_s)
-    return JSONResponse(
-        error_body(error), status_code=http_status(error), headers=headers
-    )
-
-
-ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
-
-
-def guarded(handler: Handler, on_error: ErrorHandler) -> Handler:
-    """``handler`` with every exception it raises answered by ``on_error``."""
-
-    @functools.wraps(handler)
-    async def guard(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as error:  # the one place request errors end
-            return await on_error(request, error)
-
-    return guard
-
-
-async def on_http_error(request: Request, error: Exception) -> Response:
-    """Starlette's own 404/405 for unknown routes, as JSON like every error."""
-    assert isinstance(error, HTTPException)
-    return _json({"error": error.detail}, error.status_code)
 
 
 def _outcome_headers(outcome: Outcome) -> dict[str, str]:

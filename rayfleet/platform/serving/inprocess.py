@@ -14,9 +14,9 @@ import numpy as np
 from rayfleet.platform.config.spec import Placement, PlatformSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
 from rayfleet.platform.errors import RayfleetError
-from rayfleet.platform.runtimes import load_runtime, warm_up
 from rayfleet.platform.runtimes.base import Runtime, guarded_predict
 from rayfleet.platform.serving.counters import ReplicaCounters, ReplicaReport
+from rayfleet.platform.serving.loading import load_version
 from rayfleet.platform.serving.service import ReplicaResult
 
 __all__ = ["InProcessBackend", "load_runtimes"]
@@ -82,10 +82,6 @@ def load_runtimes(
             if placement is not None and version.placement != placement:
                 continue
             manifest = manifests[model.name][version.name]
-            folder = None
-            if (version.runtime or manifest.runtime) != "triton":
-                folder = store.fetch(model.name, version.name, version.uri)
-            runtime = load_runtime(manifest, folder, version)
-            warm_up(runtime, manifest.signature, version.batching.max_batch_size)
-            runtimes.setdefault(model.name, {})[version.name] = runtime
+            loaded = load_version(store, model.name, version, manifest)
+            runtimes.setdefault(model.name, {})[version.name] = loaded.runtime
     return runtimes

@@ -158,7 +158,7 @@ class InferenceService:
         manifest = self.manifests[model][version]
         try:
             check_inputs(manifest.signature, request.inputs, request.datatypes)
-            shadow = plan.mirror(version, self.rand)
+            shadow = plan.shadow_target(version, self.rand)
             request_id = uuid.uuid4().hex if shadow else None
             if shadow is not None:
                 self._start_shadow(model, shadow, version, request, request_id)
@@ -269,7 +269,7 @@ class InferenceService:
     ) -> None:
         if self.recorder is None:
             return
-        sample = self.spec.validation.sample_rate
+        sample = self.spec.observations.sample_rate
         features = None
         if status < 400 and (sample >= 1 or self.rand() < sample):
             features = summarize_inputs(request.inputs)

@@ -49,7 +49,7 @@ def app(
         {
             "store": str(store),
             "router": {"max_body_bytes": 4096},
-            "validation": {"sample_rate": 1.0},
+            "observations": {"sample_rate": 1.0},
             "models": [
                 {
                     "name": "digits",

@@ -1,0 +1,238 @@
+"""The Validator's pages, and the router's routes that forward to them.
+
+Routes of the Validator's app (:func:`build_admin_app`); * marks admin routes::
+
+    GET  /metrics                       Prometheus text
+    GET  /-/validation?window_s=300     statistics and rollouts, as JSON
+    GET  /-/dashboard                   the HTML page reading /-/validation
+    GET  /-/rollouts                    each model's stable version, plan, rollout
+    POST /-/rollouts/{model}/{action} * promote, rollback, pause, resume, weights
+    POST /-/validations               * queue a pre-deploy validation job
+    GET  /-/validations[/{job}]         the jobs, or one job
+
+Admin routes need ``Authorization: Bearer <token>``, the token being the value
+of the spec's ``admin_token_env`` where the Validator runs; without one they
+are off. Clients reach these pages through a router: :func:`forwarding_routes`
+sends each request whole to the Validator and answers 503 when it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from rayfleet.platform.config.store import ModelStore
+from rayfleet.platform.constants import DEFAULT_VALIDATION_WINDOW_S
+from rayfleet.platform.errors import (
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    StoreError,
+    Unauthorized,
+)
+from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers
+from rayfleet.platform.ingress.http import (
+    Handler,
+    error_response,
+    guarded,
+    on_http_error,
+)
+from rayfleet.platform.rollout import machine as ro
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.telemetry import CONTENT_TYPE, render_metrics
+from rayfleet.platform.validation.jobs import JobQueue, ValidationRequest
+
+__all__ = ["ValidatorCall", "build_admin_app", "forwarding_routes"]
+
+# The Validator's ``http`` method: (method, path, query, headers, body) in,
+# (status, headers, body) out.
+ValidatorCall = Callable[
+    [str, str, bytes, Headers, bytes], Awaitable[ForwardedResponse]
+]
+
+# What crosses to the Validator and back: credentials and content negotiation
+# in, the body's type and a 503's Retry-After out; nothing else.
+_FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept")
+_FORWARDED_REPLY_HEADERS = (b"content-type", b"retry-after")
+
+
+def build_admin_app(
+    core: ValidatorCore,
+    store: ModelStore,
+    jobs: JobQueue,
+    *,
+    admin_token: str | None,
+    send_events: Callable[[list[ro.Event]], None],
+    dashboard_html: Callable[[], str],
+) -> Starlette:
+    """The Validator's Starlette app over ``core``.
+
+    ``admin_token`` is the bearer token of the admin routes (``None``: they answer
+    401); ``send_events`` hands an operator's rollout events to the webhooks;
+    ``store`` checks that a validation job names versions that exist; ``jobs``
+    queues those jobs for the Validator's worker.
+    """
+    spec = core.spec
+
+    def check_admin(request: Request) -> None:
+        if admin_token is None:
+            raise Unauthorized(
+                f"admin routes are off: set {spec.admin_token_env} "
+                "where the Validator runs"
+            )
+        sent = request.headers.get("authorization", "")
+        scheme, _, value = sent.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.encode(), admin_token.encode()
+        ):
+            raise Unauthorized("missing or wrong bearer token")
+
+    async def metrics(request: Request) -> Response:
+        return Response(render_metrics(core, time.time()), media_type=CONTENT_TYPE)
+
+    async def validation(request: Request) -> Response:
+        raw = request.query_params.get("window_s", f"{DEFAULT_VALIDATION_WINDOW_S:g}")
+        try:
+            window_s = float(raw)
+        except ValueError:
+            raise InvalidInput(
+                f"window_s must be a number of seconds: {raw!r}"
+            ) from None
+        horizon_s = spec.observations.horizon_s
+        if not 0 < window_s <= horizon_s:
+            raise InvalidInput(f"window_s must lie in (0, {horizon_s:g}]: {window_s:g}")
+        return JSONResponse(core.snapshot(time.time(), window_s))
+
+    async def dashboard(request: Request) -> Response:
+        return HTMLResponse(dashboard_html())
+
+    async def rollouts(request: Request) -> Response:
+        plans = core.plans()
+        return JSONResponse(
+            {
+                model.name: {
+                    "stable": core.stable[model.name],
+                    "plan": plans[model.name].to_dict(),
+                    "rollout": (
+                        state.to_dict()
+                        if (state := core.rollouts.get(model.name))
+                        else None
+                    ),
+                    "finished": core.finished[model.name],
+                }
+                for model in spec.models
+            }
+        )
+
+    async def act(request: Request) -> Response:
+        check_admin(request)
+        model, action = request.path_params["model"], request.path_params["action"]
+        weight = None
+        if action == "weights":
+            try:
+                weight = float((await request.json())["weight"])
+            except (ValueError, KeyError, TypeError):
+                raise InvalidInput('weights takes a JSON body {"weight": 25}') from None
+        events = core.act(model, action, time.time(), weight)
+        send_events(events)
+        state = core.rollouts[model]
+        return JSONResponse(
+            {"rollout": state.to_dict(), "events": [e.to_dict() for e in events]}
+        )
+
+    async def submit_validation(request: Request) -> Response:
+        check_admin(request)
+        try:
+            job_request = ValidationRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise InvalidInput(
+                "expected a JSON body like "
+                '{"model": "digits", "candidate": "v2", "baseline": "v1"}: '
+                + "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in error.errors()
+                )
+            ) from None
+        for version in (job_request.candidate, job_request.baseline):
+            store.manifest(job_request.model, version)
+        job = jobs.submit(job_request)
+        return JSONResponse(job.to_dict(), status_code=202)
+
+    async def validation_job(request: Request) -> Response:
+        return JSONResponse(jobs.get(request.path_params["job"]).to_dict())
+
+    async def validation_jobs(request: Request) -> Response:
+        return JSONResponse([job.to_dict() for job in jobs.jobs.values()])
+
+    def on_error(request: Request, error: Exception) -> Response:
+        # A job naming a version the store lacks is the client's mistake.
+        if isinstance(error, StoreError):
+            error = NotFound(str(error))
+        return error_response(request, error)
+
+    table: list[tuple[str, Handler, list[str]]] = [
+        ("/metrics", metrics, ["GET"]),
+        ("/-/validation", validation, ["GET"]),
+        ("/-/dashboard", dashboard, ["GET"]),
+        ("/-/rollouts", rollouts, ["GET"]),
+        ("/-/rollouts/{model}/{action}", act, ["POST"]),
+        ("/-/validations", submit_validation, ["POST"]),
+        ("/-/validations", validation_jobs, ["GET"]),
+        ("/-/validations/{job}", validation_job, ["GET"]),
+    ]
+    return Starlette(
+        routes=[Route(p, guarded(h, on_error), methods=m) for p, h, m in table],
+        exception_handlers={HTTPException: on_http_error},
+    )
+
+
+def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
+    """The router's ``/metrics`` and ``/-/...`` routes, answered by the Validator
+    through ``call``; a Validator that fails or takes over ``timeout_s`` is a 503
+    with ``Retry-After``."""
+
+    async def forward(request: Request) -> Response:
+        headers = [
+            (key.lower().encode(), value.encode())
+            for key, value in request.headers.items()
+            if key.lower() in _FORWARDED_REQUEST_HEADERS
+        ]
+        # The app may sit under a route prefix; the Validator's routes do not.
+        rest = request.path_params.get("path")
+        path = "/metrics" if rest is None else f"/-/{rest}"
+        try:
+            status, reply_headers, body = await asyncio.wait_for(
+                call(
+                    request.method,
+                    path,
+                    request.url.query.encode(),
+                    headers,
+                    await request.body(),
+                ),
+                timeout=timeout_s,
+            )
+        except Exception as error:
+            raise ServiceUnavailable(
+                f"the Validator is not answering: {error!r}"
+            ) from None
+        kept = {
+            k.decode(): v.decode()
+            for k, v in reply_headers
+            if k.lower() in _FORWARDED_REPLY_HEADERS
+        }
+        return Response(body, status_code=status, headers=kept)
+
+    handler = guarded(forward, error_response)
+    return [
+        Route("/metrics", handler, methods=["GET"]),
+        Route("/-/{path:path}", handler, methods=["GET", "POST"]),
+    ]

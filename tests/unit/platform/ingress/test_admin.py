@@ -1,0 +1,294 @@
+"""The Validator's pages and the router's forwarding routes, without Ray.
+
+The admin app runs over a real :class:`ValidatorCore` and a store on disk; the
+forwarding routes reach it through :func:`call_asgi`, as the router reaches the
+Validator through its deployment handle, or through a stand-in that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.config.spec import parse_spec
+from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore, PythonEntry
+from rayfleet.platform.errors import ServiceUnavailable
+from rayfleet.platform.ingress.admin import (
+    ValidatorCall,
+    build_admin_app,
+    forwarding_routes,
+)
+from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers, call_asgi
+from rayfleet.platform.rollout import machine as ro
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.validation.jobs import JobQueue
+
+TOKEN = "s3cret-token"
+SIGNATURE = Signature(
+    inputs=(TensorSpec(name="input", datatype="FP32", shape=(-1, 4)),),
+    outputs=(TensorSpec(name="score", datatype="FP32", shape=(-1,)),),
+)
+
+
+class MemoryState:
+    """The rollout state store, in a dict."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def read_state(self, key: str) -> dict[str, Any] | None:
+        return self.docs.get(key)
+
+    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
+        self.docs[key] = dict(state)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    root = tmp_path_factory.mktemp("store")
+    manifest = Manifest(
+        runtime="python", signature=SIGNATURE, python=PythonEntry(callable="m:load")
+    )
+    for version in ("v1", "v2"):
+        folder = Path(root, "digits", version)
+        folder.mkdir(parents=True)
+        (folder / MANIFEST).write_text(manifest.to_json())
+    return ModelStore(str(root))
+
+
+class Admin:
+    """The admin app over a fresh core, and what it handed to the webhooks."""
+
+    def __init__(self, store: ModelStore, token: str | None) -> None:
+        spec = parse_spec(
+            {
+                "store": store.uri,
+                "observations": {"horizon_s": 600},
+                "models": [
+                    {
+                        "name": "digits",
+                        "versions": [{"name": "v1"}, {"name": "v2", "canary": True}],
+                        "rollout": {"steps": [10, 100]},
+                    }
+                ],
+            }
+        )
+        # The app reads the wall clock, as the Validator does.
+        self.core = ValidatorCore(spec, "app", MemoryState(), {}, now=time.time())
+        self.jobs = JobQueue()
+        self.sent: list[ro.Event] = []
+        self.app = build_admin_app(
+            self.core,
+            store,
+            self.jobs,
+            admin_token=token,
+            send_events=self.sent.extend,
+            dashboard_html=lambda: "<html>dashboard</html>",
+        )
+
+
+@pytest.fixture
+def admin(store: ModelStore) -> Admin:
+    return Admin(store, TOKEN)
+
+
+@pytest.fixture
+def client(admin: Admin) -> Iterator[TestClient]:
+    with TestClient(admin.app) as test_client:
+        yield test_client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+# -- the Validator's app ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        bearer("wrong"),
+        {"authorization": TOKEN},
+        {"authorization": f"Basic {TOKEN}"},
+    ],
+)
+def test_admin_routes_refuse_a_missing_or_wrong_token(
+    client: TestClient, admin: Admin, headers: dict[str, str]
+) -> None:
+    response = client.post("/-/rollouts/digits/pause", headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing or wrong bearer token"}
+    submitted = client.post("/-/validations", headers=headers, json={})
+    assert submitted.status_code == 401
+    assert admin.sent == [] and not admin.jobs.jobs
+
+
+def test_admin_routes_are_off_without_a_token(store: ModelStore) -> None:
+    with TestClient(Admin(store, None).app) as client:
+        response = client.post("/-/rollouts/digits/pause", headers=bearer(TOKEN))
+    assert response.status_code == 401
+    assert (
+        "set RAYFLEET_ADMIN_TOKEN where the Validator runs" in response.json()["error"]
+    )
+
+
+def test_the_right_token_steers_a_rollout(client: TestClient, admin: Admin) -> None:
+    paused = client.post("/-/rollouts/digits/pause", headers=bearer(TOKEN))
+    assert paused.status_code == 200
+    assert paused.json()["rollout"]["phase"] == "paused"
+    assert [event.to_dict() for event in admin.sent] == paused.json()["events"]
+    again = client.post("/-/rollouts/digits/pause", headers=bearer(TOKEN))
+    assert again.status_code == 409
+    unknown = client.post("/-/rollouts/digits/explode", headers=bearer(TOKEN))
+    assert unknown.status_code == 404
+    no_weight = client.post("/-/rollouts/digits/weights", headers=bearer(TOKEN))
+    assert no_weight.status_code == 400
+    assert no_weight.json() == {"error": 'weights takes a JSON body {"weight": 25}'}
+
+
+def test_read_only_pages(client: TestClient) -> None:
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert client.get("/-/dashboard").text == "<html>dashboard</html>"
+    rollouts = client.get("/-/rollouts").json()
+    assert rollouts["digits"]["stable"] == "v1"
+    assert rollouts["digits"]["rollout"]["canary_version"] == "v2"
+    assert client.get("/-/validation").status_code == 200
+    assert client.get("/-/validation?window_s=600").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ("soon", "window_s must be a number of seconds: 'soon'"),
+        ("0", "window_s must lie in (0, 600]: 0"),
+        ("601", "window_s must lie in (0, 600]: 601"),
+    ],
+)
+def test_validation_window_is_checked(
+    client: TestClient, window: str, message: str
+) -> None:
+    response = client.get("/-/validation", params={"window_s": window})
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+
+
+def test_validation_jobs(client: TestClient, admin: Admin) -> None:
+    body = {"model": "digits", "candidate": "v2", "baseline": "v1"}
+    submitted = client.post("/-/validations", headers=bearer(TOKEN), json=body)
+    assert submitted.status_code == 202
+    job = submitted.json()
+    assert job["status"] == "queued"
+    assert client.get(f"/-/validations/{job['id']}").json() == job
+    assert client.get("/-/validations").json() == [job]
+    assert admin.jobs.pending.qsize() == 1
+    missing = client.post(
+        "/-/validations", headers=bearer(TOKEN), json={**body, "candidate": "v9"}
+    )
+    assert missing.status_code == 404
+    assert "no version 'v9'" in missing.json()["error"]
+    malformed = client.post(
+        "/-/validations", headers=bearer(TOKEN), json={"model": "digits"}
+    )
+    assert malformed.status_code == 400
+    assert malformed.json()["error"].startswith("expected a JSON body like")
+    assert client.get("/-/validations/nope").status_code == 404
+
+
+def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
+    assert client.get("/-/nothing").json() == {"error": "Not Found"}
+    wrong_method = client.get("/-/rollouts/digits/pause")
+    assert wrong_method.status_code == 405
+
+
+# -- the router's forwarding routes -----------------------------------------
+
+
+def forwarding_app(call: ValidatorCall, timeout_s: float = 1.0) -> Starlette:
+    return Starlette(routes=forwarding_routes(call, timeout_s))
+
+
+def test_forwarding_reaches_the_validator_app(admin: Admin) -> None:
+    seen: list[tuple[str, str, Headers]] = []
+
+    async def call(
+        method: str, path: str, query: bytes, headers: Headers, body: bytes
+    ) -> ForwardedResponse:
+        seen.append((method, path, headers))
+        return await call_asgi(admin.app, method, path, query, headers, body)
+
+    with TestClient(forwarding_app(call)) as client:
+        metrics = client.get("/metrics", headers={"x-other": "dropped"})
+        assert metrics.status_code == 200
+        assert set(metrics.headers) == {"content-type", "content-length"}
+        paused = client.post("/-/rollouts/digits/pause", headers=bearer(TOKEN), json={})
+        assert paused.status_code == 200
+        assert paused.json()["rollout"]["phase"] == "paused"
+        window = client.get("/-/validation", params={"window_s": "soon"})
+        assert window.status_code == 400
+    assert [path for _, path, _ in seen] == [
+        "/metrics",
+        "/-/rollouts/digits/pause",
+        "/-/validation",
+    ]
+    assert {name for _, _, headers in seen for name, _ in headers} <= {
+        b"authorization",
+        b"content-type",
+        b"accept",
+    }
+
+
+async def _refuses(
+    method: str, path: str, query: bytes, headers: Headers, body: bytes
+) -> ForwardedResponse:
+    raise ServiceUnavailable("no replica")
+
+
+async def _hangs(
+    method: str, path: str, query: bytes, headers: Headers, body: bytes
+) -> ForwardedResponse:
+    await asyncio.sleep(60)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("call", [_refuses, _hangs])
+@pytest.mark.parametrize("path", ["/metrics", "/-/rollouts", "/-/dashboard"])
+def test_a_validator_that_cannot_answer_is_a_503_with_retry_after(
+    call: ValidatorCall, path: str
+) -> None:
+    with TestClient(forwarding_app(call, timeout_s=0.05)) as client:
+        response = client.get(path)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"].startswith("the Validator is not answering")
+
+
+def test_a_validator_503_keeps_its_retry_after() -> None:
+    async def busy(
+        method: str, path: str, query: bytes, headers: Headers, body: bytes
+    ) -> ForwardedResponse:
+        body = json.dumps({"error": "busy"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", b"7"),
+            (b"x-internal", b"secret"),
+        ]
+        return 503, headers, body
+
+    with TestClient(forwarding_app(busy)) as client:
+        response = client.get("/-/rollouts")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert "x-internal" not in response.headers
