@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from rayfleet.platform.config.spec import (
     VersionSpec,
 )
 from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.validation.observation import Observation, ObservationRow
 from tests.browser import dump_dom, ensure_chromium, screenshot
 
@@ -50,19 +51,6 @@ FEATURES = 8
 
 
 # -- a realistic /-/validation document ------------------------------------
-
-
-class MemoryStore:
-    """The :class:`StateStore` protocol in a dict."""
-
-    def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Any]] = {}
-
-    def read_state(self, key: str) -> dict[str, Any] | None:
-        return self.docs.get(key)
-
-    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
-        self.docs[key] = dict(state)
 
 
 def _spec() -> PlatformSpec:
@@ -193,7 +181,7 @@ def _core() -> ValidatorCore:
     rng = np.random.default_rng(1)
     reference = {f"f{i}": rng.normal(0.0, 1.0, 400) for i in range(FEATURES)}
     return ValidatorCore(
-        _spec(), "demo", MemoryStore(), {("digits", "v2"): reference}, now=T0
+        _spec(), "demo", MemoryStateStore(), {("digits", "v2"): reference}, now=T0
     )
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rayfleet.platform.config.spec import ModelSpec, PlatformSpec, VersionSpec
 from rayfleet.platform.errors import ModelError
 from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics, replica_requests
 from rayfleet.platform.serving.counters import (
     ReplicaCounters,
@@ -29,20 +28,12 @@ from rayfleet.platform.serving.inprocess import InProcessBackend
 T0 = 1_700_000_000.0
 
 
-class _NoState:
-    def read_state(self, key: str) -> dict[str, Any] | None:
-        return None
-
-    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
-        pass
-
-
 def _core() -> ValidatorCore:
     spec = PlatformSpec(
         store="memory://unused",
         models=(ModelSpec(name="digits", versions=(VersionSpec(name="v1"),)),),
     )
-    return ValidatorCore(spec, "app", _NoState(), {}, now=T0)
+    return ValidatorCore(spec, "app", MemoryStateStore(), {}, now=T0)
 
 
 def test_counters_report_running_totals() -> None:
