@@ -79,5 +79,5 @@ def serve_config_locally(config: dict[str, Any], *, smoke: bool = False) -> None
     except KeyboardInterrupt:
         print("stopping")
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
