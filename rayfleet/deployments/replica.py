@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -16,27 +15,17 @@ from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import VersionSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
 from rayfleet.platform.constants import UNBATCHED_CONCURRENCY
-from rayfleet.platform.errors import ModelError, RayfleetError
+from rayfleet.platform.errors import RayfleetError
 from rayfleet.platform.runtimes import Runtime, guarded_predict
 from rayfleet.platform.serving.batcher import DynamicBatcher
 from rayfleet.platform.serving.counters import ReplicaCounters
 from rayfleet.platform.serving.loading import load_version
 from rayfleet.platform.serving.service import ReplicaResult
+from rayfleet.platform.serving.stacking import BatchRunner, Inputs
 
 __all__ = ["ModelReplica"]
 
 logger = logging.getLogger("ray.serve")
-
-Inputs = dict[str, np.ndarray]
-
-
-def _split_rows(outputs: Inputs, sizes: list[int]) -> list[Inputs]:
-    edges = np.cumsum(sizes)[:-1]
-    per_output = {name: np.split(array, edges) for name, array in outputs.items()}
-    return [
-        {name: parts[index] for name, parts in per_output.items()}
-        for index in range(len(sizes))
-    ]
 
 
 @serve.deployment
@@ -63,21 +52,16 @@ class ModelReplica:
         self.warm_s = loaded.warm_s
         batching = self.spec.batching
         batched = batching.max_batch_size > 1 and self.manifest.signature.batchable
+        self.counters = ReplicaCounters()
+        run = BatchRunner(self.manifest.signature, self._predict, self.counters)
         # Every request waits in this queue for the model: batched along the
         # first dimension when the signature allows, otherwise a few at a time,
         # so a replica holding many requests does not run them all at once.
         self.batcher: DynamicBatcher[Inputs, ReplicaResult] = (
-            DynamicBatcher(
-                self._run_batch,
-                batching.max_batch_size,
-                batching.batch_wait_timeout_s,
-            )
+            DynamicBatcher(run, batching.max_batch_size, batching.batch_wait_timeout_s)
             if batched
-            else DynamicBatcher(
-                self._run_batch, 1, 0.0, max_concurrent=UNBATCHED_CONCURRENCY
-            )
+            else DynamicBatcher(run, 1, 0.0, max_concurrent=UNBATCHED_CONCURRENCY)
         )
-        self.counters = ReplicaCounters()
         if validator is not None:
             replica = serve.get_replica_context().replica_id.unique_id
             # Serve runs the constructor on the replica's event loop; the task
@@ -107,36 +91,6 @@ class ModelReplica:
         except Exception:
             self.counters.failed()
             raise
-
-    async def _run_batch(
-        self, requests: list[Inputs]
-    ) -> list[ReplicaResult | BaseException]:
-        size = len(requests)
-        if size == 1:
-            return [await self._alone(requests[0])]
-        rows = [len(next(iter(r.values()))) for r in requests]
-        stacked = {
-            name: np.concatenate([r[name] for r in requests]) for name in requests[0]
-        }
-        try:
-            outputs, model_ms = await self._predict(stacked)
-        except ModelError:
-            # One bad request must not fail the others it was batched with: run
-            # each alone, so only the one that raises gets the error.
-            return list(
-                await asyncio.gather(
-                    *(self._alone(r) for r in requests), return_exceptions=True
-                )
-            )
-        self.counters.ran_batch(size)
-        return [
-            ReplicaResult(part, model_ms, size) for part in _split_rows(outputs, rows)
-        ]
-
-    async def _alone(self, inputs: Inputs) -> ReplicaResult:
-        outputs, model_ms = await self._predict(inputs)
-        self.counters.ran_batch(1)
-        return ReplicaResult(outputs, model_ms, 1)
 
     async def _predict(self, inputs: Inputs) -> tuple[Inputs, float]:
         where = f"{self.model}/{self.spec.name}"

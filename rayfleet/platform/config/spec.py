@@ -279,6 +279,10 @@ class ModelSpec(Spec):
         return weights
 
 
+# How many times max_body_bytes a request may decode to, unless set.
+_DECODED_PER_BODY = 4
+
+
 class RouterSpec(Spec):
     """Limits and size of the router, the HTTP ingress.
 
@@ -287,6 +291,12 @@ class RouterSpec(Spec):
     """
 
     max_body_bytes: PositiveInt = 64 * 1024 * 1024
+    # What a request may decode to. The body limit alone does not bound memory:
+    # compressed Arrow expands a thousandfold, and a JSON number of two bytes
+    # ("1,") becomes an 8-byte element. Unset, it is _DECODED_PER_BODY times
+    # max_body_bytes: that takes any uncompressed body the router accepts (JSON
+    # at its densest included) and still stops a small stream that expands.
+    max_decoded_bytes: PositiveInt = _DECODED_PER_BODY * 64 * 1024 * 1024
     request_timeout_s: PositiveFloat = 30.0
     num_cpus: NonNegativeFloat = 0.5
     autoscaling: AutoscalingSpec = AutoscalingSpec(target_ongoing_requests=64)
@@ -295,6 +305,15 @@ class RouterSpec(Spec):
         default="x-session-id",
         description="requests with the same value of this header meet one version",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decoded_follows_body(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "max_decoded_bytes" not in data:
+            body = data.get("max_body_bytes")
+            if type(body) is int and body > 0:
+                return {**data, "max_decoded_bytes": _DECODED_PER_BODY * body}
+        return data
 
 
 class ObservationSpec(Spec):

@@ -100,6 +100,18 @@ def add_inference_servicer(servicer: Any, server: Any) -> None:
 
 Rpc = Callable[[Any, Any, Any], Awaitable[Any]]
 
+# Status details travel in a trailer, percent-encoded: up to 12 bytes a character.
+# Past the client's metadata limit (8 KiB by default) the client sees
+# RESOURCE_EXHAUSTED instead of the status, so a message that quotes a long
+# value from the request (an unknown version's name) is cut to fit.
+_MAX_DETAILS_CHARS = 512
+
+
+def _details(message: str) -> str:
+    if len(message) <= _MAX_DETAILS_CHARS:
+        return message
+    return message[: _MAX_DETAILS_CHARS - 3] + "..."
+
 
 def _answered(empty: Callable[[], Any]) -> Callable[[Rpc], Rpc]:
     """An RPC whose errors become a status code and an ``empty()`` reply.
@@ -115,7 +127,7 @@ def _answered(empty: Callable[[], Any]) -> Callable[[Rpc], Rpc]:
                 return await rpc(self, request, grpc_context)
             except RayfleetError as error:
                 grpc_context.set_code(grpc_status(error))
-                grpc_context.set_details(error.message)
+                grpc_context.set_details(_details(error.message))
             except Exception:  # anything else is a bug: logged, never leaked
                 logger.exception("unexpected error in %s", rpc.__name__)
                 grpc_context.set_code(grpc.StatusCode.INTERNAL)
@@ -176,7 +188,9 @@ class GrpcInference:
             raise PayloadTooLarge(
                 f"request of {len(request)} bytes is over the {limit}-byte limit"
             )
-        call = decode_infer_request(request)
+        call = decode_infer_request(
+            request, max_decoded_bytes=self.service.spec.router.max_decoded_bytes
+        )
         model, pin = call.model_name, call.model_version or None
         # An unknown model or version is NOT_FOUND before the inputs are checked,
         # as over HTTP.

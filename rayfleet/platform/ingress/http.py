@@ -9,7 +9,8 @@ Routes (KServe v2 / Open Inference Protocol, plus v1 and Arrow)::
     POST /v2/models/{m}[/versions/{v}]/infer     JSON, binary tensors, or Arrow IPC
     POST /v1/models/{m}:predict                  {"instances": ...}
 
-Every response carries ``x-model-version`` when a version was chosen. Errors are
+Every response carries ``x-model-version`` when a version was chosen: the name as
+the traffic plan spells it, never a value copied from the request. Errors are
 raised as :mod:`rayfleet.platform.errors` types and turned into JSON here, once.
 """
 
@@ -28,7 +29,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from rayfleet.platform.errors import (
-    InvalidInput,
     PayloadTooLarge,
     RayfleetError,
     ServiceUnavailable,
@@ -43,6 +43,7 @@ from rayfleet.platform.protocol import (
     encode_arrow_response,
     encode_response,
     encode_v1_response,
+    parse_header_length,
 )
 from rayfleet.platform.serving.service import InferenceService, Outcome
 
@@ -128,9 +129,15 @@ class _InferenceRoutes:
         body = await _read_body(request, self.router_spec.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == ARROW_CONTENT_TYPE:
-            infer_request = decode_arrow_request(body)
+            infer_request = decode_arrow_request(
+                body, max_decoded_bytes=self.router_spec.max_decoded_bytes
+            )
         else:
-            infer_request = decode_request(body, _header_length(request))
+            infer_request = decode_request(
+                body,
+                parse_header_length(request.headers.get(HEADER_LENGTH)),
+                max_decoded_bytes=self.router_spec.max_decoded_bytes,
+            )
         outcome = await service.infer(
             model, infer_request, pin=pin, sticky_key=self.sticky_of(request)
         )
@@ -166,6 +173,7 @@ class _InferenceRoutes:
             body,
             [spec.name for spec in signature.inputs],
             [spec.datatype for spec in signature.inputs],
+            max_decoded_bytes=self.router_spec.max_decoded_bytes,
         )
         outcome = await service.infer(model, infer_request, pin=version)
         return Response(
@@ -184,10 +192,26 @@ class _InferenceRoutes:
         ready = await self.service.server_ready()
         return _json({"ready": ready}, 200 if ready else 503)
 
+    def known_version(self, model: str, version: str | None) -> str | None:
+        """The served version named ``version``, as the traffic plan spells it;
+        ``None`` for no name or an unknown one.
+
+        Only this goes into the ``x-model-version`` header: a name from the
+        request, echoed as sent, could carry bytes (a NUL, CR LF) that the server
+        refuses to write, and the client would get a closed connection, not a 404.
+        """
+        plan = self.service.plans.get(model)
+        if version is None or plan is None:
+            return None
+        return next((name for name in plan.weights if name == version), None)
+
     async def model_metadata(self, request: Request) -> Response:
-        version = request.path_params.get("version")
-        metadata = self.service.model_metadata(request.path_params["model"], version)
-        return _json(metadata, version=version)
+        model, version = (
+            request.path_params["model"],
+            request.path_params.get("version"),
+        )
+        metadata = self.service.model_metadata(model, version)
+        return _json(metadata, version=self.known_version(model, version))
 
     async def model_ready(self, request: Request) -> Response:
         model, version = (
@@ -196,14 +220,17 @@ class _InferenceRoutes:
         )
         ready = await self.service.model_ready(model, version)
         return _json(
-            {"name": model, "ready": ready}, 200 if ready else 503, version=version
+            {"name": model, "ready": ready},
+            200 if ready else 503,
+            version=self.known_version(model, version),
         )
 
     def on_error(self, request: Request, error: Exception) -> Response:
         response = error_response(request, error)
-        pin = self.pin_of(request)
-        if pin and isinstance(error, RayfleetError):
-            response.headers[VERSION_HEADER] = pin
+        model = request.path_params.get("model")
+        version = model and self.known_version(model, self.pin_of(request))
+        if version and isinstance(error, RayfleetError):
+            response.headers[VERSION_HEADER] = version
         return response
 
 
@@ -250,10 +277,19 @@ def _json(payload: Any, status: int = 200, version: str | None = None) -> Respon
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    # isascii(): isdigit() alone takes "²", which int() refuses. A length with more
+    # digits than the limit is over it, without int() reading them all.
+    digits = declared.lstrip("0") or "0"
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(digits) > len(str(limit)) or int(digits) > limit)
+    ):
         raise PayloadTooLarge(
-            f"body of {declared} bytes is over the {limit}-byte limit"
+            f"body of {digits} bytes is over the {limit}-byte limit"
+            if len(digits) <= 20
+            else f"body is over the {limit}-byte limit"
         )
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -262,15 +298,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body is over the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(HEADER_LENGTH)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise InvalidInput(f"{HEADER_LENGTH} must be a non-negative integer: {value!r}")
-    return int(value)
 
 
 def _outcome_headers(outcome: Outcome) -> dict[str, str]:

@@ -8,9 +8,12 @@ anything wrong with what a client sent. One idea per module:
 - :mod:`.types`: the protocol-neutral request and response.
 - :mod:`.datatypes`: v2 datatypes, their numpy dtypes, and JSON tensor values.
 - :mod:`.bytes_codec`: the length-prefixed binary layout of BYTES tensors.
+- :mod:`.limits`: what a decoded input may be (rank, dimensions, decoded bytes),
+  checked by every codec before numpy sees it.
 - :mod:`.v2`: the v2 REST codec with the binary tensor extension.
 - :mod:`.v1`: the TF-Serving / KServe v1 ``:predict`` codec.
-- :mod:`.arrow`: the Arrow IPC stream codec.
+- :mod:`.arrow`: the Arrow IPC stream codec, and :mod:`.arrow_sizes`, which reads
+  how large a stream's buffers are once decompressed, before they are.
 - :mod:`.grpc_codec`: v2 gRPC messages and status codes, and :mod:`.grpc_wire`,
   which cuts raw tensors out of a serialized request without a copy.
 
@@ -33,8 +36,10 @@ from rayfleet.platform.protocol.arrow import (
     read_arrow_stream,
     write_arrow_stream,
 )
+from rayfleet.platform.protocol.arrow_sizes import stream_decoded_bytes
 from rayfleet.platform.protocol.bytes_codec import (
     BytesWording,
+    check_bytes_count,
     decode_bytes,
     encode_bytes,
 )
@@ -47,6 +52,14 @@ from rayfleet.platform.protocol.datatypes import (
     numpy_dtype,
     v2_datatype,
 )
+from rayfleet.platform.protocol.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    INT64_MAX,
+    MAX_RANK,
+    check_decoded_bytes,
+    check_shape,
+    decoded_bytes,
+)
 from rayfleet.platform.protocol.types import (
     InferRequest,
     InferResponse,
@@ -57,11 +70,15 @@ from rayfleet.platform.protocol.v2 import (
     EncodedResponse,
     decode_request,
     encode_response,
+    parse_header_length,
 )
 
 __all__ = [
     "ARROW_CONTENT_TYPE",
     "DATATYPES",
+    "DEFAULT_MAX_DECODED_BYTES",
+    "INT64_MAX",
+    "MAX_RANK",
     "ArrowDirection",
     "BytesWording",
     "EncodedResponse",
@@ -70,10 +87,14 @@ __all__ = [
     "RequestedOutput",
     "array_from_json",
     "array_to_json",
+    "check_bytes_count",
+    "check_decoded_bytes",
+    "check_shape",
     "decode_arrow_request",
     "decode_bytes",
     "decode_request",
     "decode_v1_request",
+    "decoded_bytes",
     "element_size",
     "encode_arrow_response",
     "encode_bytes",
@@ -81,7 +102,9 @@ __all__ = [
     "encode_v1_response",
     "little_endian",
     "numpy_dtype",
+    "parse_header_length",
     "read_arrow_stream",
+    "stream_decoded_bytes",
     "v2_datatype",
     "write_arrow_stream",
 ]

@@ -17,6 +17,9 @@ Convention, for requests and responses alike:
   metadata ``datatype`` = ``"BF16"``. The encoders write ``datatype`` on every field;
   when present it must agree with the column's Arrow type.
 * Tensors have no nulls, so a null at any nesting level is rejected.
+* Compressed bodies (LZ4 or ZSTD buffers) are read only when their buffers'
+  uncompressed sizes, plus what BOOL and BYTES columns take as numpy arrays, fit
+  ``max_decoded_bytes`` (:mod:`.arrow_sizes`); shapes pass :mod:`.limits`.
 * Schema metadata carries ``id`` on requests, and ``model_name``,
   ``model_version`` and (when set) ``id`` on responses.
 
@@ -36,7 +39,15 @@ import numpy as np
 import pyarrow as pa
 
 from rayfleet.platform.errors import InvalidInput, ModelError, RayfleetError
+from rayfleet.platform.protocol.arrow_sizes import stream_decoded_bytes
 from rayfleet.platform.protocol.datatypes import little_endian, v2_datatype
+from rayfleet.platform.protocol.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    MAX_RANK,
+    check_decoded_bytes,
+    check_shape,
+    decoded_bytes,
+)
 from rayfleet.platform.protocol.types import InferRequest, InferResponse
 
 __all__ = [
@@ -84,9 +95,17 @@ _BYTES_TYPES: Final = (
 )
 
 
-def decode_arrow_request(body: bytes) -> InferRequest:
-    """Decode an Arrow IPC request: one input per column (see the module docstring)."""
-    inputs, datatypes, metadata = read_arrow_stream(body, "request")
+def decode_arrow_request(
+    body: bytes, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+) -> InferRequest:
+    """Decode an Arrow IPC request: one input per column (see the module docstring).
+
+    PayloadTooLarge when its inputs decode to more than ``max_decoded_bytes``,
+    raised before the buffers are decompressed.
+    """
+    inputs, datatypes, metadata = read_arrow_stream(
+        body, "request", max_decoded_bytes=max_decoded_bytes
+    )
     request_id = metadata.get(b"id")
     return InferRequest(
         inputs=inputs,
@@ -111,16 +130,26 @@ def encode_arrow_response(response: InferResponse) -> bytes:
 
 
 def read_arrow_stream(
-    body: bytes, direction: ArrowDirection
+    body: bytes,
+    direction: ArrowDirection,
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[bytes, bytes]]:
     """The tensors of an Arrow IPC ``body``: arrays and v2 datatypes by name, and
     the schema metadata.
 
     ``direction`` says whether ``body`` is a request or a response, for the
-    wording of the InvalidInput raised when it breaks the convention.
+    wording of the InvalidInput raised when it breaks the convention. Tensors that
+    decode to more than ``max_decoded_bytes`` raise PayloadTooLarge before the
+    memory is taken.
     """
+    what = _TENSOR[direction]
+    decoded = stream_decoded_bytes(body, direction)
+    check_decoded_bytes(f"Arrow {direction}", decoded, max_decoded_bytes)
     batch = _read_batch(body, direction)
-    arrays, datatypes = _batch_to_arrays(batch, _TENSOR[direction])
+    arrays, datatypes = _batch_to_arrays(
+        batch, what, _Budget(decoded, max_decoded_bytes)
+    )
     return arrays, datatypes, dict(batch.schema.metadata or {})
 
 
@@ -184,8 +213,20 @@ def _read_batch(body: bytes, what: str) -> Any:
     return batches[0]
 
 
+class _Budget:
+    """The decoded bytes a stream may still take, spent column by column."""
+
+    def __init__(self, spent: int, limit: int) -> None:
+        self.spent = spent
+        self.limit = limit
+
+    def spend(self, label: str, size: int) -> None:
+        self.spent += size
+        check_decoded_bytes(label, self.spent, self.limit)
+
+
 def _batch_to_arrays(
-    batch: Any, what: str
+    batch: Any, what: str, budget: _Budget
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     try:
         # Field names are decoded lazily, so a name that is not UTF-8 fails here.
@@ -197,11 +238,13 @@ def _batch_to_arrays(
     for name, field, column in zip(names, batch.schema, batch.columns, strict=True):
         if name in arrays:
             raise InvalidInput(f"{what} {name!r} appears more than once")
-        arrays[name], datatypes[name] = _column_to_array(field, column, what)
+        arrays[name], datatypes[name] = _column_to_array(field, column, what, budget)
     return arrays, datatypes
 
 
-def _column_to_array(field: Any, column: Any, what: str) -> tuple[np.ndarray, str]:
+def _column_to_array(
+    field: Any, column: Any, what: str, budget: _Budget
+) -> tuple[np.ndarray, str]:
     label = f"{what} {field.name!r}"
     metadata = field.metadata or {}
     row_shape_hint = _metadata_shape(label, metadata)
@@ -224,10 +267,16 @@ def _column_to_array(field: Any, column: Any, what: str) -> tuple[np.ndarray, st
         if values.null_count:
             raise InvalidInput(f"{label} has null values")
         row_shape.append(values.type.list_size)
+        if len(row_shape) >= MAX_RANK:
+            raise InvalidInput(
+                f"{label}: fixed-size lists nest over {MAX_RANK - 1} deep; at most "
+                f"{MAX_RANK} dimensions are allowed"
+            )
         # flatten(), unlike .values, honours the array's offset and length.
         values = values.flatten()
     if values.null_count:
         raise InvalidInput(f"{label} has null values")
+    budget.spend(label, _materialized_bytes(values))
     flat, datatype = _values_to_numpy(label, values, metadata)
 
     if row_shape_hint is not None:
@@ -237,7 +286,8 @@ def _column_to_array(field: Any, column: Any, what: str) -> tuple[np.ndarray, st
                 f"{math.prod(row_shape)} elements per row of its Arrow type"
             )
         row_shape = row_shape_hint
-    return flat.reshape((len(column), *row_shape)), datatype
+    shape = check_shape(label, (len(column), *row_shape), flat.dtype.itemsize)
+    return flat.reshape(shape), datatype
 
 
 def _metadata_shape(label: str, metadata: Mapping[bytes, bytes]) -> list[int] | None:
@@ -254,7 +304,25 @@ def _metadata_shape(label: str, metadata: Mapping[bytes, bytes]) -> list[int] | 
         raise InvalidInput(
             f"{label}: metadata shape must be a list of non-negative integers"
         )
-    return shape
+    # The rows are one more dimension in front of the per-row shape; the whole
+    # shape is checked once the rows are known.
+    if len(shape) >= MAX_RANK:
+        raise InvalidInput(
+            f"{label}: metadata shape has {len(shape)} dimensions; with the rows, "
+            f"at most {MAX_RANK} are allowed"
+        )
+    return list(check_shape(f"{label} metadata", shape, 1))
+
+
+def _materialized_bytes(values: Any) -> int:
+    """What converting flat ``values`` to numpy allocates beyond Arrow's buffers:
+    BOOL unpacks bits to bytes, BYTES makes one Python object per element."""
+    if pa.types.is_boolean(values.type):
+        return len(values)
+    if any(is_bytes(values.type) for is_bytes in _BYTES_TYPES):
+        payload: int = values.nbytes
+        return decoded_bytes((len(values),), None) + payload
+    return 0
 
 
 def _values_to_numpy(

@@ -17,7 +17,7 @@ import numpy as np
 
 from rayfleet.platform.errors import InvalidInput, RayfleetError
 
-__all__ = ["BytesWording", "decode_bytes", "encode_bytes"]
+__all__ = ["BytesWording", "check_bytes_count", "decode_bytes", "encode_bytes"]
 
 _LENGTH_PREFIX: Final = struct.Struct("<I")
 
@@ -57,6 +57,18 @@ def encode_bytes(label: str, arr: np.ndarray, error: type[RayfleetError]) -> byt
     return b"".join(parts)
 
 
+def check_bytes_count(label: str, size: int, count: int, wording: BytesWording) -> None:
+    """InvalidInput when ``size`` bytes are too few to hold ``count`` elements.
+
+    Every element costs at least its length prefix; checking this first keeps a
+    huge declared shape from allocating before the data proves it wrong.
+    """
+    if count * _LENGTH_PREFIX.size > size:
+        raise InvalidInput(
+            f"{label}: {wording.too_small.format(size=size, count=count)}"
+        )
+
+
 def decode_bytes(
     label: str, data: memoryview, count: int, wording: BytesWording
 ) -> np.ndarray:
@@ -68,12 +80,7 @@ def decode_bytes(
     last element raise InvalidInput, worded by ``wording`` after ``label``.
     """
     size = len(data)
-    # Every element costs at least its length prefix; checking this first keeps a
-    # huge declared shape from allocating before the data proves it wrong.
-    if count * _LENGTH_PREFIX.size > size:
-        raise InvalidInput(
-            f"{label}: {wording.too_small.format(size=size, count=count)}"
-        )
+    check_bytes_count(label, size, count, wording)
     out = np.empty(count, dtype=object)
     position = 0
     for index in range(count):

@@ -22,6 +22,7 @@ import ml_dtypes
 import numpy as np
 
 from rayfleet.platform.errors import InvalidInput, ModelError
+from rayfleet.platform.protocol.limits import check_shape
 
 __all__ = [
     "DATATYPES",
@@ -151,7 +152,8 @@ def array_from_json(
         found_shape = raw.shape
         arr = _cast_json_numbers(name, data, raw, datatype, dtype)
     if shape is None:
-        return arr.reshape(found_shape)
+        # Nesting gives the shape here, so it is checked as a declared one is.
+        return arr.reshape(check_shape(f"input {name!r}", found_shape, dtype.itemsize))
     needed = math.prod(shape)
     if arr.size != needed:
         raise InvalidInput(

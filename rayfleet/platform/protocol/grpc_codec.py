@@ -51,15 +51,23 @@ from rayfleet.platform.errors import (
 )
 from rayfleet.platform.protocol.bytes_codec import (
     BytesWording,
+    check_bytes_count,
     decode_bytes,
     encode_bytes,
 )
 from rayfleet.platform.protocol.datatypes import (
+    element_size,
     little_endian,
     numpy_dtype,
     v2_datatype,
 )
 from rayfleet.platform.protocol.grpc_wire import split_raw_contents
+from rayfleet.platform.protocol.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    check_decoded_bytes,
+    check_shape,
+    decoded_bytes,
+)
 from rayfleet.platform.protocol.types import (
     InferRequest,
     InferResponse,
@@ -136,7 +144,9 @@ class InferCall:
     request: InferRequest
 
 
-def decode_infer_request(wire: bytes) -> InferCall:
+def decode_infer_request(
+    wire: bytes, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+) -> InferCall:
     """Decode a serialized ``ModelInferRequest``.
 
     Takes the message as it arrived, not parsed: protobuf would copy every raw
@@ -147,7 +157,8 @@ def decode_infer_request(wire: bytes) -> InferCall:
     Raises InvalidInput naming the offending input for anything malformed: a body
     that is not a ModelInferRequest, unknown datatypes, negative dimensions, a raw
     or typed payload that does not hold the shape's elements, raw contents for some
-    inputs but not others.
+    inputs but not others. Inputs whose shapes add up to more than
+    ``max_decoded_bytes`` raise PayloadTooLarge before any is built.
     """
     header, raws = split_raw_contents(wire)
     try:
@@ -161,10 +172,19 @@ def decode_infer_request(wire: bytes) -> InferCall:
         )
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
+    decoded = 0
     for index, tensor in enumerate(message.inputs):
         name, datatype, shape = _tensor_header(index, tensor)
         if name in inputs:
             raise InvalidInput(f"input {name!r} appears more than once")
+        label = f"input {name!r}"
+        decoded += decoded_bytes(shape, element_size(datatype))
+        if raws and datatype == "BYTES":
+            # A shape its data cannot hold is malformed rather than large; the
+            # payload is copied out of the message, so it counts too.
+            check_bytes_count(label, len(raws[index]), math.prod(shape), _WORDING)
+            decoded += len(raws[index])
+        check_decoded_bytes(label, decoded, max_decoded_bytes)
         parameters = _parameters(tensor.parameters)
         if "shared_memory_region" in parameters:
             raise InvalidInput(
@@ -267,13 +287,11 @@ def _tensor_header(index: int, tensor: Any) -> tuple[str, str, list[int]]:
     name: str = tensor.name
     if not name:
         raise InvalidInput(f"inputs[{index}] has no name")
-    shape = list(tensor.shape)
-    if any(dim < 0 for dim in shape):
-        raise InvalidInput(f"input {name!r}: shape {shape} has a negative dimension")
     try:
-        numpy_dtype(tensor.datatype)
+        dtype = numpy_dtype(tensor.datatype)
     except InvalidInput as e:
         raise InvalidInput(f"input {name!r}: {e.message}") from None
+    shape = list(check_shape(f"input {name!r}", list(tensor.shape), dtype.itemsize))
     return name, tensor.datatype, shape
 
 

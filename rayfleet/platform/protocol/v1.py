@@ -22,11 +22,19 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
+import numpy as np
+
 from rayfleet.platform.errors import InvalidInput, ModelError
 from rayfleet.platform.protocol.datatypes import (
     array_from_json,
     array_to_json,
+    element_size,
     v2_datatype,
+)
+from rayfleet.platform.protocol.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    check_decoded_bytes,
+    decoded_bytes,
 )
 from rayfleet.platform.protocol.types import InferRequest, InferResponse
 
@@ -34,12 +42,17 @@ __all__ = ["decode_v1_request", "encode_v1_response"]
 
 
 def decode_v1_request(
-    body: bytes, input_names: Sequence[str], input_dtypes: Sequence[str]
+    body: bytes,
+    input_names: Sequence[str],
+    input_dtypes: Sequence[str],
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> InferRequest:
     """Decode a v1 ``:predict`` body for a model with these inputs and datatypes.
 
     ``input_names`` and ``input_dtypes`` are the model's signature, in order, with
-    v2 datatype names. Every problem with the body raises InvalidInput.
+    v2 datatype names. Every problem with the body raises InvalidInput; inputs
+    that decode to more than ``max_decoded_bytes`` together raise PayloadTooLarge.
     """
     if len(input_names) != len(input_dtypes) or not input_names:
         raise ValueError(
@@ -60,12 +73,17 @@ def decode_v1_request(
         columns = _columns_from_rows(document["instances"], input_names)
     else:
         columns = _columns_from_inputs(document["inputs"], input_names)
+    inputs: dict[str, np.ndarray] = {}
+    decoded = 0
+    for name, datatype in zip(input_names, input_dtypes, strict=True):
+        # The nesting is the shape, so the size is known only once numpy has read
+        # the JSON; that copy is bounded by the body, which already holds at
+        # least two bytes (a digit and a comma) per element.
+        inputs[name] = array_from_json(name, columns[name], datatype, b64=True)
+        decoded += decoded_bytes(inputs[name].shape, element_size(datatype))
+        check_decoded_bytes(f"input {name!r}", decoded, max_decoded_bytes)
     return InferRequest(
-        inputs={
-            name: array_from_json(name, columns[name], datatype, b64=True)
-            for name, datatype in zip(input_names, input_dtypes, strict=True)
-        },
-        datatypes=dict(zip(input_names, input_dtypes, strict=True)),
+        inputs=inputs, datatypes=dict(zip(input_names, input_dtypes, strict=True))
     )
 
 

@@ -28,22 +28,30 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from rayfleet.platform.errors import InvalidInput, ModelError
 from rayfleet.platform.protocol.bytes_codec import (
     BytesWording,
+    check_bytes_count,
     decode_bytes,
     encode_bytes,
 )
 from rayfleet.platform.protocol.datatypes import (
     array_from_json,
     array_to_json,
+    element_size,
     little_endian,
     numpy_dtype,
     v2_datatype,
+)
+from rayfleet.platform.protocol.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    check_decoded_bytes,
+    check_shape,
+    decoded_bytes,
 )
 from rayfleet.platform.protocol.types import (
     InferRequest,
@@ -51,7 +59,15 @@ from rayfleet.platform.protocol.types import (
     RequestedOutput,
 )
 
-__all__ = ["EncodedResponse", "decode_request", "encode_response"]
+__all__ = [
+    "EncodedResponse",
+    "decode_request",
+    "encode_response",
+    "parse_header_length",
+]
+
+# No body the router accepts is longer than int64 allows, which is 19 digits.
+_MAX_LENGTH_DIGITS: Final = 19
 
 _WORDING = BytesWording(
     too_small="binary_data_size {size} is too small for {count} BYTES elements",
@@ -86,12 +102,40 @@ class EncodedResponse:
         return b"".join(self.chunks)
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+def parse_header_length(value: str | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` header as an int; None when absent.
+
+    Strict: ASCII digits only (``str.isdigit`` also takes "²", which ``int``
+    refuses) and at most 19 of them, so that no value makes ``int`` work hard or
+    fail; anything else is InvalidInput. :func:`decode_request` checks it against
+    the body's length.
+    """
+    if value is None:
+        return None
+    if not (
+        0 < len(value) <= _MAX_LENGTH_DIGITS and value.isascii() and value.isdigit()
+    ):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise InvalidInput(
+            "Inference-Header-Content-Length must be "
+            "a non-negative integer of at most "
+            f"{_MAX_LENGTH_DIGITS} digits: {shown!r}"
+        )
+    return int(value)
+
+
+def decode_request(
+    body: bytes,
+    header_length: int | None,
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> InferRequest:
     """Decode a v2 inference request body.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header value, or
     None when absent (the whole body is JSON). Every problem with the body raises
-    InvalidInput naming the offending input.
+    InvalidInput naming the offending input; inputs whose declared shapes add up
+    to more than ``max_decoded_bytes`` raise PayloadTooLarge before any is built.
     """
     view = memoryview(body)
     size = len(view)
@@ -119,10 +163,13 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
     offset = header_end
+    decoded = 0
     for index, spec in enumerate(inputs_json):
         name, shape, datatype, parameters = _input_spec(index, spec)
         if name in inputs:
             raise InvalidInput(f"input {name!r} appears more than once")
+        label = f"input {name!r}"
+        decoded += decoded_bytes(shape, element_size(datatype))
         binary_size = parameters.get("binary_data_size")
         if binary_size is not None:
             if "data" in spec:
@@ -145,11 +192,18 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
                     f"input {name!r}: binary_data_size {binary_size} overruns the "
                     f"body; only {size - offset} bytes remain"
                 )
+            if datatype == "BYTES":
+                # A shape its data cannot hold is malformed rather than large;
+                # the payload is copied out of the body, so it counts too.
+                check_bytes_count(label, binary_size, math.prod(shape), _WORDING)
+                decoded += binary_size
+            check_decoded_bytes(label, decoded, max_decoded_bytes)
             inputs[name] = _binary_input(
                 name, view, offset, binary_size, datatype, shape
             )
             offset += binary_size
         elif "data" in spec:
+            check_decoded_bytes(label, decoded, max_decoded_bytes)
             inputs[name] = array_from_json(name, spec["data"], datatype, shape)
         else:
             raise InvalidInput(f"input {name!r} has neither 'data' nor binary data")
@@ -263,22 +317,19 @@ def _input_spec(index: int, spec: object) -> tuple[str, list[int], str, dict[str
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}] has no 'name'")
-    shape = spec.get("shape")
-    if shape is None:
+    raw_shape = spec.get("shape")
+    if raw_shape is None:
         raise InvalidInput(f"input {name!r} has no 'shape'")
-    if not isinstance(shape, list) or any(
-        isinstance(dim, bool) or not isinstance(dim, int) for dim in shape
-    ):
+    if not isinstance(raw_shape, list):
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of integers")
-    if any(dim < 0 for dim in shape):
-        raise InvalidInput(f"input {name!r}: shape {shape} has a negative dimension")
     datatype = spec.get("datatype")
     if datatype is None:
         raise InvalidInput(f"input {name!r} has no 'datatype'")
     try:
-        numpy_dtype(datatype)
+        dtype = numpy_dtype(datatype)
     except InvalidInput as e:
         raise InvalidInput(f"input {name!r}: {e.message}") from None
+    shape = list(check_shape(f"input {name!r}", raw_shape, dtype.itemsize))
     parameters = _parameters(spec.get("parameters"), f"input {name!r}")
     if "shared_memory_region" in parameters:
         raise InvalidInput(f"input {name!r}: shared memory inputs are not supported")

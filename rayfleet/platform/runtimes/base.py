@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from rayfleet.platform.config.signature import Signature
-from rayfleet.platform.errors import ModelError, RayfleetError
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.errors import InvalidInput, ModelError, RayfleetError
 from rayfleet.platform.protocol.datatypes import numpy_dtype
 
-__all__ = ["Runtime", "guarded_predict", "warm_up", "zero_inputs"]
+__all__ = [
+    "Runtime",
+    "guarded_predict",
+    "warm_up",
+    "zero_inputs",
+    "zero_row_outputs",
+]
 
 
 class Runtime(Protocol):
@@ -32,17 +38,52 @@ def zero_inputs(signature: Signature, batch_size: int) -> dict[str, np.ndarray]:
 
     Free dimensions become ``batch_size`` in the first place and 1 elsewhere.
     """
-    inputs = {}
-    for spec in signature.inputs:
+    return _zeros(signature.inputs, batch_size)
+
+
+def zero_row_outputs(
+    signature: Signature, inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray] | None:
+    """The answer to a request with zero rows, built from ``signature`` alone.
+
+    A request has zero rows when an input the signature batches (first dimension
+    ``-1``) arrives with a first dimension of 0. Its answer is every declared
+    output with zero rows, in the declared datatype: no model needs to run for it,
+    and many runtimes fail on an empty batch. ``None`` when the request has rows.
+
+    Raises :class:`InvalidInput` for zero rows when an output has no batch
+    dimension: there is no empty answer of that shape, so the request needs a row.
+    """
+    empty = any(
+        spec.batched
+        and spec.name in inputs
+        and np.ndim(inputs[spec.name]) > 0
+        and np.shape(inputs[spec.name])[0] == 0
+        for spec in signature.inputs
+    )
+    if not empty:
+        return None
+    fixed = [spec.name for spec in signature.outputs if not spec.batched]
+    if fixed:
+        raise InvalidInput(
+            f"the request has zero rows, and output(s) {fixed} have no batch "
+            "dimension: send at least one row"
+        )
+    return _zeros(signature.outputs, 0)
+
+
+def _zeros(specs: Sequence[TensorSpec], batch_size: int) -> dict[str, np.ndarray]:
+    tensors = {}
+    for spec in specs:
         shape = tuple(
             (batch_size if index == 0 else 1) if dim == -1 else dim
             for index, dim in enumerate(spec.shape)
         )
         if spec.datatype == "BYTES":
-            inputs[spec.name] = np.full(shape, b"", dtype=object)
+            tensors[spec.name] = np.full(shape, b"", dtype=object)
         else:
-            inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
-    return inputs
+            tensors[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+    return tensors
 
 
 def warm_up(runtime: Runtime, signature: Signature, max_batch_size: int) -> None:

@@ -30,6 +30,7 @@ from rayfleet.platform.errors import (
     http_status,
 )
 from rayfleet.platform.protocol.types import InferRequest, InferResponse
+from rayfleet.platform.runtimes.base import zero_row_outputs
 from rayfleet.platform.serving.traffic import TrafficPlan
 from rayfleet.platform.validation.observation import (
     Observation,
@@ -54,7 +55,8 @@ SERVER_VERSION = PACKAGE_VERSION
 
 @dataclass(frozen=True)
 class ReplicaResult:
-    """What a replica returns for one request."""
+    """What a replica returns for one request; ``batch_size`` 0 when no model ran
+    (a zero-row request, answered from the signature)."""
 
     outputs: dict[str, np.ndarray]
     model_ms: float
@@ -156,13 +158,20 @@ class InferenceService:
         plan = self.plan(model)
         version = plan.choose(pin=pin, sticky_key=sticky_key, rand=self.rand)
         manifest = self.manifests[model][version]
+        request_id = None
         try:
             check_inputs(manifest.signature, request.inputs, request.datatypes)
-            shadow = plan.shadow_target(version, self.rand)
-            request_id = uuid.uuid4().hex if shadow else None
-            if shadow is not None:
-                self._start_shadow(model, shadow, version, request, request_id)
-            result = await self._call(model, version, request.inputs)
+            empty = zero_row_outputs(manifest.signature, request.inputs)
+            if empty is not None:
+                # Answered from the signature: no model runs an empty batch, and
+                # a replica never batches it with others.
+                result = ReplicaResult(empty, 0.0, 0)
+            else:
+                shadow = plan.shadow_target(version, self.rand)
+                if shadow is not None:
+                    request_id = uuid.uuid4().hex
+                    self._start_shadow(model, shadow, version, request, request_id)
+                result = await self._call(model, version, request.inputs)
         except RayfleetError as error:
             self._record(model, version, started, http_status(error), request)
             raise
@@ -271,11 +280,14 @@ class InferenceService:
             return
         sample = self.spec.observations.sample_rate
         features = None
-        if status < 400 and (sample >= 1 or self.rand() < sample):
-            features = summarize_inputs(request.inputs)
         prediction = confidence = None
-        if result is not None:
-            prediction, confidence = summarize_outputs(result.outputs)
+        try:
+            if status < 400 and (sample >= 1 or self.rand() < sample):
+                features = summarize_inputs(request.inputs)
+            if result is not None:
+                prediction, confidence = summarize_outputs(result.outputs)
+        except Exception:  # a summary must never fail a request already answered
+            logger.exception("summarizing a request to %s/%s failed", model, version)
         self.recorder.record(
             Observation(
                 model=model,

@@ -133,8 +133,8 @@ def summarize_batch(
 
     Inputs contribute in the mapping's order, each as described in the module
     docstring, cut to ``max_features`` columns in all. Inputs that are not numeric
-    (``BYTES``), have no batch dimension, or disagree with the first one's batch
-    size are left out. ``None`` when nothing numeric is left.
+    (``BYTES``), have no batch dimension or no elements, or disagree with the first
+    one's batch size are left out. ``None`` when nothing numeric is left.
     """
     parts: list[np.ndarray] = []
     rows: int | None = None
@@ -144,7 +144,9 @@ def summarize_batch(
             continue
         if rows is None:
             rows = array.shape[0]
-        if array.shape[0] != rows or rows == 0:
+        # An array with no elements (zero rows, or a zero-size dimension) has
+        # nothing to summarize, and numpy's min and max refuse it.
+        if array.shape[0] != rows or array.size == 0:
             continue
         parts.append(_row_summaries(array, max_features))
     if not parts:
@@ -189,8 +191,16 @@ def batch_predictions(
     arrays = {name: np.asarray(value) for name, value in outputs.items()}
     classes = None
     label = arrays.get("label")
-    if label is not None and label.dtype.kind in "biu" and label.ndim >= 1:
-        classes = label.reshape(label.shape[0], -1)[:, 0].astype(np.float64)
+    # all(): a label with a zero-size trailing dimension has no class to read.
+    if (
+        label is not None
+        and label.dtype.kind in "biu"
+        and label.ndim >= 1
+        and all(label.shape[1:])
+    ):
+        # Indexed, not reshaped: reshape(0, -1) is ambiguous for zero rows.
+        first: tuple[slice | int, ...] = (slice(None), *[0] * (label.ndim - 1))
+        classes = label[first].astype(np.float64)
     scores = arrays.get("probabilities")
     if scores is None:
         scores = next(

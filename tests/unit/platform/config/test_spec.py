@@ -4,11 +4,13 @@ import logging
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from rayfleet.platform.config.rollout import GateSpec
 from rayfleet.platform.config.spec import (
     BatchingSpec,
     ObservationSpec,
+    RouterSpec,
     VersionSpec,
     parse_spec,
 )
@@ -229,3 +231,12 @@ def test_renamed_keys_warn_through_the_python_api_too() -> None:
         assert GateSpec(min_shadow_agreement=0.7) == GateSpec(  # type: ignore[call-arg]
             min_agreement=0.7
         )
+
+
+def test_max_decoded_bytes_follows_the_body_limit_unless_set() -> None:
+    assert RouterSpec().max_decoded_bytes == 4 * RouterSpec().max_body_bytes
+    assert RouterSpec(max_body_bytes=1000).max_decoded_bytes == 4000
+    given = RouterSpec.model_validate({"max_body_bytes": 1000, "max_decoded_bytes": 7})
+    assert given.max_decoded_bytes == 7
+    with pytest.raises(ValidationError, match="max_decoded_bytes"):
+        RouterSpec(max_decoded_bytes=0)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from rayfleet.cli.demo import build_demo_store, digits_split
@@ -164,6 +168,22 @@ def test_errors_are_json(
     assert message in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "length",
+    [b"9" * 5000, b"\xb2", b"-1", b"1e3", b"1 2", b""],
+    ids=["5000 nines", "byte 0xB2", "negative", "float", "space", "empty"],
+)
+def test_a_malformed_binary_header_length_is_a_400(app: tuple, length: bytes) -> None:
+    client, _, _ = app
+    response = client.post(
+        "/v2/models/digits/infer",
+        content=b'{"inputs": []}',
+        headers={"inference-header-content-length": length},
+    )
+    assert response.status_code == 400
+    assert "Inference-Header-Content-Length" in response.json()["error"]
+
+
 def test_a_failing_shadow_never_reaches_the_client(app: tuple) -> None:
     client, service, buffer = app
     buffer.drain(100)
@@ -200,3 +220,140 @@ def test_plans_update_and_unknown_models_are_ignored(app: tuple) -> None:
     assert "ghost" not in service.plans
     response = client.post("/v2/models/digits/infer", json=v2_body(ROWS[:1]))
     assert response.headers["x-model-version"] == "v2"
+
+
+class RefusesEmptyBatches:
+    """Wraps a runtime the way many fail: an empty batch raises."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.calls = 0
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if any(len(array) == 0 for array in inputs.values()):
+            raise RuntimeError("cannot run an empty batch")
+        return self.runtime.predict(inputs)
+
+
+def test_zero_rows_get_empty_outputs_without_the_model(app: tuple) -> None:
+    client, service, buffer = app
+    runtime = RefusesEmptyBatches(service.backend.runtimes["digits"]["v1"])
+    service.backend.runtimes["digits"]["v1"] = runtime
+    empty = np.zeros((0, 64), dtype=np.float32)
+
+    as_json = client.post("/v2/models/digits/infer", json=v2_body(empty))
+    assert as_json.status_code == 200
+    assert as_json.headers["x-model-version"] == "v1"
+    assert [
+        (o["name"], o["datatype"], o["shape"], o["data"])
+        for o in as_json.json()["outputs"]
+    ] == [("label", "INT64", [0], []), ("probabilities", "FP32", [0, 10], [])]
+
+    arrow = client.post(
+        "/v2/models/digits/infer",
+        content=encode_arrow_request({"input": empty}),
+        headers={"content-type": ARROW_CONTENT_TYPE},
+    )
+    assert arrow.status_code == 200
+    outputs = decode_arrow_response(arrow.content)
+    assert outputs["label"].shape == (0,) and outputs["label"].dtype == np.int64
+    assert outputs["probabilities"].shape == (0, 10)
+    assert outputs["probabilities"].dtype == np.float32
+
+    infer_input = triton_http.InferInput("input", [0, 64], "FP32")
+    infer_input.set_data_from_numpy(empty, binary_data=True)
+    body, length = triton_http.InferenceServerClient.generate_request_body(
+        [infer_input],
+        outputs=[triton_http.InferRequestedOutput("probabilities", binary_data=True)],
+    )
+    binary = client.post(
+        "/v2/models/digits/infer",
+        content=body,
+        headers={"inference-header-content-length": str(length)},
+    )
+    assert binary.status_code == 200
+    result = triton_http.InferResult.from_response_body(
+        binary.content,
+        header_length=int(binary.headers["inference-header-content-length"]),
+    )
+    assert result.as_numpy("probabilities").shape == (0, 10)
+
+    assert runtime.calls == 0
+    rows = [Observation.from_row(row) for row in buffer.drain(10)]
+    assert [(o.version, o.status, o.prediction, o.features) for o in rows] == [
+        ("v1", 200, None, None)
+    ] * 3
+    # The same model still answers a request with rows.
+    assert client.post("/v2/models/digits/infer", json=v2_body(ROWS)).status_code == 200
+    assert runtime.calls == 1
+
+
+KNOWN_VERSIONS = {"v1", "v2", "v3"}
+
+
+def assert_headers_are_ours(response: httpx.Response) -> None:
+    """Every header of an answer is one the app sets, with a value of its own."""
+    headers = response.headers
+    assert set(headers) <= {"content-length", "content-type", "x-model-version"}
+    assert headers.get("x-model-version", "v1") in KNOWN_VERSIONS
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == str(len(response.content))
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["v1%00", "v1%0d%0aset-cookie:%20x=1", "v%C3%A9", "%E2%82%AC", "v" * 5000],
+)
+@pytest.mark.parametrize(
+    ("method", "route"), [("POST", "/infer"), ("GET", ""), ("GET", "/ready")]
+)
+def test_an_unknown_version_is_never_echoed_into_a_header(
+    app: tuple, version: str, method: str, route: str
+) -> None:
+    client, _, _ = app
+    path = f"/v2/models/digits/versions/{version}{route}"
+    response = client.request(method, path, content=b"{}")
+    assert response.status_code == 404
+    assert "no version" in response.json()["error"]
+    assert "x-model-version" not in response.headers
+    assert_headers_are_ours(response)
+
+
+def test_an_unknown_pin_header_is_not_echoed(app: tuple) -> None:
+    client, _, _ = app
+    response = client.post(
+        "/v2/models/digits/infer",
+        json=v2_body(ROWS[:1]),
+        headers={"x-model-version": "v9"},
+    )
+    assert response.status_code == 404
+    assert "x-model-version" not in response.headers
+
+
+def test_an_error_on_a_known_version_names_it(app: tuple) -> None:
+    client, _, _ = app
+    response = client.post("/v2/models/digits/versions/v1/infer", content=b"{")
+    assert response.status_code == 400
+    assert response.headers["x-model-version"] == "v1"
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    version=st.text(min_size=1, max_size=300),
+    method_route=st.sampled_from([("POST", "/infer"), ("GET", ""), ("GET", "/ready")]),
+)
+def test_any_path_version_gets_a_json_answer_with_our_headers(
+    app: tuple, version: str, method_route: tuple[str, str]
+) -> None:
+    client, _, _ = app
+    method, route = method_route
+    path = f"/v2/models/digits/versions/{quote(version, safe='')}{route}"
+    response = client.request(method, path, content=b"{")
+    assert response.status_code < 500
+    assert isinstance(response.json()["error"], str) or response.status_code == 200
+    assert_headers_are_ours(response)

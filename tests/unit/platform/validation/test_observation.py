@@ -112,3 +112,42 @@ def test_outputs_regression_value(shape: tuple[int, ...]) -> None:
 def test_outputs_without_a_prediction() -> None:
     assert summarize_outputs({"text": np.array([b"x"], dtype=object)}) == (None, None)
     assert batch_predictions({}) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {
+            "label": np.zeros((0,), dtype=np.int64),
+            "probabilities": np.zeros((0, 10), dtype=np.float32),
+        },
+        {"label": np.zeros((0, 1), dtype=np.int64)},
+        {"scores": np.zeros((0, 3), dtype=np.float32)},
+        {"value": np.zeros((0,), dtype=np.float32)},
+        {"value": np.zeros((0, 1), dtype=np.float64)},
+        {"label": np.zeros((2, 0), dtype=np.int64)},
+        {"text": np.zeros((0,), dtype=object)},
+    ],
+)
+def test_empty_outputs_summarize_to_nothing(outputs: dict[str, np.ndarray]) -> None:
+    assert summarize_outputs(outputs) == (None, None)
+    classes, confidence = batch_predictions(outputs)
+    for column in (classes, confidence):
+        assert column is None or column.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 64), (0,), (0, 3, 8, 8), (2, 0), (2, 0, 3), (2, 3, 0, 1)]
+)
+def test_inputs_without_elements_have_no_summary(shape: tuple[int, ...]) -> None:
+    inputs = {"x": np.zeros(shape, dtype=np.float32)}
+    assert summarize_inputs(inputs) is None
+    assert summarize_batch(inputs) is None
+
+
+def test_an_empty_input_leaves_the_others_summarized() -> None:
+    inputs = {
+        "empty": np.zeros((1, 0, 4), dtype=np.float32),
+        "x": np.array([[1.0, 2.0]], dtype=np.float32),
+    }
+    assert summarize_inputs(inputs) == (1.0, 2.0)
