@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STORE := build/models
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration cluster lint format models clean
+.PHONY: demo test unit integration cluster fuzz lint format models clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ cluster: $(STAMP)
 	$(BIN)/python -m pytest tests/cluster -q
 
 test: lint unit integration cluster
+
+# Hostile input, no Ray: the unit fuzz tests with RAYFLEET_FUZZ=long, over 10,000
+# generated requests to the in-process HTTP, gRPC and admin apps. The last line
+# is the count of requests and of failures.
+fuzz: $(STAMP)
+	RAYFLEET_FUZZ=long $(BIN)/python -m pytest tests/unit/platform/ingress -q -k fuzz
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix rayfleet tests loadtest

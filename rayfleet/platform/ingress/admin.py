@@ -12,8 +12,12 @@ Routes of the Validator's app (:func:`build_admin_app`); * marks admin routes::
 
 Admin routes need ``Authorization: Bearer <token>``, the token being the value
 of the spec's ``admin_token_env`` where the Validator runs; without one they
-are off. Clients reach these pages through a router: :func:`forwarding_routes`
-sends each request whole to the Validator and answers 503 when it cannot.
+are off. Their bodies are typed models, read as specs are (unknown keys refused):
+``weights`` takes :class:`WeightsBody`, the other actions nothing (an empty body
+or ``{}``), ``/-/validations`` a :class:`ValidationRequest`. Any body that does
+not fit is a 400 naming the field, and one over :data:`ADMIN_MAX_BODY_BYTES` a
+413. Clients reach these pages through a router: :func:`forwarding_routes` sends
+each request whole to the Validator and answers 503 when it cannot.
 """
 
 from __future__ import annotations
@@ -22,19 +26,22 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from rayfleet.platform.config.base import Spec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.constants import DEFAULT_VALIDATION_WINDOW_S
 from rayfleet.platform.errors import (
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     ServiceUnavailable,
     StoreError,
     Unauthorized,
@@ -51,7 +58,14 @@ from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.telemetry import CONTENT_TYPE, render_metrics
 from rayfleet.platform.validation.jobs import JobQueue, ValidationRequest
 
-__all__ = ["ValidatorCall", "build_admin_app", "forwarding_routes"]
+__all__ = [
+    "ADMIN_MAX_BODY_BYTES",
+    "NoArguments",
+    "ValidatorCall",
+    "WeightsBody",
+    "build_admin_app",
+    "forwarding_routes",
+]
 
 # The Validator's ``http`` method: (method, path, query, headers, body) in,
 # (status, headers, body) out.
@@ -63,6 +77,24 @@ ValidatorCall = Callable[
 # in, the body's type and a 503's Retry-After out; nothing else.
 _FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept")
 _FORWARDED_REPLY_HEADERS = (b"content-type", b"retry-after")
+
+# The largest admin body: the biggest one that means something, a validation job
+# naming a dataset URI, is well under a kilobyte. Bounding it keeps a client from
+# making the Validator (or the router forwarding to it) hold an arbitrary body.
+ADMIN_MAX_BODY_BYTES = 64 * 1024
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+class WeightsBody(Spec):
+    """``POST /-/rollouts/{model}/weights``: the canary's percent of traffic."""
+
+    # Strict: a JSON number, not a string or a boolean that happens to convert.
+    weight: float = Field(ge=0, le=100, allow_inf_nan=False, strict=True)
+
+
+class NoArguments(Spec):
+    """The body of promote, rollback, pause and resume: nothing, or ``{}``."""
 
 
 def build_admin_app(
@@ -136,12 +168,12 @@ def build_admin_app(
     async def act(request: Request) -> Response:
         check_admin(request)
         model, action = request.path_params["model"], request.path_params["action"]
+        body = await _read_admin_body(request)
         weight = None
         if action == "weights":
-            try:
-                weight = float((await request.json())["weight"])
-            except (ValueError, KeyError, TypeError):
-                raise InvalidInput('weights takes a JSON body {"weight": 25}') from None
+            weight = _parse_body(WeightsBody, body, '{"weight": 25}').weight
+        else:
+            _parse_body(NoArguments, body, "{} or nothing")
         events = core.act(model, action, time.time(), weight)
         send_events(events)
         state = core.rollouts[model]
@@ -151,17 +183,18 @@ def build_admin_app(
 
     async def submit_validation(request: Request) -> Response:
         check_admin(request)
-        try:
-            job_request = ValidationRequest.model_validate_json(await request.body())
-        except ValidationError as error:
-            raise InvalidInput(
-                "expected a JSON body like "
-                '{"model": "digits", "candidate": "v2", "baseline": "v1"}: '
-                + "; ".join(
-                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                    for e in error.errors()
-                )
-            ) from None
+        job_request = _parse_body(
+            ValidationRequest,
+            await _read_admin_body(request),
+            '{"model": "digits", "candidate": "v2", "baseline": "v1"}',
+        )
+        names = {
+            "model": job_request.model,
+            "candidate": job_request.candidate,
+            "baseline": job_request.baseline,
+        }
+        for field, name in names.items():
+            _check_store_name(field, name)
         for version in (job_request.candidate, job_request.baseline):
             store.manifest(job_request.model, version)
         job = jobs.submit(job_request)
@@ -209,6 +242,7 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
         # The app may sit under a route prefix; the Validator's routes do not.
         rest = request.path_params.get("path")
         path = "/metrics" if rest is None else f"/-/{rest}"
+        body = await _read_admin_body(request)
         try:
             status, reply_headers, body = await asyncio.wait_for(
                 call(
@@ -216,7 +250,7 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
                     path,
                     request.url.query.encode(),
                     headers,
-                    await request.body(),
+                    body,
                 ),
                 timeout=timeout_s,
             )
@@ -236,3 +270,50 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
         Route("/metrics", handler, methods=["GET"]),
         Route("/-/{path:path}", handler, methods=["GET", "POST"]),
     ]
+
+
+async def _read_admin_body(request: Request) -> bytes:
+    """The request's body; PayloadTooLarge past :data:`ADMIN_MAX_BODY_BYTES`,
+    before more than that is read."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ADMIN_MAX_BODY_BYTES:
+            raise PayloadTooLarge(
+                f"admin body is over the {ADMIN_MAX_BODY_BYTES}-byte limit"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_body(model: type[_Body], body: bytes, example: str) -> _Body:
+    """``body`` read as ``model``; InvalidInput naming each field that is wrong.
+
+    An empty body reads as ``{}``: the model then says which fields it lacks.
+    """
+    try:
+        return model.model_validate_json(body if body.strip() else b"{}")
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise InvalidInput(f"expected a JSON body like {example}: {problems}") from None
+
+
+def _check_store_name(field: str, name: str) -> None:
+    """InvalidInput unless ``name`` is one folder name of the store.
+
+    The job reads ``{store}/{model}/{version}``: a separator or ``..`` would
+    reach outside the store, and a control character is no file name at all
+    (a NUL makes the filesystem layer raise, not answer "missing").
+    """
+    if (
+        name in (".", "..")
+        or any(sep in name for sep in "/\\")
+        or any(ord(char) < 0x20 or ord(char) == 0x7F for char in name)
+    ):
+        raise InvalidInput(
+            f"{field}: {name!r} is not a model or version name "
+            "(one folder of the store: no separators, control characters or '..')"
+        )

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
-from rayfleet.platform.errors import Conflict, ModelNotFound
+from rayfleet.platform.errors import Conflict, InvalidInput, ModelNotFound
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.gates import WindowComparison
 from rayfleet.platform.rollout.snapshot import build_snapshot
@@ -292,7 +292,8 @@ class ValidatorCore:
     ) -> list[ro.Event]:
         """An operator's promote, rollback, pause, resume or weights on a rollout.
 
-        Raises :class:`ModelNotFound` for a model without a rollout and
+        Raises :class:`ModelNotFound` for a model without a rollout,
+        :class:`InvalidInput` for a weight outside [0, 100] (NaN included), and
         :class:`Conflict` when the rollout's phase refuses the action.
         """
         spec = self._model(model)
@@ -313,6 +314,12 @@ class ValidatorCore:
             elif action == "weights":
                 if weight is None:
                     raise Conflict("weights needs a canary weight in percent")
+                # Written so that NaN fails it too; the admin body checks this
+                # first, other callers meet it here rather than as a ValueError.
+                if not 0 <= weight <= 100:
+                    raise InvalidInput(
+                        f"weight must be a percent in [0, 100]: {weight}"
+                    )
                 new, events = ro.set_weight(state, weight, now, reason)
             else:
                 raise ModelNotFound(f"no rollout action {action!r}")

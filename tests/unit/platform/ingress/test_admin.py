@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from rayfleet.platform.config.signature import Signature, TensorSpec
 from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore, PythonEntry
-from rayfleet.platform.errors import ServiceUnavailable
+from rayfleet.platform.errors import InvalidInput, ServiceUnavailable
 from rayfleet.platform.ingress.admin import (
+    ADMIN_MAX_BODY_BYTES,
     ValidatorCall,
     build_admin_app,
     forwarding_routes,
@@ -31,6 +33,7 @@ from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers, call_asgi
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.validation.jobs import JobQueue
+from tests.fuzz_strategies import HttpCase, admin_requests, fuzz_settings, send
 
 TOKEN = "s3cret-token"
 SIGNATURE = Signature(
@@ -154,7 +157,165 @@ def test_the_right_token_steers_a_rollout(client: TestClient, admin: Admin) -> N
     assert unknown.status_code == 404
     no_weight = client.post("/-/rollouts/digits/weights", headers=bearer(TOKEN))
     assert no_weight.status_code == 400
-    assert no_weight.json() == {"error": 'weights takes a JSON body {"weight": 25}'}
+    assert no_weight.json() == {
+        "error": 'expected a JSON body like {"weight": 25}: weight: Field required'
+    }
+    weighted = client.post(
+        "/-/rollouts/digits/weights", headers=bearer(TOKEN), json={"weight": 50}
+    )
+    assert weighted.status_code == 200
+    assert weighted.json()["rollout"]["weight"] == 50
+
+
+# (body, field path in the error): every body a typed model refuses is a 400.
+BAD_WEIGHTS = [
+    (b'{"weight": -1}', "weight: Input should be greater than or equal to 0"),
+    (b'{"weight": 101}', "weight: Input should be less than or equal to 100"),
+    (b'{"weight": 1e308}', "weight: Input should be less than or equal to 100"),
+    (b'{"weight": 1e999}', "weight: Input should be a finite number"),
+    (b'{"weight": NaN}', "weight: Input should be a finite number"),
+    (b'{"weight": "25"}', "weight: Input should be a valid number"),
+    (b'{"weight": true}', "weight: Input should be a valid number"),
+    (b'{"weight": [25]}', "weight: Input should be a valid number"),
+    (b'{"weight": 25, "step": 1}', "step: Extra inputs are not permitted"),
+    (b'{"weight": ' + b"[" * 5000 + b"]" * 5000 + b"}", "body: Invalid JSON"),
+    (b"[" * 50_000, "body: Invalid JSON"),
+    (b"[25]", "body: Input should be an object"),
+    (b"25", "body: Input should be an object"),
+    (b"null", "body: Input should be an object"),
+    (b'{"weight": 25', "body: Invalid JSON"),
+    (b"\xff\xfe", "body: Invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(("body", "problem"), BAD_WEIGHTS)
+def test_a_weights_body_is_checked_field_by_field(
+    client: TestClient, admin: Admin, body: bytes, problem: str
+) -> None:
+    response = client.post(
+        "/-/rollouts/digits/weights", headers=bearer(TOKEN), content=body
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith('expected a JSON body like {"weight": 25}: ')
+    assert problem in error
+    assert admin.sent == []
+    assert admin.core.rollouts["digits"].weight == 0
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback", "pause", "resume"])
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"weight": 5}', "weight: Extra inputs are not permitted"),
+        (b"[]", "body: Input should be an object"),
+        (b"{", "body: Invalid JSON"),
+    ],
+)
+def test_the_other_actions_take_no_arguments(
+    client: TestClient, admin: Admin, action: str, body: bytes, problem: str
+) -> None:
+    response = client.post(
+        f"/-/rollouts/digits/{action}", headers=bearer(TOKEN), content=body
+    )
+    assert response.status_code == 400
+    assert problem in response.json()["error"]
+    assert admin.sent == []
+
+
+@pytest.mark.parametrize("body", [b"", b"  ", b"{}"])
+def test_an_empty_body_or_object_is_no_arguments(
+    client: TestClient, body: bytes
+) -> None:
+    response = client.post(
+        "/-/rollouts/digits/pause", headers=bearer(TOKEN), content=body
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"", "model: Field required"),
+        (b'{"model": "digits"}', "candidate: Field required"),
+        (
+            b'{"model": "digits", "candidate": "v2", "baseline": "v1", '
+            b'"batch_size": -3}',
+            "batch_size: Input should be greater than 0",
+        ),
+        (
+            b'{"model": "digits", "candidate": "v2", "baseline": "v1", "x": 1}',
+            "x: Extra inputs are not permitted",
+        ),
+        (b'{"model": ["digits"]}', "model: Input should be a valid string"),
+        (b"[" * 50_000, "body: Invalid JSON"),
+        (b'"digits"', "body: Input should be an object"),
+        (
+            b'{"model": "../../etc", "candidate": "v2", "baseline": "v1"}',
+            "model: '../../etc' is not a model or version name",
+        ),
+        (
+            b'{"model": "digits", "candidate": "v2\\u0000", "baseline": "v1"}',
+            "candidate: 'v2\\x00' is not a model or version name",
+        ),
+        (
+            b'{"model": "digits", "candidate": "v2", "baseline": ".."}',
+            "baseline: '..' is not a model or version name",
+        ),
+    ],
+)
+def test_a_validation_job_body_is_checked_field_by_field(
+    client: TestClient, admin: Admin, body: bytes, problem: str
+) -> None:
+    response = client.post("/-/validations", headers=bearer(TOKEN), content=body)
+    assert response.status_code == 400
+    assert problem in response.json()["error"]
+    assert not admin.jobs.jobs
+
+
+@pytest.mark.parametrize(
+    "path", ["/-/rollouts/digits/weights", "/-/rollouts/digits/pause", "/-/validations"]
+)
+def test_a_huge_admin_body_is_a_413(client: TestClient, path: str) -> None:
+    body = b'{"weight": 5, "pad": "' + b"x" * (ADMIN_MAX_BODY_BYTES + 1) + b'"}'
+    response = client.post(path, headers=bearer(TOKEN), content=body)
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+
+
+def test_the_core_refuses_a_weight_outside_a_percent(admin: Admin) -> None:
+    for weight in (-1.0, 101.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidInput, match="weight must be a percent"):
+            admin.core.act("digits", "weights", time.time(), weight)
+
+
+def _still_answers(client: TestClient) -> None:
+    rollouts = client.get("/-/rollouts")
+    assert rollouts.status_code == 200
+    assert set(rollouts.json()) == {"digits"}
+    assert client.get("/metrics").status_code == 200
+
+
+@fuzz_settings(60)
+@given(case=admin_requests(TOKEN))
+def test_fuzz_admin_with_the_token(store: ModelStore, case: HttpCase) -> None:
+    """Whatever an operator sends, the answer is below 500 and JSON when 4xx."""
+    with TestClient(Admin(store, TOKEN).app) as client:
+        send(client, case)
+        _still_answers(client)
+        paused = client.post("/-/rollouts/digits/pause", headers=bearer(TOKEN))
+        assert paused.status_code in (200, 409)
+
+
+@fuzz_settings(40)
+@given(case=admin_requests(None))
+def test_fuzz_admin_without_the_token(store: ModelStore, case: HttpCase) -> None:
+    """Without the token nothing changes, whatever the body."""
+    admin = Admin(store, TOKEN)
+    with TestClient(admin.app) as client:
+        send(client, case)
+        _still_answers(client)
+    assert admin.sent == [] and not admin.jobs.jobs
 
 
 def test_read_only_pages(client: TestClient) -> None:
@@ -204,6 +365,7 @@ def test_validation_jobs(client: TestClient, admin: Admin) -> None:
     )
     assert malformed.status_code == 400
     assert malformed.json()["error"].startswith("expected a JSON body like")
+    assert "candidate: Field required" in malformed.json()["error"]
     assert client.get("/-/validations/nope").status_code == 404
 
 
@@ -248,6 +410,33 @@ def test_forwarding_reaches_the_validator_app(admin: Admin) -> None:
         b"content-type",
         b"accept",
     }
+
+
+def test_forwarding_refuses_a_huge_body_before_calling(admin: Admin) -> None:
+    calls: list[str] = []
+
+    async def call(
+        method: str, path: str, query: bytes, headers: Headers, body: bytes
+    ) -> ForwardedResponse:
+        calls.append(path)
+        return await call_asgi(admin.app, method, path, query, headers, body)
+
+    with TestClient(forwarding_app(call)) as client:
+        response = client.post(
+            "/-/rollouts/digits/weights",
+            headers=bearer(TOKEN),
+            content=b" " * (ADMIN_MAX_BODY_BYTES + 1),
+        )
+        assert response.status_code == 413
+        assert calls == []
+        negative = client.post(
+            "/-/rollouts/digits/weights", headers=bearer(TOKEN), json={"weight": -1}
+        )
+        assert negative.status_code == 400
+        assert (
+            "weight: Input should be greater than or equal to 0"
+            in (negative.json()["error"])
+        )
 
 
 async def _refuses(
