@@ -12,7 +12,7 @@ __all__ = ["register"]
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``up`` and ``check``."""
     up = commands.add_parser(
-        "up", help="start local Ray and serve a config; Ctrl-C stops"
+        "up", help="start local Ray and serve a config; Ctrl-C or SIGTERM stops it all"
     )
     up.add_argument("config", help="a Serve config file, e.g. configs/demo.yaml")
     up.add_argument(
@@ -39,8 +39,7 @@ def _up(args: argparse.Namespace) -> int:
     # Imports Ray: only once the config is known to be good.
     from rayfleet.cli.up import serve_config_locally
 
-    serve_config_locally(config, smoke=args.smoke)
-    return 0
+    return serve_config_locally(config, smoke=args.smoke)
 
 
 def _check(args: argparse.Namespace) -> int:
