@@ -56,7 +56,7 @@ def labels(serve_url: str) -> list[int]:
 
 
 def _fuzz(http: httpx.Client, labels: list[int], case: HttpCase) -> None:
-    send(http, case)
+    send(http, case, over_socket=True)
     check_good(http, ROWS, labels)
 
 

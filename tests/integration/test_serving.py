@@ -210,6 +210,36 @@ BAD_INPUT = [
         400,
     ),
     ("body over the limit", "/v2/models/digits/infer", b"x" * (2 << 20), {}, 413),
+    # The hostile inputs of issue 15, each once over real Serve.
+    (
+        "NUL in a path version",
+        "/v2/models/digits/versions/v1%00/infer",
+        _v2(GOOD_ROW),
+        {},
+        404,
+    ),
+    (
+        "CR LF in a path version",
+        "/v2/models/digits/versions/v1%0d%0aX-Evil:%201/infer",
+        _v2(GOOD_ROW),
+        {},
+        404,
+    ),
+    ("65 dimensions", "/v2/models/digits/infer", _v2([0.0], shape=[1] * 65), {}, 400),
+    (
+        "zero-size shape that overflows int64",
+        "/v2/models/digits/infer",
+        _v2([], shape=(0, 2**63 - 1)),
+        {},
+        400,
+    ),
+    (
+        "header length of 5000 nines",
+        "/v2/models/digits/infer",
+        _v2(GOOD_ROW),
+        {"inference-header-content-length": "9" * 5000},
+        400,
+    ),
 ]
 
 
@@ -224,6 +254,19 @@ def test_bad_input_gets_a_json_4xx(
     response = http.post(path, content=body, headers=headers)
     assert response.status_code == status, response.text
     assert isinstance(response.json()["error"], str) and response.json()["error"]
+    # Only a version that exists may be named back, never what the client sent.
+    assert response.headers.get("x-model-version") in (None, "v1", "v2", "v3")
+
+
+@pytest.mark.parametrize("pin", ["v1", "v2"], ids=["in the router", "in a replica"])
+def test_zero_rows_get_zero_row_outputs(http: httpx.Client, pin: str) -> None:
+    response = http.post(
+        f"/v2/models/digits/versions/{pin}/infer", content=_v2([], shape=(0, 64))
+    )
+    assert response.status_code == 200, response.text
+    outputs = {out["name"]: out for out in response.json()["outputs"]}
+    assert outputs["label"]["shape"] == [0] and outputs["label"]["data"] == []
+    assert outputs["probabilities"]["shape"] == [0, 10]
 
 
 def test_good_request_after_the_bad_input_table(http: httpx.Client) -> None:
