@@ -145,8 +145,24 @@ _FIELD_VALUE = re.compile(
 
 
 def _on_the_wire_http(case: HttpCase) -> bool:
-    """Whether every header of ``case`` is one HTTP allows on the wire."""
-    return all(_FIELD_VALUE.fullmatch(value) for _, value in case.headers)
+    """Whether every header of ``case`` is one HTTP allows on the wire, and one
+    Serve's own ingress code can read.
+
+    Serve 2.60 decodes ``x-session-id`` (its session-affinity header, the same
+    name rayfleet's sticky key uses by default), ``x-request-id``,
+    ``traceparent`` and its multiplexing header as strict UTF-8 before the
+    router's app runs, and answers a plain 500 to anything else: a Serve bug
+    rayfleet cannot catch, recorded on the hostile-input issue. In process,
+    non-UTF-8 values still reach rayfleet's own code and are fuzzed there.
+    """
+    for _, value in case.headers:
+        if not _FIELD_VALUE.fullmatch(value):
+            return False
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 def send(client: Any, case: HttpCase, *, over_socket: bool = False) -> None:
