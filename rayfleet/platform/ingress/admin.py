@@ -41,7 +41,6 @@ from rayfleet.platform.constants import DEFAULT_VALIDATION_WINDOW_S
 from rayfleet.platform.errors import (
     InvalidInput,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
     StoreError,
     Unauthorized,
@@ -52,6 +51,7 @@ from rayfleet.platform.ingress.http import (
     error_response,
     guarded,
     on_http_error,
+    read_body,
 )
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
@@ -168,7 +168,7 @@ def build_admin_app(
     async def act(request: Request) -> Response:
         check_admin(request)
         model, action = request.path_params["model"], request.path_params["action"]
-        body = await _read_admin_body(request)
+        body = await read_body(request, ADMIN_MAX_BODY_BYTES)
         weight = None
         if action == "weights":
             weight = _parse_body(WeightsBody, body, '{"weight": 25}').weight
@@ -185,7 +185,7 @@ def build_admin_app(
         check_admin(request)
         job_request = _parse_body(
             ValidationRequest,
-            await _read_admin_body(request),
+            await read_body(request, ADMIN_MAX_BODY_BYTES),
             '{"model": "digits", "candidate": "v2", "baseline": "v1"}',
         )
         names = {
@@ -242,7 +242,7 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
         # The app may sit under a route prefix; the Validator's routes do not.
         rest = request.path_params.get("path")
         path = "/metrics" if rest is None else f"/-/{rest}"
-        body = await _read_admin_body(request)
+        body = await read_body(request, ADMIN_MAX_BODY_BYTES)
         try:
             status, reply_headers, body = await asyncio.wait_for(
                 call(
@@ -270,20 +270,6 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
         Route("/metrics", handler, methods=["GET"]),
         Route("/-/{path:path}", handler, methods=["GET", "POST"]),
     ]
-
-
-async def _read_admin_body(request: Request) -> bytes:
-    """The request's body; PayloadTooLarge past :data:`ADMIN_MAX_BODY_BYTES`,
-    before more than that is read."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > ADMIN_MAX_BODY_BYTES:
-            raise PayloadTooLarge(
-                f"admin body is over the {ADMIN_MAX_BODY_BYTES}-byte limit"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_body(model: type[_Body], body: bytes, example: str) -> _Body:

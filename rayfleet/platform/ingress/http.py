@@ -56,6 +56,7 @@ __all__ = [
     "error_response",
     "guarded",
     "on_http_error",
+    "read_body",
 ]
 
 logger = logging.getLogger("ray.serve")
@@ -126,7 +127,7 @@ class _InferenceRoutes:
         plan = service.plan(model)
         if pin:
             plan.choose(pin=pin)
-        body = await _read_body(request, self.router_spec.max_body_bytes)
+        body = await read_body(request, self.router_spec.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == ARROW_CONTENT_TYPE:
             infer_request = decode_arrow_request(
@@ -163,7 +164,7 @@ class _InferenceRoutes:
     async def predict_v1(self, request: Request) -> Response:
         service = self.service
         model = request.path_params["model"]
-        body = await _read_body(request, self.router_spec.max_body_bytes)
+        body = await read_body(request, self.router_spec.max_body_bytes)
         pin = self.pin_of(request)
         version = service.plan(model).choose(
             pin=pin, sticky_key=self.sticky_of(request)
@@ -276,7 +277,9 @@ def _json(payload: Any, status: int = 200, version: str | None = None) -> Respon
     return JSONResponse(payload, status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body; PayloadTooLarge past ``limit`` bytes, refused on its
+    declared Content-Length when it has one, and never read further than that."""
     declared = request.headers.get("content-length", "")
     # isascii(): isdigit() alone takes "²", which int() refuses. A length with more
     # digits than the limit is over it, without int() reading them all.
