@@ -23,6 +23,7 @@ __all__ = [
     "OUT",
     "ROOT",
     "STORE",
+    "actor_pids",
     "ensure_digits_store",
     "ensure_image_model",
     "ensure_kserve",
@@ -45,6 +46,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def actor_pids(class_name: str) -> list[int]:
+    """Pids of the live Ray actors whose class name contains ``class_name``.
+
+    Ray titles each actor's process ``ray::<class name>`` (a method name may
+    follow while it runs one), which needs no dashboard, unlike Ray's state API.
+    """
+    import psutil  # here, not at the top: this module imports stdlib only
+
+    pids = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        words = process.info.get("cmdline") or []
+        if process.info.get("status") == psutil.STATUS_ZOMBIE or not words:
+            continue
+        if words[0].startswith("ray::") and class_name in words[0]:
+            pids.append(process.pid)
+    return sorted(pids)
 
 
 def ensure_image_model() -> None:

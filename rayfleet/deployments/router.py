@@ -30,6 +30,7 @@ from rayfleet.platform.constants import (
     FLUSH_CHECK_S,
     INGEST_TIMEOUT_S,
     PLAN_POLL_TIMEOUT_S,
+    REPLICA_CALL_ATTEMPTS,
     ROUTER_READY_CACHE_S,
     VALIDATOR_FORWARD_TIMEOUT_S,
 )
@@ -71,18 +72,30 @@ class ServeBackend:
         if self._is_local(model, version):
             return await self.local.infer(model, version, inputs)
         handle = self.handles[model][version]
-        try:
-            result: ReplicaResult = await handle.infer.remote(inputs)
-        except RayTaskError as error:
-            cause = error.cause
-            if isinstance(cause, RayfleetError):
-                raise type(cause)(cause.message) from None
-            raise
-        except (BackPressureError, DeploymentUnavailableError, RayActorError) as error:
-            raise ServiceUnavailable(
-                f"{model}/{version} cannot take the request now: {type(error).__name__}"
-            ) from error
-        return result
+        attempts_left = REPLICA_CALL_ATTEMPTS
+        while True:
+            attempts_left -= 1
+            try:
+                result: ReplicaResult = await handle.infer.remote(inputs)
+                return result
+            except RayTaskError as error:
+                cause = error.cause
+                if isinstance(cause, RayfleetError):
+                    raise type(cause)(cause.message) from None
+                raise
+            except RayActorError as error:
+                # ActorDiedError and ActorUnavailableError: the replica went away
+                # with the request. Another replica may answer it (constants.py).
+                if not attempts_left:
+                    raise _unavailable(model, version, error) from error
+                logger.warning(
+                    "%s/%s: a replica died mid-request, sending it again: %s",
+                    model,
+                    version,
+                    type(error).__name__,
+                )
+            except (BackPressureError, DeploymentUnavailableError) as error:
+                raise _unavailable(model, version, error) from error
 
     async def ready(self, model: str, version: str) -> bool:
         """Whether the version can take requests: loaded here, or its deployment
@@ -90,6 +103,12 @@ class ServeBackend:
         if self._is_local(model, version):
             return True
         return deployment_name(model, version) in await self.health.healthy()
+
+
+def _unavailable(model: str, version: str, error: Exception) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"{model}/{version} cannot take the request now: {type(error).__name__}"
+    )
 
 
 class ValidatorLink:

@@ -81,3 +81,8 @@ SHUTDOWN_SLACK_S = 4.0
 # The router's autoscaling target for a spec that sets the router's autoscaling
 # but not its target: the same as the default RouterSpec.autoscaling.
 ROUTER_TARGET_ONGOING_REQUESTS = 64.0
+# Calls the router makes for one request to a version's replicas. A replica that
+# dies mid-request (killed, out of memory, its node lost) takes the request with
+# it; inference has no side effects, so it is sent once more, and Serve's handle,
+# which has by then taken the dead replica out of its set, picks a live one.
+REPLICA_CALL_ATTEMPTS = 2
