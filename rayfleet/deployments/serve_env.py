@@ -36,6 +36,13 @@ SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_HAPROXY_H2_MAX_FRAME_SIZE": "262144",
     "RAY_SERVE_HAPROXY_H2_FE_INITIAL_WINDOW_SIZE": "4194304",
     "RAY_SERVE_HAPROXY_H2_BE_INITIAL_WINDOW_SIZE": "4194304",
+    # HAProxy retries a request on another router replica when the connection
+    # failed (Serve's default) and also when the router closed it without a word:
+    # a router killed mid-request. Inference has no side effects; an admin action
+    # replayed after it took effect is refused with 409 or sets the same value.
+    # With two routers, killing one then fails no request (loadtest/RESULTS.md,
+    # "Faults under load").
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
 }
 
 # The v2 gRPC service's servicer function: it also registers the pickling alias

@@ -7,6 +7,7 @@ the cluster file is checked against Ray's JSON schema without any cloud call.
 from __future__ import annotations
 
 import copy
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def test_cluster_files_start_ray_with_rayfleets_serve_settings() -> None:
     cluster = load(CLUSTER)
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         (start,) = [command for command in cluster[key] if "ray start" in command]
-        words = [word for word in start.split() if word.startswith("RAY_SERVE_")]
+        words = [w for w in shlex.split(start) if w.startswith("RAY_SERVE_")]
         assert dict(word.split("=", 1) for word in words) == SERVE_ENV
     ray_cluster = load(RAYSERVICE)["spec"]["rayClusterConfig"]
     groups = [ray_cluster["headGroupSpec"], *ray_cluster["workerGroupSpecs"]]
