@@ -182,10 +182,13 @@ class OfflineReport:
         drift = self.input_drift
         if drift is None:
             return []
-        worst = sorted(drift.features, key=lambda row: row.psi, reverse=True)
+        # Most moved first by the PSI net of its small-sample bias: the raw index
+        # ranks the features with the fewest rows or most bins first.
+        worst = sorted(drift.features, key=lambda row: row.psi_corrected, reverse=True)
         rows = [
             [
                 _e(row.name),
+                _num(row.psi_corrected),
                 _num(row.psi),
                 _e(row.band),
                 _num(row.ks_statistic),
@@ -198,8 +201,15 @@ class OfflineReport:
             "<h2>Input drift against the reference</h2>",
             f"<p>{len(drift.drifted_features)} of {len(drift.features)} features "
             f"drifted (KS p-value below {drift.threshold:.3g}, Bonferroni at alpha "
-            f"{drift.alpha:g}); the {min(len(worst), _DRIFT_ROWS)} largest PSI:</p>",
-            _table(["feature", "PSI", "band", "KS", "p-value", "result"], rows),
+            f"{drift.alpha:g}); the {min(len(worst), _DRIFT_ROWS)} largest PSI, "
+            "less the PSI that samples of these sizes show with no drift at all. "
+            "A band needs a test to agree (KS, or chi-square on the PSI's bins); "
+            "&ldquo;insufficient&rdquo;: too few rows to rule out a moderate "
+            "shift.</p>",
+            _table(
+                ["feature", "PSI net", "PSI raw", "band", "KS", "p-value", "result"],
+                rows,
+            ),
         ]
 
 
