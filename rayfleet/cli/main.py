@@ -7,8 +7,8 @@
     rayfleet models push DIR [STORE] --model M --version V [--overwrite]
     rayfleet demo build [STORE]              train and push the digits demo models
     rayfleet check FILE... [--store-check]   check Serve, ray up and KubeRay files
-    rayfleet rollout status|promote|rollback|pause|resume|weights [--model M]
-                                             steer rollouts through the admin API
+    rayfleet rollout status|history|promote|rollback|pause|resume|weights
+             [--model M]                     see or steer rollouts (admin API)
     rayfleet validate [STORE] --model M --candidate V --baseline B [--data F]
                                              judge a version offline; exit 1 on fail
     rayfleet batch INPUT OUTPUT [STORE] --model M --version V [--compare V2]

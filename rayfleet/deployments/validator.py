@@ -77,7 +77,14 @@ class Validator:
         app_name = serve.get_replica_context().app_name
         store = ModelStore(self.spec.store)
         self.core = ValidatorCore(
-            self.spec, app_name, store, _references(self.spec, store), time.time()
+            self.spec,
+            app_name,
+            store,
+            _references(self.spec, store),
+            time.time(),
+            # Serve writes this logger to the replica's log file; the core's own
+            # logger has no handler under Serve, and its INFO lines would be lost.
+            decision_log=logger,
         )
         self.webhooks = [WebhookSender(hook) for hook in self.spec.webhooks]
         # Rollouts started while loading (a new canary in the config) are sent
@@ -169,9 +176,11 @@ class Validator:
         return await call_asgi(self.http_app, method, path, query, headers, body)
 
     def send_events(self, events: list[ro.Event]) -> None:
-        """Hand events to every webhook (queued; delivery never blocks)."""
+        """Hand events to every webhook (queued; delivery never blocks).
+
+        The core has logged each one already, as a JSON line with its caller.
+        """
         for event in events:
-            logger.info("rollout event: %s", event.to_dict())
             for sender in self.webhooks:
                 sender.send(event.to_dict())
 

@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
-__all__ = ["GATE_NAMES", "Bound", "GateResult", "Verdict", "describe_measurement"]
+__all__ = [
+    "GATE_NAMES",
+    "Bound",
+    "GateResult",
+    "Timing",
+    "Verdict",
+    "describe_measurement",
+]
 
 Bound = Literal["max", "min"]
+# Which time a latency gate judged: the versions' own inference time, or the
+# request end to end at the router (hops and queues included).
+Timing = Literal["model", "end_to_end"]
 
 # Every gate either side checks. The limits that set them are ``max_<name>`` or
 # ``min_<name>`` in GateSpec (live) and OfflineGates (offline).
@@ -47,7 +57,12 @@ class Verdict(str, Enum):
 
 @dataclass(frozen=True)
 class GateResult:
-    """One gate on one window or dataset: its measured value against its threshold."""
+    """One gate on one window or dataset: its measured value against its threshold.
+
+    ``timing`` says which time a latency gate judged (``None`` for other gates):
+    a gate named ``model_`` falls back to end-to-end time when a version has no
+    model time, and says so here.
+    """
 
     name: str
     value: float | None
@@ -55,6 +70,7 @@ class GateResult:
     bound: Bound
     verdict: Verdict
     detail: str = ""
+    timing: Timing | None = None
 
     @property
     def passed(self) -> bool | None:
@@ -72,8 +88,9 @@ class GateResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (also what webhooks carry)."""
+        """A JSON-safe dict (also what webhooks carry); ``timing`` only when set."""
         value = self.value
+        timing = {} if self.timing is None else {"timing": self.timing}
         return {
             "name": self.name,
             "value": value if value is None or math.isfinite(value) else None,
@@ -82,6 +99,7 @@ class GateResult:
             "verdict": self.verdict.value,
             "passed": self.passed,
             "detail": self.detail,
+            **timing,
         }
 
 

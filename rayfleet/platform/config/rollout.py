@@ -71,10 +71,22 @@ class GateSpec(Spec):
     # Below this floor a ratio passes whatever it is: 0.05 ms against 0.02 ms is
     # 2.5x, and nothing a user can feel.
     latency_floor_ms: NonNegativeFloat = 1.0
+    # A latency gate over its limit fails only when order-statistic confidence
+    # bounds prove it at this confidence (rollout/quantile_bounds.py): a ratio
+    # when the canary's lower bound exceeds the limit times stable's upper bound,
+    # each bound at half the risk; the ceiling below when the canary's lower
+    # bound exceeds it. Until then the step holds. 0.99 matches the error-rate
+    # gate: at most 1% false failures even for a canary exactly at the limit, far
+    # fewer for one truly like stable (none in 1000 heavy-tailed trials), while a
+    # canary 3x slower throughout is proven by the p50 gate within its first 100
+    # requests. A p99 rests on its rarest requests: on a heavy tail, proving a
+    # slowdown of the tail alone takes thousands (3x: 63% of trials at 10000).
+    latency_confidence: float = Field(default=0.99, gt=0.5, lt=1)
     # Flagger's default request-duration check: an absolute SLO, so a canary
     # cannot pass at 2x of an already slow stable. Set it to your SLO; models whose
     # stable p99 is above 500 ms need it raised or turned off. End to end, as
     # users wait: the request at the router, model time, hops and queues included.
+    # It fails on the same evidence as the ratios, at latency_confidence.
     max_e2e_p99_ms: PositiveFloat | None = 500.0
     # Flagger's default 99% success rate, as a delta over stable's own errors.
     max_error_rate_delta: _Fraction | None = 0.01
@@ -111,8 +123,9 @@ class RolloutSpec(Spec):
     """How a canary moves from 0 to 100% of traffic.
 
     With the defaults at 50 requests/s, the 5% step sees its 100 canary requests in
-    about 40 s, so a canary failing a gate is rolled back within a minute, and an
-    identical canary is promoted in about two and a half minutes.
+    about 40 s, so a canary failing a gate is rolled back within a minute (after
+    ``failure_threshold`` failing evaluations in a row), and an identical canary is
+    promoted in about two and a half minutes.
     """
 
     steps: tuple[_Percent, ...] = (5.0, 25.0, 50.0, 100.0)
@@ -132,6 +145,12 @@ class RolloutSpec(Spec):
         "flagged stalled; it still never promotes without data",
     )
     evaluate_every_s: PositiveFloat = 5.0
+    # Flagger's failure threshold: a rollback needs a failing gate on this many
+    # evaluations in a row; in between the step holds. 3 at evaluate_every_s 5 s
+    # adds 10 s to a true rollback and removes the single-window fluke (a burst
+    # that tips one evaluation). Any failing gate counts, the early error-rate
+    # gate included; an evaluation without one, or a new step, resets the count.
+    failure_threshold: PositiveInt = 3
     gates: GateSpec = GateSpec()
 
     @field_validator("steps")

@@ -6,6 +6,9 @@ Layout under a root URI (a local path, ``s3://bucket/prefix``, ``gs://...``)::
     {root}/{model}/{version}/model.onnx         the artifact the manifest names
     {root}/{model}/{version}/reference.parquet  optional: inputs and predictions
                                                  on reference data (drift baseline)
+    {root}/_state/{app}/{model}.json            the model's rollout, replaced whole
+    {root}/_history/{app}/{model}/{entry}.json  every change of its rollouts, one
+                                                 object each, never rewritten
 
 Nothing here imports Ray: replicas call :meth:`ModelStore.fetch` to get a local copy
 of a version, and the CLI calls :meth:`ModelStore.push` to write one.
@@ -14,9 +17,14 @@ of a version, and the CLI calls :meth:`ModelStore.push` to write one.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +43,13 @@ __all__ = ["MANIFEST", "REFERENCE", "Manifest", "ModelStore", "PythonEntry"]
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.parquet"
+
+logger = logging.getLogger(__name__)
+
+# A history entry's name: nanoseconds since the epoch, zero-padded so that names
+# sort as times do, then a random suffix so that two Validators writing in the
+# same nanosecond (two apps, or an old replica still draining) never collide.
+_HISTORY_ENTRY = re.compile(r"[0-9]{20}-[0-9a-f]{8}\.json")
 
 
 class PythonEntry(BaseModel):
@@ -210,6 +225,65 @@ class ModelStore:
             stream.write(json.dumps(state, indent=1).encode())
         self._root.fs.move(scratch, path)
 
+    def append_history(self, key: str, entry: Mapping[str, Any]) -> None:
+        """Add ``entry`` as a new object under ``_history/{key}/``.
+
+        Object stores have no append, so each entry is its own small object named
+        by the time it was written (:data:`_HISTORY_ENTRY`): nothing is ever
+        rewritten, and a listing in name order is the history in order. An object
+        store's PUT is whole and needs no folder, so an entry costs one request
+        there (a move would be a copy and a delete); on a local folder it is
+        written under a hidden name and renamed, so a reader never sees half of one.
+        """
+        folder = self._root.child(f"_history/{key}")
+        name = f"{_history_clock.next_ns():020d}-{secrets.token_hex(4)}.json"
+        data = json.dumps(entry).encode()
+        target = folder.child(name)
+        if not folder.is_local:
+            with folder.fs.open_output_stream(target.path) as stream:
+                stream.write(data)
+            return
+        folder.fs.create_dir(folder.path, recursive=True)
+        scratch = folder.child(f".{name}.tmp")
+        with folder.fs.open_output_stream(scratch.path) as stream:
+            stream.write(data)
+        folder.fs.move(scratch.path, target.path)
+
+    def read_history(self, key: str, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` (at least 1) entries under ``_history/{key}/``, oldest
+        first.
+
+        An entry that is not a JSON object is skipped with a warning (it still
+        counts towards ``limit``), so one damaged file does not hide the rest; a
+        store that cannot be listed or read is a :class:`StoreError`.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1: {limit}")
+        folder = self._root.child(f"_history/{key}")
+        try:
+            names = [f for f in folder.files() if _HISTORY_ENTRY.fullmatch(f.name)]
+        except OSError as error:
+            raise StoreError(f"cannot list history {key!r}: {error}") from error
+        entries: list[dict[str, Any]] = []
+        for entry in names[-limit:]:
+            try:
+                with entry.fs.open_input_stream(entry.path) as stream:
+                    text = stream.read()
+            except FileNotFoundError:
+                continue  # removed between the listing and the read
+            except OSError as error:
+                raise StoreError(f"cannot read {entry.uri}: {error}") from error
+            try:
+                loaded = json.loads(text)
+            except ValueError as error:
+                logger.warning("skipping unreadable %s: %s", entry.uri, error)
+                continue
+            if not isinstance(loaded, dict):
+                logger.warning("skipping %s: not a JSON object", entry.uri)
+                continue
+            entries.append(loaded)
+        return entries
+
     def push(
         self,
         source: str | os.PathLike[str],
@@ -242,3 +316,24 @@ class ModelStore:
             destination_filesystem=where.fs,
         )
         return where.uri
+
+
+class _MonotonicClock:
+    """Wall-clock nanoseconds that never repeat or go back within this process.
+
+    Entries written in one call (a promotion and the next canary's start share a
+    timestamp) keep their order, and a clock stepped back by NTP cannot put a new
+    entry before an old one written by the same process.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next_ns(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            return self._last
+
+
+_history_clock = _MonotonicClock()

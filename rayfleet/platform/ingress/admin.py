@@ -6,6 +6,8 @@ Routes of the Validator's app (:func:`build_admin_app`); * marks admin routes::
     GET  /-/validation?window_s=300     statistics and rollouts, as JSON
     GET  /-/dashboard                   the HTML page reading /-/validation
     GET  /-/rollouts                    each model's stable version, plan, rollout
+    GET  /-/rollouts/{model}/history    its recorded decisions, oldest first
+                                        (``?limit=100``, at most 1000)
     POST /-/rollouts/{model}/{action} * promote, rollback, pause, resume, weights
     POST /-/validations               * queue a pre-deploy validation job
     GET  /-/validations[/{job}]         the jobs, or one job
@@ -18,12 +20,21 @@ or ``{}``), ``/-/validations`` a :class:`ValidationRequest`. Any body that does
 not fit is a 400 naming the field, and one over :data:`ADMIN_MAX_BODY_BYTES` a
 413. Clients reach these pages through a router: :func:`forwarding_routes` sends
 each request whole to the Validator and answers 503 when it cannot.
+
+An operator's action is recorded with its caller
+(:mod:`rayfleet.platform.rollout.history`): the address the router saw it come
+from, passed on in :data:`CLIENT_HEADER` (the Validator's app is reached only
+through a router, which drops any such header a client sends), and the optional
+``X-Rayfleet-Actor`` header, the client's own word. The token is shared, so neither
+is an identity. The history route shows callers only to a request with the token;
+to others an operator's caller reads ``{"hidden": true}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -55,11 +66,19 @@ from rayfleet.platform.ingress.http import (
 )
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.history import (
+    ACTOR_HEADER,
+    DEFAULT_HISTORY_LIMIT,
+    MAX_HISTORY_LIMIT,
+    Caller,
+    HistoryEntry,
+)
 from rayfleet.platform.rollout.telemetry import CONTENT_TYPE, render_metrics
 from rayfleet.platform.validation.jobs import JobQueue, ValidationRequest
 
 __all__ = [
     "ADMIN_MAX_BODY_BYTES",
+    "CLIENT_HEADER",
     "NoArguments",
     "ValidatorCall",
     "WeightsBody",
@@ -73,9 +92,13 @@ ValidatorCall = Callable[
     [str, str, bytes, Headers, bytes], Awaitable[ForwardedResponse]
 ]
 
-# What crosses to the Validator and back: credentials and content negotiation
-# in, the body's type and a 503's Retry-After out; nothing else.
-_FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept")
+# The address an admin request reached the router from, as the router passes it
+# on; whatever a client sends under this name is dropped on the way.
+CLIENT_HEADER = "x-rayfleet-client"
+
+# What crosses to the Validator and back: credentials, content negotiation and the
+# caller's own name in, the body's type and a 503's Retry-After out; nothing else.
+_FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept", ACTOR_HEADER)
 _FORWARDED_REPLY_HEADERS = (b"content-type", b"retry-after")
 
 # The largest admin body: the biggest one that means something, a validation job
@@ -115,17 +138,22 @@ def build_admin_app(
     """
     spec = core.spec
 
+    def holds_token(request: Request) -> bool:
+        if admin_token is None:
+            return False
+        sent = request.headers.get("authorization", "")
+        scheme, _, value = sent.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.encode(), admin_token.encode()
+        )
+
     def check_admin(request: Request) -> None:
         if admin_token is None:
             raise Unauthorized(
                 f"admin routes are off: set {spec.admin_token_env} "
                 "where the Validator runs"
             )
-        sent = request.headers.get("authorization", "")
-        scheme, _, value = sent.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.encode(), admin_token.encode()
-        ):
+        if not holds_token(request):
             raise Unauthorized("missing or wrong bearer token")
 
     async def metrics(request: Request) -> Response:
@@ -174,12 +202,25 @@ def build_admin_app(
             weight = _parse_body(WeightsBody, body, '{"weight": 25}').weight
         else:
             _parse_body(NoArguments, body, "{} or nothing")
-        events = core.act(model, action, time.time(), weight)
+        events = core.act(model, action, time.time(), weight, _caller(request))
         send_events(events)
         state = core.rollouts[model]
         return JSONResponse(
             {"rollout": state.to_dict(), "events": [e.to_dict() for e in events]}
         )
+
+    async def history(request: Request) -> Response:
+        limit = _history_limit(request.query_params.get("limit"))
+        try:
+            # Each entry is a read from the store: off the Validator's event loop.
+            entries = await asyncio.to_thread(
+                core.read_history, request.path_params["model"], limit
+            )
+        except StoreError as error:
+            message = f"cannot read the rollout history: {error}"
+            raise ServiceUnavailable(message) from None
+        show_callers = holds_token(request)
+        return JSONResponse([_history_item(e, show_callers) for e in entries])
 
     async def submit_validation(request: Request) -> Response:
         check_admin(request)
@@ -217,6 +258,7 @@ def build_admin_app(
         ("/-/validation", validation, ["GET"]),
         ("/-/dashboard", dashboard, ["GET"]),
         ("/-/rollouts", rollouts, ["GET"]),
+        ("/-/rollouts/{model}/history", history, ["GET"]),
         ("/-/rollouts/{model}/{action}", act, ["POST"]),
         ("/-/validations", submit_validation, ["POST"]),
         ("/-/validations", validation_jobs, ["GET"]),
@@ -235,10 +277,12 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
 
     async def forward(request: Request) -> Response:
         headers = [
-            (key.lower().encode(), value.encode())
+            (key.lower().encode("latin-1"), value.encode("latin-1"))
             for key, value in request.headers.items()
             if key.lower() in _FORWARDED_REQUEST_HEADERS
         ]
+        if request.client is not None:
+            headers.append((CLIENT_HEADER.encode(), request.client.host.encode()))
         # The app may sit under a route prefix; the Validator's routes do not.
         rest = request.path_params.get("path")
         path = "/metrics" if rest is None else f"/-/{rest}"
@@ -270,6 +314,36 @@ def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:
         Route("/metrics", handler, methods=["GET"]),
         Route("/-/{path:path}", handler, methods=["GET", "POST"]),
     ]
+
+
+def _caller(request: Request) -> Caller:
+    """Who sent an admin request: the router's word for the address, the
+    client's for its name; both sanitised."""
+    client = request.headers.get(CLIENT_HEADER)
+    if client is None and request.client is not None:
+        client = request.client.host
+    return Caller.of(client, request.headers.get(ACTOR_HEADER))
+
+
+def _history_limit(raw: str | None) -> int:
+    """``?limit=``: a whole number in [1, MAX_HISTORY_LIMIT]; the default if absent."""
+    if raw is None:
+        return DEFAULT_HISTORY_LIMIT
+    # ASCII digits only (int() takes "+5", " 5" and "1_0"); seven of them are
+    # already over the maximum, so int() never reads a long string.
+    if re.fullmatch(r"[0-9]{1,7}", raw) and 1 <= int(raw) <= MAX_HISTORY_LIMIT:
+        return int(raw)
+    raise InvalidInput(
+        f"limit must be a whole number in [1, {MAX_HISTORY_LIMIT}]: {raw[:32]!r}"
+    )
+
+
+def _history_item(entry: HistoryEntry, show_caller: bool) -> dict[str, object]:
+    """An entry as the history route answers it, its caller hidden unless shown."""
+    item = entry.to_dict()
+    if entry.caller is not None and not show_caller:
+        item["caller"] = {"hidden": True}
+    return item
 
 
 def _parse_body(model: type[_Body], body: bytes, example: str) -> _Body:

@@ -6,7 +6,8 @@
    :mod:`.totals` it also answers the dashboard and ``/metrics``).
 2. :mod:`.gates` checks that window against the model's
    :class:`~rayfleet.platform.config.rollout.GateSpec`: one :class:`GateResult`
-   per gate.
+   per gate, failing only on evidence (the latency gates on the confidence
+   bounds of :mod:`.quantile_bounds`).
 3. :mod:`.machine` decides what the results mean (stay, advance, promote, roll
    back) and answers the new :class:`RolloutState` and its :class:`Event` list;
    operators' actions are transitions there too.

@@ -4,7 +4,9 @@
 runs one rollout per model (its canaries one at a time, in declared order), turns
 a rollout's state into the model's :class:`TrafficPlan`, and persists every change
 through a :class:`StateStore`, so a restarted Validator, or a re-deployed app with
-the same versions, picks the rollout up where it was.
+the same versions, picks the rollout up where it was. Every event, and the operator
+who caused it, is also appended to the model's history and logged
+(:mod:`.history`).
 
 Persisted per model, under ``{app}/{model}``::
 
@@ -25,6 +27,12 @@ from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
 from rayfleet.platform.errors import Conflict, InvalidInput, ModelNotFound
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.gates import WindowComparison
+from rayfleet.platform.rollout.history import (
+    DEFAULT_HISTORY_LIMIT,
+    Caller,
+    HistoryEntry,
+    RolloutHistory,
+)
 from rayfleet.platform.rollout.snapshot import build_snapshot
 from rayfleet.platform.rollout.state_store import StateStore
 from rayfleet.platform.rollout.totals import Totals
@@ -71,6 +79,10 @@ def window_comparison(comparison: Comparison) -> WindowComparison:
         else None,
         shadow_pairs=agreement.pairs if agreement is not None else 0,
         agreement=agreement.rate if agreement is not None else None,
+        canary_latency=comparison.canary_latency,
+        stable_latency=comparison.stable_latency,
+        canary_model_latency=comparison.canary_model_latency,
+        stable_model_latency=comparison.stable_model_latency,
     )
 
 
@@ -84,7 +96,11 @@ class ValidatorCore:
         store: StateStore,
         references: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
         now: float,
+        *,
+        decision_log: logging.Logger | None = None,
     ) -> None:
+        """``decision_log`` gets one JSON line per rollout event (:mod:`.history`);
+        by default this module's logger."""
         self.spec = spec
         self.app = app
         self.store = store
@@ -110,6 +126,7 @@ class ValidatorCore:
             expire_s=max(60.0, 3 * observations.replica_report_s)
         )
         self.events: list[ro.Event] = []
+        self.history = RolloutHistory(store, app, decision_log or logger)
         for model in spec.models:
             self._load(model, now)
 
@@ -178,10 +195,12 @@ class ValidatorCore:
             self._save(model.name)
             return
 
-    def _emit(self, events: Iterable[ro.Event]) -> None:
+    def _emit(self, events: Iterable[ro.Event], caller: Caller | None = None) -> None:
+        events = tuple(events)
+        self.history.record(events, caller)
         self.events.extend(events)
-        # The dashboard's timeline needs only recent events; the full history of
-        # each rollout lives in its state.
+        # The dashboard's timeline needs only recent events; every event is kept
+        # in the store's history, and each rollout's transitions in its state.
         del self.events[:-500]
 
     # -- observations -------------------------------------------------------
@@ -267,6 +286,7 @@ class ValidatorCore:
         new: ro.RolloutState,
         events: tuple[ro.Event, ...],
         now: float,
+        caller: Caller | None = None,
     ) -> list[ro.Event]:
         self.rollouts[model.name] = new
         if new.step_started_at != old.step_started_at:
@@ -277,7 +297,7 @@ class ValidatorCore:
             if new.phase is ro.Phase.PROMOTED:
                 self.stable[model.name] = new.canary_version
         if events or new != old:
-            self._emit(events)
+            self._emit(events, caller)
             self._save(model.name)
         if new.finished:
             before = len(self.events)
@@ -288,10 +308,16 @@ class ValidatorCore:
     # -- operators ----------------------------------------------------------
 
     def act(
-        self, model: str, action: str, now: float, weight: float | None = None
+        self,
+        model: str,
+        action: str,
+        now: float,
+        weight: float | None = None,
+        caller: Caller | None = None,
     ) -> list[ro.Event]:
         """An operator's promote, rollback, pause, resume or weights on a rollout.
 
+        ``caller`` is who asked, for the history (an unknown operator if None).
         Raises :class:`ModelNotFound` for a model without a rollout,
         :class:`InvalidInput` for a weight outside [0, 100] (NaN included), and
         :class:`Conflict` when the rollout's phase refuses the action.
@@ -325,7 +351,17 @@ class ValidatorCore:
                 raise ModelNotFound(f"no rollout action {action!r}")
         except ro.InvalidTransition as error:
             raise Conflict(str(error)) from None
-        return self._apply(spec, state, new, events, now)
+        return self._apply(spec, state, new, events, now, caller or Caller())
+
+    def read_history(
+        self, model: str, limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> list[HistoryEntry]:
+        """The last ``limit`` recorded events of ``model``, oldest first.
+
+        Raises :class:`ModelNotFound` for a model this application does not serve.
+        """
+        self._model(model)
+        return self.history.read(model, limit)
 
     def _model(self, name: str) -> ModelSpec:
         try:

@@ -26,6 +26,14 @@ Decisions this module makes, and why:
   enough requests only costs users more bad answers if we wait. The error-rate
   gate may roll back even before the request count, because it fails only on a
   one-sided confidence bound that already accounts for the sample size.
+- Rollback also needs a failing gate on ``failure_threshold`` evaluations in a
+  row (Flagger's failure threshold), counted in
+  ``RolloutState.consecutive_failures``; in between the step holds, and the
+  failing results say how far the count is ("failing 2 of 3"). Any failing gate
+  counts, the early error-rate gate included: its bound already rules out noise,
+  but a window can still be unlike the ones around it (a burst, a stalled
+  neighbour), and waiting two more evaluations costs seconds. An evaluation
+  without a failing gate, and any new step window, resets the count.
 - The weight only goes up on its own; only a rollback (to 0) or an operator's
   :func:`set_weight` lowers it. PAUSED and the terminal phases ignore :func:`step`.
 - The plan (steps and shadow percent) is fixed when the rollout starts and kept in
@@ -146,6 +154,8 @@ class RolloutState:
     ``steps`` and ``shadow_percent`` are the plan taken from the spec at
     :func:`start`. ``step_index`` points into ``steps`` (None before the first
     step). ``weight`` is the canary's percent of unpinned traffic.
+    ``consecutive_failures`` counts the evaluations in a row, in this step's
+    window, on which a gate failed (0 in states saved before it existed).
     """
 
     model: str
@@ -161,6 +171,7 @@ class RolloutState:
     stalled: bool = False
     history: tuple[TimelineEntry, ...] = ()
     gates: tuple[GateResult, ...] = ()
+    consecutive_failures: int = 0
 
     @property
     def finished(self) -> bool:
@@ -307,22 +318,50 @@ def step(
         seen, needed = comparison.canary_requests, spec.min_requests_per_step
         unit = "canary requests"
     enough = seen >= needed
-    failed = [
-        r.describe()
+    failing = {
+        r.name
         for r in results
         if r.verdict is Verdict.FAIL and (enough or r.name in _EARLY_GATES)
-    ]
-    if failed:
-        reason = f"gates failed on {seen} {unit}: " + "; ".join(failed)
-        new = replace(state, phase=Phase.ROLLED_BACK, weight=0.0, gates=results)
-        return _record(state, new, "rolled_back", now, reason)
+    }
     elapsed = now - state.step_started_at
+    stalled = spec.max_step_s is not None and elapsed >= spec.max_step_s
+    if failing:
+        count, threshold = state.consecutive_failures + 1, spec.failure_threshold
+        if count < threshold:
+            noted = _count_failures(results, failing, f"failing {count} of {threshold}")
+            held = replace(
+                state, gates=noted, stalled=stalled, consecutive_failures=count
+            )
+            return held, ()
+        described = "; ".join(r.describe() for r in results if r.name in failing)
+        in_a_row = f", {count} evaluations in a row" if count > 1 else ""
+        reason = f"gates failed on {seen} {unit}{in_a_row}: {described}"
+        new = replace(
+            state,
+            phase=Phase.ROLLED_BACK,
+            weight=0.0,
+            gates=results,
+            consecutive_failures=count,
+        )
+        return _record(state, new, "rolled_back", now, reason)
+    state = replace(state, consecutive_failures=0)
     decided = all(r.verdict in (Verdict.PASS, Verdict.SKIPPED) for r in results)
     if enough and decided and elapsed >= spec.min_step_s:
         reason = f"gates passed on {seen} {unit} over {elapsed:.0f}s"
         return _advance(state, results, now, reason)
-    stalled = spec.max_step_s is not None and elapsed >= spec.max_step_s
     return replace(state, gates=results, stalled=stalled), ()
+
+
+def _count_failures(
+    results: tuple[GateResult, ...], failing: set[str], note: str
+) -> tuple[GateResult, ...]:
+    """``results`` with ``note`` added to the detail of each gate in ``failing``."""
+    return tuple(
+        replace(r, detail="; ".join(filter(None, (r.detail, note))))
+        if r.name in failing
+        else r
+        for r in results
+    )
 
 
 def _refuse(state: RolloutState, action: str) -> InvalidTransition:
@@ -381,7 +420,13 @@ def resume(
     """
     if state.phase is not Phase.PAUSED or state.paused_from is None:
         raise _refuse(state, "resume")
-    new = replace(state, phase=state.paused_from, paused_from=None, step_started_at=now)
+    new = replace(
+        state,
+        phase=state.paused_from,
+        paused_from=None,
+        step_started_at=now,
+        consecutive_failures=0,
+    )
     return _record(state, new, "resumed", now, f"operator: {reason}")
 
 
@@ -399,7 +444,13 @@ def set_weight(
     if state.finished:
         raise _refuse(state, "set the weight of")
     index = next(i for i, pct in enumerate(state.steps) if pct >= weight)
-    new = replace(state, step_index=index, weight=float(weight), step_started_at=now)
+    new = replace(
+        state,
+        step_index=index,
+        weight=float(weight),
+        step_started_at=now,
+        consecutive_failures=0,
+    )
     if state.phase is Phase.PAUSED:
         new = replace(new, paused_from=Phase.CANARY)
     else:

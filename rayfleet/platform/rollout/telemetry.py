@@ -95,7 +95,12 @@ class _ValidatorCollector(Collector):
             "rayfleet_observations_ingested", "Observations the Validator took in."
         )
         ingested.add_metric([], core.ingested)
-        yield from (dropped, ingested)
+        history_failures = CounterMetricFamily(
+            "rayfleet_history_write_failures",
+            "Rollout events the store refused to record in a model's history.",
+        )
+        history_failures.add_metric([], core.history.write_failures)
+        yield from (dropped, ingested, history_failures)
         yield from self._replicas()
 
     def _replicas(self) -> Iterator[Metric]:

@@ -16,7 +16,7 @@ order, as ``rayfleet.cli.demo`` writes it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +31,7 @@ from rayfleet.platform.validation.drift import (
     jensen_shannon,
     psi,
 )
+from rayfleet.platform.validation.sketch import LatencySketch
 from rayfleet.platform.validation.window import VersionStats, VersionSummary
 
 __all__ = [
@@ -138,6 +139,9 @@ class Comparison:
     sampled features with its reference data at ``alpha`` (Bonferroni over
     features); ``None`` without reference data, samples, or shared features.
     ``agreement`` is the agreement on shadow pairs, when requests were shadowed.
+    ``*_latency`` (end to end) and ``*_model_latency`` are the versions' sketches
+    behind the percentiles, from which the latency gates take confidence bounds;
+    they are not part of :meth:`to_dict`.
     """
 
     stable: VersionSummary
@@ -149,6 +153,10 @@ class Comparison:
     input_drift: DriftReport | None
     agreement: Agreement | None
     alpha: float
+    stable_latency: LatencySketch = field(repr=False, compare=False)
+    canary_latency: LatencySketch = field(repr=False, compare=False)
+    stable_model_latency: LatencySketch = field(repr=False, compare=False)
+    canary_model_latency: LatencySketch = field(repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict, as ``/-/validation`` serves it."""
@@ -200,4 +208,8 @@ def compare(
         input_drift=input_drift,
         agreement=agreement,
         alpha=alpha,
+        stable_latency=stable.latency,
+        canary_latency=canary.latency,
+        stable_model_latency=stable.model_latency,
+        canary_model_latency=canary.model_latency,
     )

@@ -54,6 +54,34 @@ class _Sketch(LogCollapsingLowestDenseDDSketch):
             self._min = float(state["min"])
             self._max = float(state["max"])
 
+    def rank_bounds(self, rank: int) -> tuple[float, float]:
+        """Bounds on the ``rank``-th smallest value added (1-based).
+
+        Bin ``k`` holds the values in ``(gamma^(k-1), gamma^k]``, which are
+        ``value(k) / (1 + a)`` and ``value(k) / (1 - a)`` for relative accuracy
+        ``a``; the collapsed lowest bin holds everything down to the exact
+        minimum. The edges are widened by 1e-9 for the rounding of the logarithm
+        that placed a value near one, and clipped to the exact minimum and maximum.
+        """
+        positive, _ = self.stores()
+        if not 1 <= rank <= self._count:
+            raise ValueError(f"rank must be in [1, {int(self._count)}]: {rank}")
+        if rank <= self._zero_count:
+            return 0.0, min(self._mapping.min_possible, self._max)
+        remaining, running = rank - self._zero_count, 0.0
+        key = positive.max_key
+        for index, count in enumerate(positive.bins):
+            running += count
+            if running >= remaining:
+                key = index + positive.offset
+                break
+        value, accuracy = self._mapping.value(key), self._mapping.relative_accuracy
+        low = value / (1 + accuracy) * (1 - 1e-9)
+        high = value / (1 - accuracy) * (1 + 1e-9)
+        if positive.is_collapsed and key == positive.min_key:
+            low = self._min
+        return max(low, self._min), min(high, self._max)
+
 
 def _export_store(store: CollapsingLowestDenseStore) -> dict[str, Any]:
     if store.count == 0:
@@ -138,6 +166,16 @@ class LatencySketch:
             raise ValueError(f"q must be in [0, 1]: {q}")
         value = self._sketch.get_quantile_value(q)
         return None if value is None else float(value)
+
+    def rank_bounds(self, rank: int) -> tuple[float, float]:
+        """Bounds on the ``rank``-th smallest value added, ``1 <= rank <= count``.
+
+        The value lies in the interval whatever it was: the sketch keeps it to
+        within ``relative_accuracy``, and its exact minimum and maximum clip that.
+        What the rollout's confidence bounds on quantiles read
+        (:mod:`rayfleet.platform.rollout.quantile_bounds`).
+        """
+        return self._sketch.rank_bounds(rank)
 
     def copy(self) -> LatencySketch:
         """An independent sketch with the same values."""

@@ -179,7 +179,10 @@ def _simulate(core: ValidatorCore, seed: int = 7) -> None:
 
 def _core() -> ValidatorCore:
     rng = np.random.default_rng(1)
-    reference = {f"f{i}": rng.normal(0.0, 1.0, 400) for i in range(FEATURES)}
+    # 1000 reference rows: against the ~190 rows the canary's window samples, few
+    # enough that a moderate shift can stand out from the noise and unshifted
+    # features read "none" rather than "insufficient" (400 were too few).
+    reference = {f"f{i}": rng.normal(0.0, 1.0, 1000) for i in range(FEATURES)}
     return ValidatorCore(
         _spec(), "demo", MemoryStateStore(), {("digits", "v2"): reference}, now=T0
     )
@@ -430,12 +433,17 @@ def test_dashboard_renders_the_validation_snapshot(server: str, data: _Data) -> 
         assert [(g.attrs["data-gate"], g.attrs["data-verdict"]) for g in gates] == [
             (g["name"], g["verdict"]) for g in rollout["gates"]
         ]
+        # Latency gates say which time they judged; the others, none.
+        assert [g.attrs["data-timing"] for g in gates] == [
+            g["timing"] or "" for g in rollout["gates"]
+        ]
         history = card.one("ol", cls="timeline").find("li")
         assert len(history) == len(rollout["history"])
         assert history[-1].one(cls="reason").text() == rollout["history"][-1]["reason"]
         assert card.one(cls="rollout-weight").text() == f"{rollout['weight']:g}%"
 
-    # The live canary: phase, step, drift rows sorted by PSI, prediction drift.
+    # The live canary: phase, step, drift rows sorted by PSI net of its noise,
+    # prediction drift.
     digits = models.one(cls="model", data_model="digits")
     assert digits.one(cls="rollout-phase").text() == "canary"
     assert digits.one(cls="rollout-canary").text() == "v2"
@@ -445,7 +453,7 @@ def test_dashboard_renders_the_validation_snapshot(server: str, data: _Data) -> 
     assert digits.one(cls="step", data_state="current").text() == f"{live['weight']:g}%"
     rows = digits.one("table", cls="drift").one("tbody").find("tr")
     features = by_name["digits"]["comparison"]["input_drift"]["features"]
-    expected = sorted(features, key=lambda f: f["psi"], reverse=True)[:15]
+    expected = sorted(features, key=lambda f: f["psi_corrected"], reverse=True)[:15]
     assert [r.attrs["data-feature"] for r in rows] == [f["name"] for f in expected]
     assert [r.attrs["data-band"] for r in rows] == [f["band"] for f in expected]
     assert rows[0].attrs["data-band"] == "major"

@@ -147,6 +147,37 @@ def test_spec_is_immutable() -> None:
         parsed.store = "/elsewhere"  # type: ignore[misc]
 
 
+# -- the evidence a rollback needs ----------------------------------------------
+
+
+def test_rollback_evidence_settings_are_read_and_checked() -> None:
+    args = gates(latency_confidence=0.95)
+    args["models"][0]["rollout"]["failure_threshold"] = 5
+    rollout = parse_spec(args).model("digits").rollout
+    assert rollout is not None
+    assert (rollout.failure_threshold, rollout.gates.latency_confidence) == (5, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("latency_confidence", 0.5, "rollout.gates.latency_confidence"),
+        ("latency_confidence", 1.0, "rollout.gates.latency_confidence"),
+        ("failure_threshold", 0, "rollout.failure_threshold"),
+    ],
+)
+def test_rollback_evidence_settings_refuse_nonsense(
+    field: str, value: float, where: str
+) -> None:
+    args = gates()
+    if field == "failure_threshold":
+        args["models"][0]["rollout"][field] = value
+    else:
+        args["models"][0]["rollout"]["gates"][field] = value
+    with pytest.raises(ConfigError, match=where):
+        parse_spec(args)
+
+
 # -- keys renamed in 0.2.0, read with a warning until 0.3.0 --------------------
 
 

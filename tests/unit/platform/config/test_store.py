@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,58 @@ def test_state_round_trips_and_replaces_whole(tmp_path: Path) -> None:
         "digits.json"
     ]
     assert store.models() == []
+
+
+ENTRY_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{8}\.json")
+
+
+def test_history_is_one_json_file_per_entry_beside_state(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path))
+    store.write_state("app/digits", {"stable": "v1"})
+    for n in range(3):
+        store.append_history("app/digits", {"n": n})
+    folder = tmp_path / "_history" / "app" / "digits"
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 3 and all(ENTRY_NAME.fullmatch(name) for name in names)
+    assert [json.loads((folder / name).read_text()) for name in names] == [
+        {"n": n} for n in range(3)
+    ]
+    assert store.read_history("app/digits", 10) == [{"n": n} for n in range(3)]
+    assert store.models() == []
+
+
+def test_history_keeps_its_order_however_fast_entries_come(tmp_path: Path) -> None:
+    # Two stores on one folder, as two Validators (or an old and a new one)
+    # would be: no name collides and every entry is read back.
+    first, second = ModelStore(str(tmp_path)), ModelStore(str(tmp_path))
+    for n in range(200):
+        (first if n % 2 else second).append_history("app/digits", {"n": n})
+    assert first.read_history("app/digits", 1000) == [{"n": n} for n in range(200)]
+    assert second.read_history("app/digits", 5) == [{"n": n} for n in range(195, 200)]
+
+
+def test_history_skips_what_is_not_an_entry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(str(tmp_path))
+    store.append_history("app/digits", {"n": 1})
+    folder = tmp_path / "_history" / "app" / "digits"
+    # A write in progress, a stray file, and two damaged entries.
+    (folder / ".00000000000000000001-abcdef01.json.tmp").write_text("{")
+    (folder / "notes.txt").write_text("hello")
+    (folder / "99999999999999999998-00000000.json").write_text("{half")
+    (folder / "99999999999999999999-00000000.json").write_text("[1, 2]")
+    with caplog.at_level(logging.WARNING):
+        assert store.read_history("app/digits", 10) == [{"n": 1}]
+    assert "skipping unreadable" in caplog.text
+    assert "not a JSON object" in caplog.text
+    # The limit counts entries, damaged ones included: the last two were those.
+    assert store.read_history("app/digits", 2) == []
+
+
+def test_history_that_cannot_be_listed_is_a_store_error(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path))
+    (tmp_path / "_history" / "app").mkdir(parents=True)
+    (tmp_path / "_history" / "app" / "digits").write_text("a file, not a folder")
+    with pytest.raises(StoreError, match="cannot list history 'app/digits'"):
+        store.read_history("app/digits", 10)

@@ -145,3 +145,25 @@ def test_check_reads_versions_from_the_store(
 def test_version_uri_keeps_the_query_last(store_uri: str) -> None:
     path, query = store_uri.split("?")
     assert ModelStore(store_uri).version_uri("m", "v1") == f"{path}/m/v1?{query}"
+
+
+def test_history_appends_and_reads_back_on_s3(store_uri: str) -> None:
+    store = ModelStore(store_uri)
+    assert store.read_history("app/digits", 10) == []
+    store.write_state("app/digits", {"stable": "v1"})
+    for n in range(5):
+        store.append_history("app/digits", {"n": n})
+    # A second Validator's store on the same bucket, and a restart's new one.
+    ModelStore(store_uri).append_history("app/digits", {"n": 5})
+    again = ModelStore(store_uri)
+    assert again.read_history("app/digits", 100) == [{"n": n} for n in range(6)]
+    assert again.read_history("app/digits", 2) == [{"n": 4}, {"n": 5}]
+    assert again.read_state("app/digits") == {"stable": "v1"}
+    assert again.models() == []
+
+    # One object per entry, written in place: no scratch objects left behind.
+    fs, root = pafs.FileSystem.from_uri(store_uri)
+    infos = fs.get_file_info(pafs.FileSelector(f"{root}/_history/app/digits"))
+    names = sorted(info.base_name for info in infos)
+    assert len(names) == 6
+    assert all(name.endswith(".json") and "tmp" not in name for name in names)

@@ -10,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from rayfleet.platform.config.signature import Signature, TensorSpec
 from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore, PythonEntry
-from rayfleet.platform.errors import InvalidInput, ServiceUnavailable
+from rayfleet.platform.errors import InvalidInput, ServiceUnavailable, StoreError
 from rayfleet.platform.ingress.admin import (
     ADMIN_MAX_BODY_BYTES,
     ValidatorCall,
@@ -32,6 +34,8 @@ from rayfleet.platform.ingress.admin import (
 from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers, call_asgi
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.history import CALLER_MAX_CHARS
+from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.validation.jobs import JobQueue
 from tests.fuzz_strategies import HttpCase, admin_requests, fuzz_settings, send
 
@@ -40,19 +44,6 @@ SIGNATURE = Signature(
     inputs=(TensorSpec(name="input", datatype="FP32", shape=(-1, 4)),),
     outputs=(TensorSpec(name="score", datatype="FP32", shape=(-1,)),),
 )
-
-
-class MemoryState:
-    """The rollout state store, in a dict."""
-
-    def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Any]] = {}
-
-    def read_state(self, key: str) -> dict[str, Any] | None:
-        return self.docs.get(key)
-
-    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
-        self.docs[key] = dict(state)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +62,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 class Admin:
     """The admin app over a fresh core, and what it handed to the webhooks."""
 
-    def __init__(self, store: ModelStore, token: str | None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        token: str | None,
+        state: MemoryStateStore | None = None,
+    ) -> None:
         spec = parse_spec(
             {
                 "store": store.uri,
@@ -86,7 +82,8 @@ class Admin:
             }
         )
         # The app reads the wall clock, as the Validator does.
-        self.core = ValidatorCore(spec, "app", MemoryState(), {}, now=time.time())
+        self.state = state or MemoryStateStore()
+        self.core = ValidatorCore(spec, "app", self.state, {}, now=time.time())
         self.jobs = JobQueue()
         self.sent: list[ro.Event] = []
         self.app = build_admin_app(
@@ -369,6 +366,105 @@ def test_validation_jobs(client: TestClient, admin: Admin) -> None:
     assert client.get("/-/validations/nope").status_code == 404
 
 
+def test_history_needs_no_token_and_shows_callers_only_with_it(
+    client: TestClient, admin: Admin
+) -> None:
+    paused = client.post(
+        "/-/rollouts/digits/pause",
+        headers={**bearer(TOKEN), "x-rayfleet-actor": "alice@laptop"},
+    )
+    assert paused.status_code == 200
+    open_view = client.get("/-/rollouts/digits/history")
+    assert open_view.status_code == 200
+    assert [(e["kind"], e["caller"]) for e in open_view.json()] == [
+        ("rollout_started", None),
+        ("paused", {"hidden": True}),
+    ]
+    assert "alice" not in open_view.text
+    for headers in ({"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+        wrong = client.get("/-/rollouts/digits/history", headers=headers)
+        assert wrong.json() == open_view.json()
+    admin_view = client.get("/-/rollouts/digits/history", headers=bearer(TOKEN))
+    started, pause = admin_view.json()
+    assert pause["caller"] == {"client": "testclient", "actor": "alice@laptop"}
+    assert pause["reason"] == "operator: pause"
+    assert (pause["canary"], pause["stable"], pause["weight"]) == ("v2", "v1", 0.0)
+    assert started["kind"] == "rollout_started" and started["caller"] is None
+    last = client.get("/-/rollouts/digits/history", params={"limit": "1"})
+    assert [e["kind"] for e in last.json()] == ["paused"]
+    assert client.get("/-/rollouts/digits/history?limit=1000").status_code == 200
+
+
+def test_history_is_read_from_the_store_after_a_restart(store: ModelStore) -> None:
+    state = MemoryStateStore()
+    first = Admin(store, TOKEN, state)
+    first.core.act("digits", "rollback", time.time())
+    with TestClient(Admin(store, TOKEN, state).app) as client:
+        kinds = [e["kind"] for e in client.get("/-/rollouts/digits/history").json()]
+    assert kinds == ["rollout_started", "rolled_back"]
+
+
+@pytest.mark.parametrize(
+    "limit",
+    ["0", "1001", "-1", "1.5", "ten", "", "+5", " 5", "1_0", "\uff15", "9" * 40],
+)
+def test_history_limit_is_checked(client: TestClient, limit: str) -> None:
+    response = client.get("/-/rollouts/digits/history", params={"limit": limit})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": f"limit must be a whole number in [1, 1000]: {limit[:32]!r}"
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/-/rollouts/fraud/history", "no model 'fraud'"),
+        ("/-/rollouts/_state/history", "no model '_state'"),
+        ("/-/rollouts/di%20gits/history", "no model 'di gits'"),
+    ],
+)
+def test_history_of_an_unknown_model_is_a_json_404(
+    client: TestClient, path: str, message: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"error": message}
+
+
+def test_history_that_the_store_cannot_read_is_a_503(store: ModelStore) -> None:
+    class Unreadable(MemoryStateStore):
+        def read_history(self, key: str, limit: int) -> list[dict[str, Any]]:
+            raise StoreError("the bucket is gone")
+
+    with TestClient(Admin(store, TOKEN, Unreadable()).app) as client:
+        response = client.get("/-/rollouts/digits/history")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {
+        "error": "cannot read the rollout history: the bucket is gone"
+    }
+
+
+@fuzz_settings(60)
+@given(
+    model=st.text(min_size=1, max_size=12),
+    limit=st.one_of(st.none(), st.text(max_size=12)),
+)
+def test_fuzz_history(store: ModelStore, model: str, limit: str | None) -> None:
+    """Whatever the model name and limit, a list, or a 4xx with a JSON error."""
+    with TestClient(Admin(store, TOKEN).app) as client:
+        params = {} if limit is None else {"limit": limit}
+        response = client.get(
+            f"/-/rollouts/{quote(model, safe='')}/history", params=params
+        )
+    if response.status_code == 200:
+        assert isinstance(response.json(), list)
+    else:
+        assert response.status_code in (400, 404)
+        assert set(response.json()) == {"error"}
+
+
 def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
     assert client.get("/-/nothing").json() == {"error": "Not Found"}
     wrong_method = client.get("/-/rollouts/digits/pause")
@@ -409,7 +505,39 @@ def test_forwarding_reaches_the_validator_app(admin: Admin) -> None:
         b"authorization",
         b"content-type",
         b"accept",
+        b"x-rayfleet-actor",
+        b"x-rayfleet-client",
     }
+
+
+def test_forwarding_passes_on_the_caller_for_the_record(admin: Admin) -> None:
+    seen: list[Headers] = []
+
+    async def call(
+        method: str, path: str, query: bytes, headers: Headers, body: bytes
+    ) -> ForwardedResponse:
+        seen.append(headers)
+        return await call_asgi(admin.app, method, path, query, headers, body)
+
+    actor = "alice@laptop\t\x1b[31m" + "x" * 1000
+    with TestClient(forwarding_app(call)) as client:
+        paused = client.post(
+            "/-/rollouts/digits/pause",
+            headers={
+                **bearer(TOKEN),
+                "x-rayfleet-actor": actor,
+                # A client cannot say where it comes from: the router does.
+                "x-rayfleet-client": "10.9.9.9",
+            },
+        )
+        assert paused.status_code == 200
+        assert all(actor[:12] not in value for value in paused.headers.values())
+        history = client.get("/-/rollouts/digits/history", headers=bearer(TOKEN))
+    client_values = [v for k, v in seen[0] if k == b"x-rayfleet-client"]
+    assert client_values == [b"testclient"]
+    (entry,) = [e for e in history.json() if e["kind"] == "paused"]
+    expected_actor = ("alice@laptop[31m" + "x" * 1000)[:CALLER_MAX_CHARS]
+    assert entry["caller"] == {"client": "testclient", "actor": expected_actor}
 
 
 def test_forwarding_refuses_a_huge_body_before_calling(admin: Admin) -> None:

@@ -32,6 +32,7 @@ from rayfleet.platform.rollout import (
     traffic_weights,
 )
 from rayfleet.platform.thresholds import GATE_NAMES
+from tests.unit.platform.rollout.latency_samples import grid, measured
 
 SPEC = RolloutSpec()
 
@@ -93,6 +94,7 @@ def test_spec_defaults_match_the_documented_plan() -> None:
     assert (gates.max_error_rate_delta, gates.max_prediction_js) == (0.01, 0.1)
     assert (gates.max_input_drift_share, gates.min_agreement) == (0.25, 0.9)
     assert gates.min_prediction_chi2_pvalue is None
+    assert (SPEC.failure_threshold, gates.latency_confidence) == (3, 0.99)
 
 
 @pytest.mark.parametrize(
@@ -170,10 +172,16 @@ def test_healthy_window_passes_or_skips_every_gate() -> None:
         # Signals some models lack: missing is skipped.
         ({"prediction_js": None}, "prediction_js", Verdict.SKIPPED),
         ({"input_drift_share": None}, "input_drift_share", Verdict.SKIPPED),
+        # Latency over its limit without the samples to prove it only holds
+        # (test_gates.py has them failing on evidence).
+        ({"canary_p50_ms": 12.1}, "model_p50_ratio", Verdict.PENDING),
+        ({"canary_p99_ms": 42.1}, "model_p99_ratio", Verdict.PENDING),
+        (
+            {"canary_p99_ms": 501.0, "stable_p99_ms": 400.0},
+            "e2e_p99_ms",
+            Verdict.PENDING,
+        ),
         # Failing values.
-        ({"canary_p50_ms": 12.1}, "model_p50_ratio", Verdict.FAIL),
-        ({"canary_p99_ms": 42.1}, "model_p99_ratio", Verdict.FAIL),
-        ({"canary_p99_ms": 501.0, "stable_p99_ms": 400.0}, "e2e_p99_ms", Verdict.FAIL),
         ({"canary_error_rate": 0.2}, "error_rate_delta", Verdict.FAIL),
         ({"prediction_js": 0.1001}, "prediction_js", Verdict.FAIL),
         ({"prediction_chi2_pvalue": 0.0001}, "prediction_chi2_pvalue", Verdict.FAIL),
@@ -289,15 +297,45 @@ def test_waits_for_min_step_s_before_promoting() -> None:
     assert {g["name"] for g in events[0].to_dict()["gates"]} >= {"model_p50_ratio"}
 
 
+def fail_until_rolled_back(
+    state: RolloutState,
+    window: WindowComparison,
+    clock: FakeClock,
+    spec: RolloutSpec = SPEC,
+) -> tuple[RolloutState, tuple[Event, ...]]:
+    """Step on a failing ``window`` until the rollout is rolled back, checking
+    that it holds, and says so, on each evaluation before the last."""
+    for count in range(1, spec.failure_threshold):
+        state, events = step(state, spec, window, clock.advance(5))
+        assert (state.phase, state.consecutive_failures, events) == (
+            Phase.CANARY if state.step_index is not None else Phase.SHADOW,
+            count,
+            (),
+        )
+        failing = [r for r in state.gates if r.verdict is Verdict.FAIL]
+        assert failing
+        assert all(
+            r.detail.endswith(f"failing {count} of {spec.failure_threshold}")
+            for r in failing
+        )
+    return step(state, spec, window, clock.advance(5))
+
+
 def test_failing_gate_rolls_back_as_soon_as_requests_suffice() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
     bad = healthy(100, prediction_js=0.33)
-    after, events = step(state, SPEC, bad, clock.advance(10))  # before min_step_s
-    assert (after.phase, after.weight) == (Phase.ROLLED_BACK, 0)
+    # The third failing evaluation, 15 s in: before min_step_s.
+    after, events = fail_until_rolled_back(state, bad, clock)
+    assert (after.phase, after.weight, after.consecutive_failures) == (
+        Phase.ROLLED_BACK,
+        0,
+        3,
+    )
     assert kinds(events) == ["rolled_back"]
     assert events[0].reason == (
-        "gates failed on 100 canary requests: prediction_js 0.33 > max 0.1"
+        "gates failed on 100 canary requests, 3 evaluations in a row: "
+        "prediction_js 0.33 > max 0.1"
     )
     assert traffic_weights(after) == {"v2": 0.0, "v1": 100.0}
 
@@ -305,7 +343,9 @@ def test_failing_gate_rolls_back_as_soon_as_requests_suffice() -> None:
 def test_clear_error_rate_rolls_back_before_min_requests() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
-    after, events = step(state, SPEC, healthy(20, canary_error_rate=0.5), clock.now)
+    # It acts before the request count, but waits for the failure count too.
+    window = healthy(20, canary_error_rate=0.5)
+    after, events = fail_until_rolled_back(state, window, clock)
     assert after.phase is Phase.ROLLED_BACK
     assert "error_rate_delta 0.499 > max 0.01" in events[0].reason
 
@@ -318,21 +358,32 @@ def test_noisy_errors_neither_roll_back_nor_promote() -> None:
     assert (after.phase, after.weight, events) == (Phase.CANARY, 5, ())
 
 
+def _tail_times(values: np.ndarray, factor: float) -> np.ndarray:
+    """``values`` with their slowest 10% ``factor`` times slower."""
+    slower = values.copy()
+    slower[values > np.quantile(values, 0.9)] *= factor
+    return slower
+
+
 @pytest.mark.parametrize(
-    "changes",
+    "window",
     [
-        {"canary_p50_ms": 13.0},
-        {"canary_p99_ms": 50.0},
-        {"canary_p99_ms": 600.0, "stable_p99_ms": 590.0},
-        {"canary_error_rate": 0.05},
-        {"prediction_js": 0.2},
-        {"input_drift_share": 0.5},
+        # Latency gates fail on evidence: 200 canary requests against 3800.
+        measured(grid(200, 14.0), grid(3800, 8.0)),
+        measured(_tail_times(grid(200, 8.0), 3), grid(3800, 8.0)),
+        # Over the 500 ms SLO while stable keeps it (and within the ratios).
+        measured(grid(200, 600.0, 0.05), grid(3800, 420.0, 0.05)),
+        healthy(200, canary_error_rate=0.05),
+        healthy(200, prediction_js=0.2),
+        healthy(200, input_drift_share=0.5),
     ],
+    ids=["p50", "p99", "ceiling", "errors", "predictions", "inputs"],
 )
-def test_each_gate_can_roll_back(changes: dict[str, Any]) -> None:
+def test_each_gate_can_roll_back(window: WindowComparison) -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
-    after, events = step(state, SPEC, healthy(200, **changes), clock.advance(40))
+    clock.advance(25)
+    after, events = fail_until_rolled_back(state, window, clock)
     assert after.phase is Phase.ROLLED_BACK
     failed = [r.name for r in after.gates if r.verdict is Verdict.FAIL]
     assert len(failed) == 1
@@ -442,10 +493,96 @@ def test_shadow_disagreement_rolls_back_before_users_see_the_canary() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock, SHADOW)
     bad = healthy(500, shadow_pairs=500, agreement=0.48)
-    after, events = step(state, SHADOW, bad, clock.advance(5))
+    after, events = fail_until_rolled_back(state, bad, clock, SHADOW)
     assert (after.phase, after.weight) == (Phase.ROLLED_BACK, 0)
     assert "agreement 0.48 < min 0.9" in events[0].reason
     assert shadow_percent(after) == 0
+
+
+# --- consecutive failures -------------------------------------------------------
+
+BAD_JS = healthy(100, prediction_js=0.33)
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 4])
+def test_the_threshold_th_failing_evaluation_rolls_back(threshold: int) -> None:
+    spec = RolloutSpec(failure_threshold=threshold)
+    clock = FakeClock()
+    state, _ = at_first_step(clock, spec)
+    # Long past min_step_s: a held step still never promotes.
+    clock.advance(60)
+    after, events = fail_until_rolled_back(state, BAD_JS, clock, spec)
+    assert (after.phase, after.consecutive_failures) == (Phase.ROLLED_BACK, threshold)
+    in_a_row = f", {threshold} evaluations in a row" if threshold > 1 else ""
+    assert events[0].reason == (
+        f"gates failed on 100 canary requests{in_a_row}: prediction_js 0.33 > max 0.1"
+    )
+
+
+@pytest.mark.parametrize(
+    "calm",
+    [healthy(100), healthy(100, canary_p99_ms=None), healthy(99, prediction_js=0.5)],
+    ids=["passing", "pending", "failing-on-too-few-requests"],
+)
+def test_an_evaluation_without_a_failing_gate_resets_the_count(
+    calm: WindowComparison,
+) -> None:
+    clock = FakeClock()
+    state, _ = at_first_step(clock)
+    for _ in range(2):
+        state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+    assert state.consecutive_failures == 2
+    state, events = step(state, SPEC, calm, clock.advance(5))  # 15 s: no promotion
+    assert (state.phase, state.weight, state.consecutive_failures, events) == (
+        Phase.CANARY,
+        5,
+        0,
+        (),
+    )
+    after, _ = fail_until_rolled_back(state, BAD_JS, clock)
+    assert after.phase is Phase.ROLLED_BACK
+
+
+def test_a_new_step_window_resets_the_count() -> None:
+    clock = FakeClock()
+    state, _ = at_first_step(clock)
+    state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+    state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+    assert set_weight(state, 25, clock.now)[0].consecutive_failures == 0
+    paused, _ = pause(state, clock.now)
+    assert paused.consecutive_failures == 2
+    assert resume(paused, clock.now)[0].consecutive_failures == 0
+
+
+def test_the_count_survives_a_restart() -> None:
+    clock = FakeClock()
+    state, _ = at_first_step(clock)
+    for _ in range(2):
+        state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+    saved = json.loads(json.dumps(state.to_dict()))
+    assert saved["consecutive_failures"] == 2
+    assert saved["gates"][4]["detail"] == "failing 2 of 3"
+    resumed = RolloutState.from_dict(saved)
+    assert resumed == state
+    after, events = step(resumed, SPEC, BAD_JS, clock.advance(5))
+    assert (after.phase, kinds(events)) == (Phase.ROLLED_BACK, ["rolled_back"])
+
+
+def test_a_state_saved_before_the_count_and_timings_still_loads() -> None:
+    clock = FakeClock()
+    state, _ = at_first_step(clock)
+    state, _ = step(state, SPEC, healthy(50), clock.advance(5))
+    saved = state.to_dict()
+    old = {k: v for k, v in saved.items() if k != "consecutive_failures"}
+    old["gates"] = [
+        {k: v for k, v in gate.items() if k != "timing"} for gate in saved["gates"]
+    ]
+    loaded = RolloutState.from_dict(old)
+    assert loaded.consecutive_failures == 0
+    assert {g.timing for g in loaded.gates} == {None}
+    assert loaded == replace(
+        state, gates=tuple(replace(g, timing=None) for g in state.gates)
+    )
 
 
 # --- operator actions -----------------------------------------------------------
@@ -557,7 +694,7 @@ def test_from_dict_refuses_another_format() -> None:
 def test_event_to_dict_is_the_webhook_body() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
-    _, events = step(state, SPEC, healthy(100, prediction_js=0.3), clock.now)
+    _, events = fail_until_rolled_back(state, healthy(100, prediction_js=0.3), clock)
     body = events[0].to_dict()
     assert body["kind"] in EVENT_KINDS
     assert {k: body[k] for k in ("kind", "model", "version", "stable", "phase")} == {
@@ -617,8 +754,18 @@ healthy_windows = st.builds(
     agreement=st.sampled_from([0.95, None]),
     prediction_js=st.sampled_from([0.02, None]),
 )
+# Latency failing on evidence needs samples: a few windows that carry them.
+sampled_windows = st.sampled_from(
+    [
+        measured(grid(200, 14.0), grid(3800, 8.0)),
+        measured(grid(300, 8.0), grid(3000, 8.0), "model"),
+        measured(grid(50, 9.0), grid(1000, 8.0), "model"),
+    ]
+)
 # Mostly healthy, so that runs reach promotion, with anything mixed in.
-windows = st.one_of(healthy_windows, healthy_windows, healthy_windows, any_windows)
+windows = st.one_of(
+    healthy_windows, healthy_windows, healthy_windows, any_windows, sampled_windows
+)
 
 
 @st.composite
@@ -630,6 +777,7 @@ def specs(draw: st.DrawFn) -> RolloutSpec:
         shadow_min_pairs=draw(st.integers(1, 600)),
         min_requests_per_step=draw(st.integers(1, 200)),
         min_step_s=draw(st.floats(0, 60)),
+        failure_threshold=draw(st.integers(1, 4)),
         gates=GateSpec(min_prediction_chi2_pvalue=draw(st.none() | st.just(0.01))),
     )
 
@@ -673,6 +821,18 @@ def test_step_invariants(
             assert failed
             if seen < needed:
                 assert "error_rate_delta" in failed
+        if state.phase in (Phase.SHADOW, Phase.CANARY):
+            # The count grows on each evaluation with a gate failing on enough
+            # data, resets on any other, and a rollback needs it at threshold.
+            failing = any(
+                r.verdict is Verdict.FAIL
+                and (seen >= needed or r.name == "error_rate_delta")
+                for r in results
+            )
+            count = state.consecutive_failures + 1 if failing else 0
+            assert after.consecutive_failures == count
+            rolled_back = after.phase is Phase.ROLLED_BACK
+            assert rolled_back == (count >= spec.failure_threshold)
         assert RolloutState.from_dict(json.loads(json.dumps(after.to_dict()))) == after
         state = after
 

@@ -5,6 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rayfleet.platform.validation.sketch import LatencySketch
 
@@ -106,3 +108,66 @@ def test_rejects_bad_arguments() -> None:
         LatencySketch().quantile(1.5)
     with pytest.raises(ValueError, match="different relative accuracy"):
         LatencySketch(0.01).merge(LatencySketch(0.02))
+
+
+# -- order statistics, for the rollout's confidence bounds ----------------------
+
+
+def _ranks_within_bounds(sketch: LatencySketch, values: np.ndarray) -> None:
+    ordered = np.sort(values)
+    for rank in range(1, ordered.size + 1):
+        low, high = sketch.rank_bounds(rank)
+        assert low <= ordered[rank - 1] <= high, rank
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([0.0, 1.0, 2.0])
+        | st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_every_order_statistic_lies_within_its_rank_bounds(values: list[float]) -> None:
+    sketch = LatencySketch()
+    for value in values:
+        sketch.add(value)
+    _ranks_within_bounds(sketch, np.asarray(values))
+
+
+def test_rank_bounds_are_one_bin_wide_on_a_heavy_tail(latencies: np.ndarray) -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate([latencies[:3000], 4.0 * (1 + rng.pareto(1.1, 1000))])
+    sketch = LatencySketch()
+    for value in values.tolist():
+        sketch.add(value)
+    _ranks_within_bounds(sketch, values)
+    # 1% relative accuracy: a bin spans (v / 1.01, v / 0.99], about 2%.
+    widths = [high / low for low, high in map(sketch.rank_bounds, range(1, 4001))]
+    assert max(widths) <= 1.0203
+    # The ends are exact: the sketch keeps its minimum and maximum.
+    assert sketch.rank_bounds(1)[0] == values.min()
+    assert sketch.rank_bounds(4000)[1] == values.max()
+
+
+def test_rank_bounds_survive_collapsed_bins_and_a_round_trip() -> None:
+    values = np.array([10.0**e for e in range(-12, 12)] * 3)
+    sketch = LatencySketch(bin_limit=16)
+    for value in values.tolist():
+        sketch.add(value)
+    assert sketch.to_dict()["positive"]["collapsed"]
+    _ranks_within_bounds(sketch, values)
+    restored = LatencySketch.from_dict(json.loads(json.dumps(sketch.to_dict())))
+    assert [restored.rank_bounds(r) for r in range(1, 73)] == [
+        sketch.rank_bounds(r) for r in range(1, 73)
+    ]
+
+
+@pytest.mark.parametrize("rank", [0, 4, -1])
+def test_rank_bounds_refuse_ranks_outside_the_count(rank: int) -> None:
+    sketch = LatencySketch()
+    for value in (1.0, 2.0, 3.0):
+        sketch.add(value)
+    with pytest.raises(ValueError, match=r"rank must be in \[1, 3\]"):
+        sketch.rank_bounds(rank)
