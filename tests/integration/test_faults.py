@@ -24,7 +24,7 @@ from loadtest.common import actor_pids
 from rayfleet.deployments.app import build
 from rayfleet.platform.config.store import MANIFEST, Manifest
 
-from .conftest import TEST_SIGNATURE
+from .conftest import TEST_SIGNATURE, delete_app
 
 APP = "faults"
 
@@ -98,7 +98,7 @@ def faults_url(
         assert time.monotonic() < deadline, "the faults app never became ready"
         time.sleep(0.5)
     yield url
-    serve.delete(APP)
+    delete_app(APP)
 
 
 def infer(url: str, x: float) -> httpx.Response:

@@ -24,6 +24,7 @@ from loadtest.rollout_trials import write_wrapped_versions
 from rayfleet.cli.demo import digits_split
 from rayfleet.deployments.app import build
 
+from .conftest import delete_app
 from .test_rollout import rollout_args, wait_for
 
 APP = "saturated"
@@ -103,7 +104,7 @@ def saturated_url(serve_url: str, store: Path) -> Iterator[str]:
     )
     serve.run(build(args), name=APP, route_prefix=f"/{APP}")
     yield f"{serve_url}/{APP}"
-    serve.delete(APP)
+    delete_app(APP)
 
 
 def _digits(url: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from rayfleet.cli.admin_client import actor
 from rayfleet.cli.main import main
 from rayfleet.deployments.app import build
 
+from .conftest import delete_app
 from .test_rollout import Client, rollout_args, wait_for
 
 # Where Serve writes each replica's log (the README sends operators here).
@@ -144,4 +145,4 @@ def test_history_shows_the_rollback_and_the_operator_after_a_restart(
     kinds = {(line["event"], line["kind"], line["canary"]) for line in logged}
     assert ("rollout_decision", "rolled_back", "v3") in kinds, kinds
     assert ("rollout_operator_action", "paused", "v2") in kinds, kinds
-    serve.delete("history")
+    delete_app("history")

@@ -26,7 +26,7 @@ from rayfleet.cli.demo import digits_split
 from rayfleet.deployments.app import build
 from rayfleet.platform.rollout.webhooks import SIGNATURE_HEADER, verify
 
-from .conftest import ADMIN_TOKEN, WEBHOOK_SECRET, WEBHOOK_SECRET_ENV
+from .conftest import ADMIN_TOKEN, WEBHOOK_SECRET, WEBHOOK_SECRET_ENV, delete_app
 
 ROWS = digits_split()[1]
 
@@ -204,7 +204,7 @@ def test_good_canary_promoted_bad_canary_rolled_back(
         ("rolled_back", "v3"),
     ]:
         assert expected in kinds, kinds
-    serve.delete("canary")
+    delete_app("canary")
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ def held_app(serve_url: str, store: Path) -> Iterator[str]:
         "the held rollout to reach its first step",
     )
     yield url
-    serve.delete("held")
+    delete_app("held")
 
 
 @pytest.mark.parametrize(

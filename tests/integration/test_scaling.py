@@ -22,6 +22,8 @@ from rayfleet.deployments.app import build
 from rayfleet.platform.rollout.telemetry import replica_requests
 from rayfleet.platform.serving.counters import balance_ratio
 
+from .conftest import delete_app
+
 APP = "scaling"
 PREFIX = "/scaling"
 
@@ -78,7 +80,7 @@ def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def _replica_requests(url: str, model: str) -> dict[str, float]:

@@ -19,7 +19,7 @@ from rayfleet.deployments.app import build
 from rayfleet.platform.protocol import ARROW_CONTENT_TYPE
 from rayfleet.testing import decode_arrow_response, encode_arrow_request
 
-from .conftest import digits_body
+from .conftest import delete_app, digits_body
 
 ROWS = digits_split()[1][:16]
 
@@ -396,4 +396,4 @@ def test_replica_is_not_ready_before_warm_up(serve_url: str, store: Path) -> Non
         )
         assert stats["warm_s"] >= 4
     finally:
-        serve.delete("slow")
+        delete_app("slow")
