@@ -109,10 +109,12 @@ class GateSpec(Spec):
     # Off by default: on large windows a p-value flags differences too small to
     # matter; the JS divergence above measures the size of the shift instead.
     min_prediction_chi2_pvalue: Annotated[float, Field(gt=0, lt=1)] | None = None
-    # Share of input features drifted against the version's reference data.
+    # Share of input features drifted against the version's reference data: a
+    # feature counts when its KS test rejects at a Bonferroni-corrected p-value.
     max_input_drift_share: _Fraction | None = 0.25
-    # What "drifted" means per feature, for the validator computing the share:
-    # PSI bands read < 0.1 as no change, 0.1-0.25 as moderate, > 0.25 as major.
+    # Not read by the Validator (the share above is KS's); only
+    # loadtest/sim_rollout.py models drift with it. Still accepted so that specs
+    # that set it load; it goes, or becomes the share's rule, in 0.3.0.
     feature_psi_threshold: PositiveFloat = 0.25
     # Top-1 agreement with stable on shadow requests. Digits v1 and v2 (96% and
     # 97% accurate) agree on 96%; v1 and the 48% tree v3 on 48%.
