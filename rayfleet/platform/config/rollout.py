@@ -148,11 +148,14 @@ class RolloutSpec(Spec):
     )
     evaluate_every_s: PositiveFloat = 5.0
     # Flagger's failure threshold: a rollback needs a failing gate on this many
-    # evaluations in a row; in between the step holds. 3 at evaluate_every_s 5 s
-    # adds 10 s to a true rollback and removes the single-window fluke (a burst
-    # that tips one evaluation). Any failing gate counts, the early error-rate
-    # gate included; an evaluation without one, or a new step, resets the count.
-    failure_threshold: PositiveInt = 3
+    # evaluations in a row; in between the step holds. Any failing gate counts,
+    # the early error-rate gate included; an evaluation without one, or a new
+    # step, resets the count. 2 removes the single-evaluation fluke (a burst that
+    # tips one window) at 5 s more per true rollback; 3 made the bad demo canary
+    # take up to 65 s at 50 requests/s in loadtest/sim_rollout.py, past the
+    # 60 s its rollback is promised in, and each gate already fails only on
+    # evidence at 99% confidence, so a third look buys little.
+    failure_threshold: PositiveInt = 2
     gates: GateSpec = GateSpec()
 
     @field_validator("steps")

@@ -29,7 +29,7 @@ Decisions this module makes, and why:
 - Rollback also needs a failing gate on ``failure_threshold`` evaluations in a
   row (Flagger's failure threshold), counted in
   ``RolloutState.consecutive_failures``; in between the step holds, and the
-  failing results say how far the count is ("failing 2 of 3"). Any failing gate
+  failing results say how far the count is ("failing 1 of 2"). Any failing gate
   counts, the early error-rate gate included: its bound already rules out noise,
   but a window can still be unlike the ones around it (a burst, a stalled
   neighbour), and waiting two more evaluations costs seconds. An evaluation

@@ -35,6 +35,8 @@ from rayfleet.platform.thresholds import GATE_NAMES
 from tests.unit.platform.rollout.latency_samples import grid, measured
 
 SPEC = RolloutSpec()
+# Two failures in a row sit below this threshold: the count tests need room.
+THREE = RolloutSpec(failure_threshold=3)
 
 
 @dataclass
@@ -94,7 +96,7 @@ def test_spec_defaults_match_the_documented_plan() -> None:
     assert (gates.max_error_rate_delta, gates.max_prediction_js) == (0.01, 0.1)
     assert (gates.max_input_drift_share, gates.min_agreement) == (0.25, 0.9)
     assert gates.min_prediction_chi2_pvalue is None
-    assert (SPEC.failure_threshold, gates.latency_confidence) == (3, 0.99)
+    assert (SPEC.failure_threshold, gates.latency_confidence) == (2, 0.99)
 
 
 @pytest.mark.parametrize(
@@ -325,16 +327,16 @@ def test_failing_gate_rolls_back_as_soon_as_requests_suffice() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
     bad = healthy(100, prediction_js=0.33)
-    # The third failing evaluation, 15 s in: before min_step_s.
+    # The second failing evaluation, 10 s in: before min_step_s.
     after, events = fail_until_rolled_back(state, bad, clock)
     assert (after.phase, after.weight, after.consecutive_failures) == (
         Phase.ROLLED_BACK,
         0,
-        3,
+        2,
     )
     assert kinds(events) == ["rolled_back"]
     assert events[0].reason == (
-        "gates failed on 100 canary requests, 3 evaluations in a row: "
+        "gates failed on 100 canary requests, 2 evaluations in a row: "
         "prediction_js 0.33 > max 0.1"
     )
     assert traffic_weights(after) == {"v2": 0.0, "v1": 100.0}
@@ -530,24 +532,24 @@ def test_an_evaluation_without_a_failing_gate_resets_the_count(
     clock = FakeClock()
     state, _ = at_first_step(clock)
     for _ in range(2):
-        state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+        state, _ = step(state, THREE, BAD_JS, clock.advance(5))
     assert state.consecutive_failures == 2
-    state, events = step(state, SPEC, calm, clock.advance(5))  # 15 s: no promotion
+    state, events = step(state, THREE, calm, clock.advance(5))  # 15 s: no promotion
     assert (state.phase, state.weight, state.consecutive_failures, events) == (
         Phase.CANARY,
         5,
         0,
         (),
     )
-    after, _ = fail_until_rolled_back(state, BAD_JS, clock)
+    after, _ = fail_until_rolled_back(state, BAD_JS, clock, THREE)
     assert after.phase is Phase.ROLLED_BACK
 
 
 def test_a_new_step_window_resets_the_count() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
-    state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
-    state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+    state, _ = step(state, THREE, BAD_JS, clock.advance(5))
+    state, _ = step(state, THREE, BAD_JS, clock.advance(5))
     assert set_weight(state, 25, clock.now)[0].consecutive_failures == 0
     paused, _ = pause(state, clock.now)
     assert paused.consecutive_failures == 2
@@ -558,13 +560,13 @@ def test_the_count_survives_a_restart() -> None:
     clock = FakeClock()
     state, _ = at_first_step(clock)
     for _ in range(2):
-        state, _ = step(state, SPEC, BAD_JS, clock.advance(5))
+        state, _ = step(state, THREE, BAD_JS, clock.advance(5))
     saved = json.loads(json.dumps(state.to_dict()))
     assert saved["consecutive_failures"] == 2
     assert saved["gates"][4]["detail"] == "failing 2 of 3"
     resumed = RolloutState.from_dict(saved)
     assert resumed == state
-    after, events = step(resumed, SPEC, BAD_JS, clock.advance(5))
+    after, events = step(resumed, THREE, BAD_JS, clock.advance(5))
     assert (after.phase, kinds(events)) == (Phase.ROLLED_BACK, ["rolled_back"])
 
 
