@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -310,6 +311,8 @@ def inject(
 
     def kill() -> None:
         pids = actor_pids(name)
+        if not pids:
+            raise RuntimeError(f"no live process for {fault} (ray::...{name})")
         os.kill(pids[0], signal.SIGKILL)
         watch.append(Recovery(name, pids[0], len(pids)))
 
@@ -397,6 +400,7 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(store, ignore_errors=True)
     write_report("chaos.md", report(outcomes, args))
 
 

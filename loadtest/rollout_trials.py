@@ -377,6 +377,7 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(store, ignore_errors=True)
     command = (
         f".venv/bin/python -m loadtest.rollout_trials --loads {args.loads} "
         f"--canaries {args.canaries} --repeats {args.repeats} "

@@ -39,7 +39,8 @@ SERVE_ENV: dict[str, str] = {
     # HAProxy retries a request on another router replica when the connection
     # failed (Serve's default) and also when the router closed it without a word:
     # a router killed mid-request. Inference has no side effects; an admin action
-    # replayed after it took effect is refused with 409 or sets the same value.
+    # replayed after it took effect is refused with 409 or sets the same value,
+    # except a validation job (POST /-/validations), which would run twice.
     # Measured with two routers, a router kill still failed about one request
     # (loadtest/RESULTS.md, "Faults under load").
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",

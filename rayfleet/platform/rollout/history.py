@@ -211,6 +211,11 @@ class RolloutHistory:
 
         Never raises for the store: a failed append is logged and counted.
         """
+        events = tuple(events)
+        if not events:
+            # Called on every evaluation, held ones included: flush only when
+            # something was written.
+            return
         for event in events:
             entry = HistoryEntry.of(self.app, event, caller)
             document = entry.to_dict()

@@ -86,7 +86,11 @@ def _masses(n: int, p: float) -> tuple[int, list[float]]:
 
 
 def binomial_sf(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), ``0 < p < 1`` (exact to about 1e-15)."""
+    """P(X >= k) for X ~ Binomial(n, p), ``0 < p < 1``.
+
+    Absolute error about ``n * 1e-15`` (``lgamma``'s, scaled by n): 2e-9 at a
+    million draws, far below the 1 - confidence the gates compare it with.
+    """
     if k <= 0:
         return 1.0
     if k > n:

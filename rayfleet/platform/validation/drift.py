@@ -196,7 +196,10 @@ def drift_band(corrected: float, detectable: float, evidence: bool) -> FeatureBa
     ``corrected``: a real but small change reads "none". Without it, "none" if
     the sample could have shown a moderate shift (``detectable``, from
     :func:`psi_detectable`, at most the moderate threshold), else
-    "insufficient": "none" would claim more than the data show.
+    "insufficient": "none" would claim more than the data show. "none" is that
+    modest a claim: ``detectable`` is the shift found about half the time. The
+    evidence is either of two tests (KS, or chi-square on the PSI's bins), so a
+    false band is up to twice as likely as each test's threshold.
     """
     if evidence:
         return psi_band(corrected)
