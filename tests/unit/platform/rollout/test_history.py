@@ -14,13 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayfleet.platform.config.rollout import EVENT_KINDS, RolloutSpec
-from rayfleet.platform.config.spec import (
-    ModelSpec,
-    ObservationSpec,
-    PlatformSpec,
-    VersionSpec,
-)
+from rayfleet.platform.config.rollout import EVENT_KINDS
 from rayfleet.platform.errors import ModelNotFound, StoreError
 from rayfleet.platform.rollout import Event, GateResult, Phase, Verdict
 from rayfleet.platform.rollout.controller import ValidatorCore
@@ -36,6 +30,7 @@ from rayfleet.platform.rollout.history import (
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics
 from rayfleet.platform.validation.observation import Observation
+from tests.unit.platform.rollout.test_controller import READY, platform
 
 T0 = 1_700_000_000.0
 FAILED_P99 = GateResult(
@@ -278,26 +273,6 @@ def test_an_unreadable_stored_entry_is_skipped(
 
 
 # -- a ValidatorCore's record -----------------------------------------------------
-
-OBSERVATIONS = ObservationSpec(bucket_s=1.0, horizon_s=3600.0)
-ROLLOUT = RolloutSpec(steps=(10.0, 100.0), min_requests_per_step=20, min_step_s=10.0)
-READY = {("digits", "v2"): True, ("digits", "v3"): True}
-
-
-def platform() -> PlatformSpec:
-    digits = ModelSpec(
-        name="digits",
-        versions=(
-            VersionSpec(name="v1"),
-            VersionSpec(name="v2", canary=True),
-            VersionSpec(name="v3", canary=True),
-        ),
-        rollout=ROLLOUT,
-    )
-    iris = ModelSpec(name="iris", versions=(VersionSpec(name="v1"),))
-    return PlatformSpec(
-        store="memory://unused", observations=OBSERVATIONS, models=(digits, iris)
-    )
 
 
 def failing_canary(core: ValidatorCore, start: float, seconds: int) -> None:
