@@ -32,7 +32,6 @@ from rayfleet.platform.constants import (
     PLAN_POLL_TIMEOUT_S,
     REPLICA_CALL_ATTEMPTS,
     ROUTER_READY_CACHE_S,
-    VALIDATOR_FORWARD_TIMEOUT_S,
 )
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
 from rayfleet.platform.ingress.admin import forwarding_routes
@@ -193,7 +192,8 @@ class ValidatorLink:
 
     def routes(self) -> list[Route]:
         """``/metrics`` and ``/-/...``, answered by the Validator's own app."""
-        return forwarding_routes(self._ask_validator, VALIDATOR_FORWARD_TIMEOUT_S)
+        timeout_s = self.observations.forward_timeout_s
+        return forwarding_routes(self._ask_validator, timeout_s)
 
     @contextlib.asynccontextmanager
     async def running(self, app: Starlette) -> AsyncIterator[None]:

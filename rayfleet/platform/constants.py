@@ -22,7 +22,6 @@ __all__ = [
     "SHUTDOWN_SLACK_S",
     "SHUTDOWN_WAIT_LOOP_S",
     "UNBATCHED_CONCURRENCY",
-    "VALIDATOR_FORWARD_TIMEOUT_S",
     "VALIDATOR_READY_CACHE_S",
 ]
 
@@ -44,9 +43,6 @@ INGEST_TIMEOUT_S = 5.0
 # One plan poll: the router keeps its last plan on failure (fail static), so a
 # short bound only decides how soon the next poll is tried.
 PLAN_POLL_TIMEOUT_S = 2.0
-# One forwarded page (/metrics, /-/...): a person or a scraper is waiting, and
-# Prometheus's own scrape timeout is 10 s by default.
-VALIDATOR_FORWARD_TIMEOUT_S = 10.0
 # One replica's counters: they are running totals, so a late report is superseded
 # by the next one and need not be waited for longer than the usual report period.
 REPLICA_REPORT_TIMEOUT_S = 5.0

@@ -77,7 +77,9 @@ def faults_url(
     args = {
         "store": str(root),
         "router": {"num_cpus": 0.1, "request_timeout_s": 30},
-        "observations": {"num_cpus": 0.1},
+        # A restarted Validator takes seconds to be back: with a 1 s bound on a
+        # forwarded page, /metrics is sure to answer 503 meanwhile.
+        "observations": {"num_cpus": 0.1, "forward_timeout_s": 1},
         "models": [
             {
                 "name": "tell",

@@ -325,7 +325,10 @@ class ObservationSpec(Spec):
     buffer drops and counts. Routers ask for the traffic plan every
     ``plan_poll_s`` and keep the last one when the Validator does not answer.
     Every replica, of a version or of the router, sends its request counters every
-    ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``).
+    ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``). A page
+    the router forwards to the Validator (``/metrics``, ``/-/...``) answers 503
+    with ``Retry-After`` when the Validator has not answered in
+    ``forward_timeout_s``.
 
     The Validator keeps observations in ``bucket_s`` buckets for ``horizon_s``,
     tests input drift at family-wise level ``alpha``, and takes ``num_cpus``;
@@ -341,6 +344,9 @@ class ObservationSpec(Spec):
     flush_max: PositiveInt = 1000
     plan_poll_s: PositiveFloat = 1.0
     replica_report_s: PositiveFloat = 5.0
+    # A person or a scraper waits on a forwarded page, and Prometheus's own scrape
+    # timeout is 10 s by default; a restarting Validator is back within about 20 s.
+    forward_timeout_s: PositiveFloat = 10.0
     bucket_s: PositiveFloat = 10.0
     horizon_s: PositiveFloat = 3600.0
     alpha: float = Field(default=0.05, gt=0, lt=1)
