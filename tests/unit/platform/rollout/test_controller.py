@@ -51,8 +51,11 @@ def platform() -> PlatformSpec:
     )
 
 
-def serve(core: ValidatorCore, start: float, seconds: int) -> None:
-    """``seconds`` of digits traffic from ``start``, split as the plan says."""
+def serve(
+    core: ValidatorCore, start: float, seconds: int, failing: str | None = None
+) -> None:
+    """``seconds`` of digits traffic from ``start``, split as the plan says; every
+    request to the ``failing`` version is a 500."""
     for second in range(seconds):
         weights = core.plans()["digits"].weights
         rows = [
@@ -62,7 +65,7 @@ def serve(core: ValidatorCore, start: float, seconds: int) -> None:
                 ts=start + second + 0.5,
                 latency_ms=5.0,
                 model_ms=4.0,
-                status=200,
+                status=500 if version == failing else 200,
                 prediction=float(i % 2),
             ).to_row()
             for version, weight in weights.items()

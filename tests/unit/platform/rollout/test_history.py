@@ -29,8 +29,7 @@ from rayfleet.platform.rollout.history import (
 )
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics
-from rayfleet.platform.validation.observation import Observation
-from tests.unit.platform.rollout.test_controller import READY, platform
+from tests.unit.platform.rollout.test_controller import READY, platform, serve
 
 T0 = 1_700_000_000.0
 FAILED_P99 = GateResult(
@@ -275,32 +274,12 @@ def test_an_unreadable_stored_entry_is_skipped(
 # -- a ValidatorCore's record -----------------------------------------------------
 
 
-def failing_canary(core: ValidatorCore, start: float, seconds: int) -> None:
-    """Traffic as the plan splits it, every canary request a 500."""
-    for second in range(seconds):
-        weights = core.plans()["digits"].weights
-        rows = [
-            Observation(
-                model="digits",
-                version=version,
-                ts=start + second + 0.5,
-                latency_ms=5.0,
-                model_ms=4.0,
-                status=500 if version == "v2" else 200,
-                prediction=float(i % 2),
-            ).to_row()
-            for version, weight in weights.items()
-            for i in range(round(20 * weight / 100))
-        ]
-        core.ingest(rows, router="router-a")
-
-
 def roll_back_v2(core: ValidatorCore) -> float:
     """Drive v2 into its first step and let failing traffic roll it back."""
     core.tick(T0, READY)
     now = T0
     for _ in range(30):  # however many evaluations the gates want in a row
-        failing_canary(core, now, 2)
+        serve(core, now, 2, failing="v2")
         now += 2
         core.tick(now, READY)
         if core.finished["digits"].get("v2") == "rolled_back":
