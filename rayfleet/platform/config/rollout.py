@@ -86,7 +86,9 @@ class GateSpec(Spec):
     # cannot pass at 2x of an already slow stable. Set it to your SLO; models whose
     # stable p99 is above 500 ms need it raised or turned off. End to end, as
     # users wait: the request at the router, model time, hops and queues included.
-    # It fails on the same evidence as the ratios, at latency_confidence.
+    # It fails on the same evidence as the ratios, at latency_confidence, and
+    # only while stable keeps it and the canary's model time is shown slower than
+    # stable's: time outside the model is placement (gates.py says why).
     max_e2e_p99_ms: PositiveFloat | None = 500.0
     # Flagger's default 99% success rate, as a delta over stable's own errors.
     max_error_rate_delta: _Fraction | None = 0.01

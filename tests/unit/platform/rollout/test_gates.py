@@ -7,15 +7,23 @@ own distribution never fails, one 3x slower always does.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rayfleet.platform.config.rollout import GateSpec
-from rayfleet.platform.rollout import GateResult, Verdict, evaluate_gates
+from rayfleet.platform.rollout import (
+    GateResult,
+    Verdict,
+    WindowComparison,
+    evaluate_gates,
+)
 from rayfleet.platform.rollout.quantile_bounds import lower_rank, upper_rank
 from tests.unit.platform.rollout.latency_samples import (
+    ExactSample,
     grid,
     heavy,
     measured,
@@ -111,6 +119,61 @@ def test_the_ceiling_holds_when_stable_is_over_it_too() -> None:
     assert held.detail == (
         "stable's p99 is over it too (1197 ms): overload; canary p99 >= 1292 ms"
     )
+
+
+def _one_hop_away(canary_model: range) -> WindowComparison:
+    """Canary 1001..1300 ms end to end, over the 500 ms SLO that stable keeps
+    (0.4..400 ms over 1000 requests); model times: stable 0.3..300 ms, the
+    canary's as given."""
+    stable_e2e = [0.4 * v for v in STABLE]
+    window = measured(range(1001, 1301), stable_e2e, exact=True)
+    c, s = ExactSample(canary_model), ExactSample(0.3 * v for v in STABLE)
+    return replace(
+        window,
+        canary_model_p50_ms=c.quantile(0.5),
+        stable_model_p50_ms=s.quantile(0.5),
+        canary_model_p99_ms=c.quantile(0.99),
+        stable_model_p99_ms=s.quantile(0.99),
+        canary_model_latency=c,
+        stable_model_latency=s,
+    )
+
+
+def test_the_ceiling_holds_when_the_excess_is_outside_the_model() -> None:
+    # The model is as fast as stable's: the extra time is the hop, the replica's
+    # queue, a neighbour on its cores. Placement, not the model: hold. At 99.5%
+    # each, the canary's model p99 is above its 292nd value, stable's below its
+    # 998th.
+    assert (lower_rank(300, 0.99, 0.995), upper_rank(1000, 0.99, 0.995)) == (292, 998)
+    window = _one_hop_away(range(1, 301))
+    held = gate(evaluate_gates(window, GateSpec()), "e2e_p99_ms")
+    assert (held.value, held.verdict) == (1297, Verdict.PENDING)
+    assert held.detail == (
+        "canary p99 >= 1292 ms, but its model time is not shown slower than "
+        "stable's (canary model p99 >= 292 ms, stable's <= 299 ms): the time is "
+        "spent outside the model (the hop, a queue, a busy neighbour); holding"
+    )
+
+
+def test_the_ceiling_fails_when_the_model_is_shown_slower() -> None:
+    # Same end-to-end excess, and the canary's model p99 (>= 692 ms) is proven
+    # above stable's (<= 299 ms).
+    failed = gate(
+        evaluate_gates(_one_hop_away(range(401, 701)), GateSpec()), "e2e_p99_ms"
+    )
+    assert failed.verdict is Verdict.FAIL
+    assert failed.detail == "over the limit at 99% confidence: canary p99 >= 1292 ms"
+
+
+def test_the_ceiling_judges_end_to_end_alone_without_model_times() -> None:
+    # A remote runtime has no model time of its own to tell the two apart.
+    window = replace(
+        _one_hop_away(range(1, 301)),
+        canary_model_latency=None,
+        stable_model_latency=None,
+    )
+    failed = gate(evaluate_gates(window, GateSpec()), "e2e_p99_ms")
+    assert failed.verdict is Verdict.FAIL
 
 
 @pytest.mark.parametrize(
