@@ -1,5 +1,10 @@
 """Serve's ``@serve.batch`` against rayfleet's DynamicBatcher, side by side.
 
+Three batchers: Serve's, rayfleet's, and rayfleet's with ``wait_alone`` (a lone
+request waits ``max_wait_s`` for company, as every request did before the idle
+rule): the last pair shows what the idle rule saves at low concurrency and that
+it costs nothing when busy.
+
 One process, one event loop, no Ray cluster: ``concurrency`` closed-loop callers
 submit one request each for ``--duration`` seconds, to each batcher in turn, with
 the same ``max_batch_size`` and wait (2 ms). Each caller pauses a random 0 to
@@ -119,8 +124,10 @@ async def measure(
     jitter_s: float,
 ) -> LoadResult:
     """One batcher wrapped around ``model``, under one load."""
-    if kind == "rayfleet":
-        batcher = DynamicBatcher(model, max_batch_size, WAIT_S)
+    if kind in ("rayfleet", "waiting"):
+        batcher = DynamicBatcher(
+            model, max_batch_size, WAIT_S, wait_alone=kind == "waiting"
+        )
         return await closed_loop(
             batcher.submit, item, concurrency, duration_s, jitter_s
         )
@@ -135,7 +142,9 @@ async def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument(
+        "-c", "--concurrency", type=int, nargs="+", default=[1, 8, 32, 64]
+    )
     parser.add_argument("--hold-ms", type=float, default=20.0)
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument(
@@ -159,7 +168,7 @@ def main() -> None:
             item = 1
         for concurrency in args.concurrency:
             results: dict[str, tuple[LoadResult, float]] = {}
-            for kind in ("serve", "rayfleet"):
+            for kind in ("serve", "waiting", "rayfleet"):
                 sizes: list[int] = []
                 model = (
                     image_model(sizes)
@@ -178,19 +187,20 @@ def main() -> None:
                     )
                 )
                 results[kind] = (result, float(np.mean(sizes)))
-            (serve_result, serve_batch), (ours, our_batch) = (
-                results["serve"],
-                results["rayfleet"],
-            )
+            (serve_result, serve_batch) = results["serve"]
+            (waiting, waiting_batch) = results["waiting"]
+            (ours, our_batch) = results["rayfleet"]
             cells = [
                 model_name,
                 str(concurrency),
                 f"{serve_result.rps:.0f}",
+                f"{waiting.rps:.0f}",
                 f"{ours.rps:.0f}",
                 f"{ours.rps / serve_result.rps:.2f}x",
-                f"{serve_batch:.1f}",
-                f"{our_batch:.1f}",
+                f"{ours.rps / waiting.rps:.2f}x",
+                f"{serve_batch:.1f} / {waiting_batch:.1f} / {our_batch:.1f}",
                 f"{serve_result.p50_ms:.1f} / {serve_result.p99_ms:.1f}",
+                f"{waiting.p50_ms:.1f} / {waiting.p99_ms:.1f}",
                 f"{ours.p50_ms:.1f} / {ours.p99_ms:.1f}",
             ]
             print(markdown_row(cells), flush=True)
@@ -199,14 +209,16 @@ def main() -> None:
         "model",
         "c",
         "Serve req/s",
+        "waiting alone req/s",
         "rayfleet req/s",
-        "ratio",
-        "Serve mean batch",
-        "rayfleet mean batch",
+        "rayfleet / Serve",
+        "rayfleet / waiting alone",
+        "mean batch (Serve / waiting / rayfleet)",
         "Serve p50 / p99 ms",
+        "waiting alone p50 / p99 ms",
         "rayfleet p50 / p99 ms",
     ]
-    table = markdown_table(header, lines, right=range(1, 7))
+    table = markdown_table(header, lines, right=range(1, 8))
     write_report("batcher.md", table + "\n")
 
 

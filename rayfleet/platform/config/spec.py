@@ -71,6 +71,8 @@ class BatchingSpec(Spec):
     """Dynamic batching on a replica: ``max_batch_size: 1`` turns it off."""
 
     max_batch_size: PositiveInt = 16
+    # How long a request at an idle model waits for company; only a request that
+    # followed another within this long waits at all (the batcher says why).
     batch_wait_timeout_s: NonNegativeFloat = 0.002
 
 

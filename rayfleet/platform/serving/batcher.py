@@ -12,12 +12,20 @@ dynamic batcher does: everything that queued while the model was busy goes into
 the next call, up to ``max_batch_size``. ``max_wait_s`` bounds how long a request
 waits *for company*, counted from its own arrival, so an idle model still batches
 a burst and a busy one adds no delay at all.
+
+An idle model waits only on evidence that company is coming: another request
+arrived within ``max_wait_s`` before this one. A lone request (one client in a
+closed loop, sparse traffic) runs at once instead of paying the whole wait for
+nobody, as Triton's dynamic batcher does with its default queue delay of 0.
+Requests that arrive together are still one batch: they are all queued by the
+time the worker wakes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +46,8 @@ class _Pending(Generic[Item, Result]):
     item: Item
     arrived: float
     future: asyncio.Future[Result] = field(repr=False)
+    # No other request arrived within max_wait_s before this one.
+    alone: bool = False
 
 
 class DynamicBatcher(Generic[Item, Result]):
@@ -46,7 +56,9 @@ class DynamicBatcher(Generic[Item, Result]):
     At most ``max_concurrent`` batches run at once (one per model instance). Must
     be used from one event loop; its workers start with the first submission.
     With ``max_concurrent`` above one, a free worker starts a batch of its own
-    even while another worker's batch still waits for company.
+    even while another worker's batch still waits for company. ``wait_alone``
+    makes a lone request wait ``max_wait_s`` too (Serve's rule, and this one's
+    before): ``loadtest/bench_batcher.py`` measures the two side by side.
     """
 
     def __init__(
@@ -55,6 +67,8 @@ class DynamicBatcher(Generic[Item, Result]):
         max_batch_size: int,
         max_wait_s: float,
         max_concurrent: int = 1,
+        *,
+        wait_alone: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_concurrent < 1 or max_wait_s < 0:
             raise ValueError(
@@ -64,6 +78,8 @@ class DynamicBatcher(Generic[Item, Result]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_concurrent = max_concurrent
+        self.wait_alone = wait_alone
+        self._last_arrival = -math.inf
         self._queue: deque[_Pending[Item, Result]] = deque()
         self._arrival = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -76,7 +92,10 @@ class DynamicBatcher(Generic[Item, Result]):
         """Queue ``item`` and wait for its result (or its batch's exception)."""
         self._start_workers()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, time.monotonic(), future))
+        now = time.monotonic()
+        alone = now - self._last_arrival > self.max_wait_s and not self.wait_alone
+        self._last_arrival = now
+        self._queue.append(_Pending(item, now, future, alone))
         self._arrival.set()
         return await future
 
@@ -99,12 +118,15 @@ class DynamicBatcher(Generic[Item, Result]):
 
     async def _fill(self, batch: list[_Pending[Item, Result]]) -> None:
         """Take the next batch into ``batch``: at least one live request, then
-        more until it is full or its first request has waited ``max_wait_s``."""
+        more until it is full or its first request has waited ``max_wait_s``;
+        a request that arrived alone and found nothing queued waits for nobody."""
         while not batch:
             if not self._queue:
                 self._arrival.clear()
                 await self._arrival.wait()
             self._take(batch)
+        if len(batch) == 1 and batch[0].alone:
+            return
         while len(batch) < self.max_batch_size:
             remaining = batch[0].arrived + self.max_wait_s - time.monotonic()
             if remaining <= 0:

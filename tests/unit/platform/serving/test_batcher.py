@@ -49,11 +49,46 @@ def test_requests_queued_while_the_model_runs_go_into_the_next_batch() -> None:
     assert model.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8], [9, 10]]
 
 
-def test_an_idle_model_waits_for_company_at_most_max_wait() -> None:
+def test_a_lone_request_runs_at_once() -> None:
+    model = SlowDoubler(0.0)
+
+    async def scenario() -> float:
+        batcher = DynamicBatcher(model, max_batch_size=4, max_wait_s=0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await batcher.submit(1) == 2
+        return loop.time() - started
+
+    # Nothing arrived before it: no evidence of company, so no 0.5 s wait.
+    assert asyncio.run(scenario()) < 0.25
+    assert model.batches == [[1]]
+
+
+def test_a_request_that_follows_another_closely_waits_for_company() -> None:
     model = SlowDoubler(0.0)
 
     async def scenario() -> None:
         batcher = DynamicBatcher(model, max_batch_size=4, max_wait_s=0.05)
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.01)
+        # 10 ms after the first: arrivals are dense, so it waits, and the
+        # third, 10 ms later still, joins its batch.
+        second = asyncio.create_task(batcher.submit(2))
+        await asyncio.sleep(0.01)
+        third = asyncio.create_task(batcher.submit(3))
+        await asyncio.gather(first, second, third)
+
+    asyncio.run(scenario())
+    assert model.batches == [[1], [2, 3]]
+
+
+def test_wait_alone_makes_an_idle_model_wait_for_company_at_most_max_wait() -> None:
+    model = SlowDoubler(0.0)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            model, max_batch_size=4, max_wait_s=0.05, wait_alone=True
+        )
         first = asyncio.create_task(batcher.submit(1))
         await asyncio.sleep(0.01)
         second = asyncio.create_task(batcher.submit(2))
