@@ -99,6 +99,12 @@ def binomial_sf(k: int, n: int, p: float) -> float:
     return min(1.0, sum(masses[max(k - first, 0) :]))
 
 
+# A sum of binomial terms that equals its target exactly (q = confidence = 0.703125
+# at one draw) lands a rounding error either side of it: ties within this count as
+# met, as exact arithmetic has them. Far below any risk a gate would state.
+_TIE = 1e-12
+
+
 def _check(n: int, q: float, confidence: float) -> None:
     if n < 0 or not 0 < q < 1 or not 0.5 < confidence < 1:
         raise ValueError(
@@ -120,7 +126,7 @@ def lower_rank(n: int, q: float, confidence: float) -> int | None:
     best, below = first - 1, 0.0
     for offset, mass in enumerate(masses):
         below += mass
-        if below > 1 - confidence:
+        if below > 1 - confidence + _TIE:
             break
         best = first + offset
     return best + 1 if best >= 0 else None
@@ -139,7 +145,7 @@ def upper_rank(n: int, q: float, confidence: float) -> int | None:
     below = 0.0
     for offset, mass in enumerate(masses):
         below += mass
-        if below >= confidence:
+        if below >= confidence - _TIE:
             m = first + offset + 1
             return m if m <= n else None
     return None

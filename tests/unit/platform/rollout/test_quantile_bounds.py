@@ -51,6 +51,9 @@ def _brute_upper(n: int, q: float, confidence: float) -> int | None:
         # 98.5%, none at 99.1%, and never an upper bound.
         (1, 0.99, 0.985, 1, None),
         (1, 0.99, 0.991, None, None),
+        # An exact tie (P(X >= 1) = q = confidence) is met, whatever the rounding
+        # of the terms: hypothesis found this one.
+        (1, 0.703125, 0.703125, 1, None),
         (0, 0.5, 0.9, None, None),
     ],
 )
