@@ -33,6 +33,7 @@ from rayfleet.platform.ingress.admin import build_admin_app
 from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers, call_asgi
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.store_writer import BackgroundWriter
 from rayfleet.platform.rollout.webhooks import WebhookSender
 from rayfleet.platform.serving.counters import ReplicaReport
 from rayfleet.platform.validation.compare import reference_features
@@ -45,6 +46,10 @@ __all__ = ["VALIDATOR_NAME", "Validator"]
 logger = logging.getLogger("ray.serve")
 
 VALIDATOR_NAME = "Validator"
+
+# How long a shutting-down Validator waits for its queued store writes: a few PUTs
+# take well under this, and Serve allows a replica 20 s to stop by default.
+WRITER_CLOSE_S = 5.0
 
 
 def _references(
@@ -76,6 +81,11 @@ class Validator:
         # never share a rollout.
         app_name = serve.get_replica_context().app_name
         store = ModelStore(self.spec.store)
+        # The store is synchronous, and on S3 each state save or history append is
+        # a PUT: made on this replica's event loop, one slow write would stall the
+        # routers' plan polls, observation ingest and every page. One thread makes
+        # them instead, in the order the core asks.
+        self.writer = BackgroundWriter(store, log=logger)
         self.core = ValidatorCore(
             self.spec,
             app_name,
@@ -85,6 +95,7 @@ class Validator:
             # Serve writes this logger to the replica's log file; the core's own
             # logger has no handler under Serve, and its INFO lines would be lost.
             decision_log=logger,
+            writer=self.writer,
         )
         self.webhooks = [WebhookSender(hook) for hook in self.spec.webhooks]
         # Rollouts started while loading (a new canary in the config) are sent
@@ -112,6 +123,11 @@ class Validator:
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown (and Python again on collection).
         self.background.cancel()
+        # Absent when __init__ failed before making it.
+        writer: BackgroundWriter | None = getattr(self, "writer", None)
+        if writer is not None:
+            # The last decisions' state and history reach the store, if it answers.
+            writer.close(WRITER_CLOSE_S)
 
     async def _validation_worker(self) -> None:
         """Run queued pre-deploy validations one at a time, off the event loop."""

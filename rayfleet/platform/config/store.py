@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,11 @@ logger = logging.getLogger(__name__)
 # sort as times do, then a random suffix so that two Validators writing in the
 # same nanosecond (two apps, or an old replica still draining) never collide.
 _HISTORY_ENTRY = re.compile(r"[0-9]{20}-[0-9a-f]{8}\.json")
+# History entries read at once: on an object store each is one GET of a few
+# milliseconds to tens of them, so a thousand read one by one could outlast the
+# router's forward timeout; sixteen at a time keeps well within it without
+# flooding the store or the process with threads.
+HISTORY_READERS = 16
 
 
 class PythonEntry(BaseModel):
@@ -253,9 +259,10 @@ class ModelStore:
         """The last ``limit`` (at least 1) entries under ``_history/{key}/``, oldest
         first.
 
-        An entry that is not a JSON object is skipped with a warning (it still
-        counts towards ``limit``), so one damaged file does not hide the rest; a
-        store that cannot be listed or read is a :class:`StoreError`.
+        Entries are read :data:`HISTORY_READERS` at a time. An entry that is not a
+        JSON object is skipped with a warning (it still counts towards ``limit``),
+        so one damaged file does not hide the rest; a store that cannot be listed
+        or read is a :class:`StoreError`.
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1: {limit}")
@@ -264,25 +271,20 @@ class ModelStore:
             names = [f for f in folder.files() if _HISTORY_ENTRY.fullmatch(f.name)]
         except OSError as error:
             raise StoreError(f"cannot list history {key!r}: {error}") from error
-        entries: list[dict[str, Any]] = []
-        for entry in names[-limit:]:
-            try:
-                with entry.fs.open_input_stream(entry.path) as stream:
-                    text = stream.read()
-            except FileNotFoundError:
-                continue  # removed between the listing and the read
-            except OSError as error:
-                raise StoreError(f"cannot read {entry.uri}: {error}") from error
-            try:
-                loaded = json.loads(text)
-            except ValueError as error:
-                logger.warning("skipping unreadable %s: %s", entry.uri, error)
-                continue
-            if not isinstance(loaded, dict):
-                logger.warning("skipping %s: not a JSON object", entry.uri)
-                continue
-            entries.append(loaded)
-        return entries
+        wanted = names[-limit:]
+        if not wanted:
+            return []
+        pool = ThreadPoolExecutor(
+            max_workers=min(HISTORY_READERS, len(wanted)),
+            thread_name_prefix="rayfleet-history",
+        )
+        try:
+            # map answers in the listing's order, and raises a failed read's error.
+            read = list(pool.map(_read_entry, wanted))
+        finally:
+            # After a failure, the reads not yet started are not made at all.
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [entry for entry in read if entry is not None]
 
     def push(
         self,
@@ -316,6 +318,26 @@ class ModelStore:
             destination_filesystem=where.fs,
         )
         return where.uri
+
+
+def _read_entry(entry: Location) -> dict[str, Any] | None:
+    """One history entry; None when it is gone or is not a JSON object."""
+    try:
+        with entry.fs.open_input_stream(entry.path) as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        return None  # removed between the listing and the read
+    except OSError as error:
+        raise StoreError(f"cannot read {entry.uri}: {error}") from error
+    try:
+        loaded = json.loads(text)
+    except ValueError as error:
+        logger.warning("skipping unreadable %s: %s", entry.uri, error)
+        return None
+    if not isinstance(loaded, dict):
+        logger.warning("skipping %s: not a JSON object", entry.uri)
+        return None
+    return loaded
 
 
 class _MonotonicClock:

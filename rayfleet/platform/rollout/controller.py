@@ -3,10 +3,13 @@
 :class:`ValidatorCore` ingests the routers' observations into per-version windows,
 runs one rollout per model (its canaries one at a time, in declared order), turns
 a rollout's state into the model's :class:`TrafficPlan`, and persists every change
-through a :class:`StateStore`, so a restarted Validator, or a re-deployed app with
-the same versions, picks the rollout up where it was. Every event, and the operator
+to a :class:`StateStore`, so a restarted Validator, or a re-deployed app with the
+same versions, picks the rollout up where it was. Every event, and the operator
 who caused it, is also appended to the model's history and logged
-(:mod:`.history`).
+(:mod:`.history`). The saves and appends go through a :class:`StoreWriter`
+(:mod:`.store_writer`): the Validator's applies them on a thread of its own, and
+the core's memory is the state it reads and serves, whether or not the store has
+caught up.
 
 Persisted per model, under ``{app}/{model}``::
 
@@ -35,6 +38,7 @@ from rayfleet.platform.rollout.history import (
 )
 from rayfleet.platform.rollout.snapshot import build_snapshot
 from rayfleet.platform.rollout.state_store import StateStore
+from rayfleet.platform.rollout.store_writer import StoreWriter, SynchronousWriter
 from rayfleet.platform.rollout.totals import Totals
 from rayfleet.platform.serving.counters import ReplicaReport, ReplicaTable
 from rayfleet.platform.serving.service import initial_plans
@@ -98,12 +102,16 @@ class ValidatorCore:
         now: float,
         *,
         decision_log: logging.Logger | None = None,
+        writer: StoreWriter | None = None,
     ) -> None:
         """``decision_log`` gets one JSON line per rollout event (:mod:`.history`);
-        by default this module's logger."""
+        by default this module's logger. ``writer`` makes the writes to ``store``;
+        by default each is made at once, on the caller's thread. The saved state is
+        read from ``store`` here, once."""
         self.spec = spec
         self.app = app
         self.store = store
+        self.writer: StoreWriter = writer or SynchronousWriter(store, decision_log)
         self.references = references
         observations = spec.observations
         self.stats: dict[tuple[str, str], WindowedStats] = {}
@@ -126,7 +134,7 @@ class ValidatorCore:
             expire_s=max(60.0, 3 * observations.replica_report_s)
         )
         self.events: list[ro.Event] = []
-        self.history = RolloutHistory(store, app, decision_log or logger)
+        self.history = RolloutHistory(store, app, decision_log or logger, self.writer)
         for model in spec.models:
             self._load(model, now)
 
@@ -167,7 +175,7 @@ class ValidatorCore:
 
     def _save(self, model: str) -> None:
         state = self.rollouts.get(model)
-        self.store.write_state(
+        self.writer.write_state(
             self._key(model),
             {
                 "stable": self.stable[model],
@@ -358,7 +366,8 @@ class ValidatorCore:
     ) -> list[HistoryEntry]:
         """The last ``limit`` recorded events of ``model``, oldest first.
 
-        Raises :class:`ModelNotFound` for a model this application does not serve.
+        Reads the store: call it off the event loop. Raises :class:`ModelNotFound`
+        for a model this application does not serve.
         """
         self._model(model)
         return self.history.read(model, limit)
@@ -392,3 +401,4 @@ class ValidatorCore:
     def snapshot(self, now: float, window_s: float = 300.0) -> dict[str, Any]:
         """Everything ``/-/validation`` and the dashboard show, JSON-ready."""
         return build_snapshot(self, now, window_s)
+

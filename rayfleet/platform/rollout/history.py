@@ -4,21 +4,24 @@ Each :class:`~rayfleet.platform.rollout.machine.Event` (a rollout started, a ste
 advanced, a promotion, a rollback, an operator's pause, resume or weight) becomes
 one :class:`HistoryEntry`: when, which canary over which stable, the phase and
 weight it left, the reason, the gate results that caused it, and for an
-operator's action the :class:`Caller`. :class:`RolloutHistory` appends it through
+operator's action the :class:`Caller`. :class:`RolloutHistory` appends it to
 the :class:`~rayfleet.platform.rollout.state_store.StateStore` (the store's
-``_history/{app}/{model}/`` in production, beside ``_state/``), so the record
-outlives the next rollout, a Validator restart and a redeploy; and writes it as one
-JSON line at INFO to the Validator's log, under a stable ``event`` key
-(:data:`DECISION_EVENT` or :data:`OPERATOR_EVENT`).
+``_history/{app}/{model}/`` in production, beside ``_state/``) through the
+controller's :class:`~rayfleet.platform.rollout.store_writer.StoreWriter`, so the
+record outlives the next rollout, a Validator restart and a redeploy; and writes it
+at once as one JSON line at INFO to the Validator's log, under a stable ``event``
+key (:data:`DECISION_EVENT` or :data:`OPERATOR_EVENT`).
 
-Recording never stands in a rollout's way: a store that refuses the entry is
-logged and counted (:attr:`RolloutHistory.write_failures`), and the rollout goes on.
+Recording never stands in a rollout's way: an entry the store refuses, or the
+writer drops, is logged and counted (:attr:`RolloutHistory.write_failures`), and
+the rollout goes on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from rayfleet.platform.config.rollout import EventKind
 from rayfleet.platform.rollout.machine import Event, Phase
 from rayfleet.platform.rollout.state_store import StateStore
+from rayfleet.platform.rollout.store_writer import StoreWriter, SynchronousWriter
 from rayfleet.platform.thresholds import GateResult, Verdict
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "DEFAULT_HISTORY_LIMIT",
     "MAX_HISTORY_LIMIT",
     "OPERATOR_EVENT",
+    "READ_FLUSH_S",
     "Caller",
     "HistoryEntry",
     "RolloutHistory",
@@ -64,6 +69,11 @@ DEFAULT_HISTORY_LIMIT = 100
 # The most one read returns: on an object store each entry is one GET, and a
 # thousand of them is already seconds; older entries stay in the store.
 MAX_HISTORY_LIMIT = 1000
+# How long a read waits for the entries still queued to land first, so that an
+# operator's action shows in the history read just after it. One PUT takes well
+# under this; a store slower than that answers what it has, within the router's
+# forward timeout.
+READ_FLUSH_S = 2.0
 
 
 def sanitise(text: str, limit: int = CALLER_MAX_CHARS) -> str:
@@ -193,14 +203,25 @@ class RolloutHistory:
     """Records each rollout event of one application, and reads them back.
 
     ``log`` receives one JSON line per event at INFO; the Validator passes Serve's
-    replica logger so the line lands in its Serve log file.
+    replica logger so the line lands in its Serve log file. Entries reach
+    ``store`` through ``writer`` (by default written at once).
     """
 
-    def __init__(self, store: StateStore, app: str, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        app: str,
+        log: logging.Logger,
+        writer: StoreWriter | None = None,
+    ) -> None:
         self.store = store
         self.app = app
         self.log = log
+        self.writer: StoreWriter = writer or SynchronousWriter(store, log)
         self.write_failures = 0
+        # A background writer reports from its thread, a full queue from the
+        # caller's: the count is kept under a lock.
+        self._failures_lock = threading.Lock()
 
     def _key(self, model: str) -> str:
         # The same key as the model's rollout state: one app's history is its own.
@@ -209,7 +230,8 @@ class RolloutHistory:
     def record(self, events: Iterable[Event], caller: Caller | None = None) -> None:
         """Log and append each of ``events``; ``caller`` set marks operator actions.
 
-        Never raises for the store: a failed append is logged and counted.
+        Never raises or waits for the store: a failed append is logged and counted
+        when the writer gets to it.
         """
         events = tuple(events)
         if not events:
@@ -221,26 +243,36 @@ class RolloutHistory:
             document = entry.to_dict()
             kind = DECISION_EVENT if caller is None else OPERATOR_EVENT
             self.log.info("%s", json.dumps({"event": kind, **document}))
-            try:
-                self.store.append_history(self._key(event.model), document)
-            except Exception as error:  # the record must never stop a rollout
-                self.write_failures += 1
-                self.log.warning(
-                    "rollout history of %s not written (%d failures so far): %r",
-                    event.model,
-                    self.write_failures,
-                    error,
-                )
+
+            def failed(error: Exception, model: str = event.model) -> None:
+                self._failed(model, error)
+
+            self.writer.append_history(self._key(event.model), document, failed)
         _flush(self.log)
+
+    def _failed(self, model: str, error: Exception) -> None:
+        """Count and log an entry of ``model`` that was not written."""
+        with self._failures_lock:
+            self.write_failures += 1
+            failures = self.write_failures
+        self.log.warning(
+            "rollout history of %s not written (%d failures so far): %r",
+            model,
+            failures,
+            error,
+        )
 
     def read(
         self, model: str, limit: int = DEFAULT_HISTORY_LIMIT
     ) -> list[HistoryEntry]:
         """The last ``limit`` entries of ``model``, oldest first.
 
-        An entry that does not parse is skipped with a warning: one damaged file
-        must not hide the rest of the record.
+        Reads the store, so call it off the event loop; it first waits up to
+        :data:`READ_FLUSH_S` for entries still queued. An entry that does not
+        parse is skipped with a warning: one damaged file must not hide the rest
+        of the record.
         """
+        self.writer.flush(READ_FLUSH_S)
         entries = []
         for document in self.store.read_history(self._key(model), limit):
             try:

@@ -3,12 +3,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from rayfleet.platform.config import store as store_module
+from rayfleet.platform.config.location import Location
 from rayfleet.platform.config.signature import Signature, TensorSpec
-from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore
+from rayfleet.platform.config.store import (
+    HISTORY_READERS,
+    MANIFEST,
+    Manifest,
+    ModelStore,
+)
 from rayfleet.platform.errors import StoreError
 
 SIGNATURE = Signature(
@@ -148,3 +157,57 @@ def test_history_that_cannot_be_listed_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "_history" / "app" / "digits").write_text("a file, not a folder")
     with pytest.raises(StoreError, match="cannot list history 'app/digits'"):
         store.read_history("app/digits", 10)
+
+
+def test_history_is_read_sixteen_entries_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ModelStore(str(tmp_path))
+    for n in range(4 * HISTORY_READERS):
+        store.append_history("app/digits", {"n": n})
+    read_one = store_module._read_entry
+    # Every read waits until HISTORY_READERS of them are under way together:
+    # reads made one by one would break the barrier.
+    barrier = threading.Barrier(HISTORY_READERS, timeout=10)
+    lock = threading.Lock()
+    active, most = 0, 0
+
+    def read_together(entry: Location) -> dict[str, Any] | None:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        barrier.wait()
+        try:
+            return read_one(entry)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(store_module, "_read_entry", read_together)
+    assert store.read_history("app/digits", 1000) == [
+        {"n": n} for n in range(4 * HISTORY_READERS)
+    ]
+    assert most == HISTORY_READERS
+
+
+def test_a_failed_read_among_parallel_ones_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ModelStore(str(tmp_path))
+    for n in range(40):
+        store.append_history("app/digits", {"n": n})
+    read_one = store_module._read_entry
+    names = sorted(p.name for p in (tmp_path / "_history/app/digits").iterdir())
+    broken = names[20]
+
+    def refuse_one(entry: Location) -> dict[str, Any] | None:
+        if entry.name == broken:
+            raise StoreError(f"cannot read {entry.name}: access denied")
+        return read_one(entry)
+
+    monkeypatch.setattr(store_module, "_read_entry", refuse_one)
+    with pytest.raises(StoreError, match=f"cannot read {broken}: access denied"):
+        store.read_history("app/digits", 100)
+    # The entries after it, read without it, are still there to read.
+    assert store.read_history("app/digits", 19) == [{"n": n} for n in range(21, 40)]

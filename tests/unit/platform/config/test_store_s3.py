@@ -167,3 +167,12 @@ def test_history_appends_and_reads_back_on_s3(store_uri: str) -> None:
     names = sorted(info.base_name for info in infos)
     assert len(names) == 6
     assert all(name.endswith(".json") and "tmp" not in name for name in names)
+
+
+def test_a_long_history_reads_back_in_order_on_s3(store_uri: str) -> None:
+    # More entries than are read at once: order and limit hold across the reads.
+    store = ModelStore(store_uri)
+    for n in range(40):
+        store.append_history("app/digits", {"n": n})
+    assert store.read_history("app/digits", 1000) == [{"n": n} for n in range(40)]
+    assert store.read_history("app/digits", 17) == [{"n": n} for n in range(23, 40)]

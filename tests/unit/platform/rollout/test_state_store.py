@@ -38,6 +38,17 @@ def test_history_reads_back_in_order_with_a_limit(store: StateStore) -> None:
     assert store.read_history("shop/digits", 1) == [{"n": 4}]
 
 
+@pytest.mark.parametrize("limit", [1, 15, 16, 17, 50, 1000])
+def test_a_long_history_reads_back_newest_last_with_a_limit(
+    store: StateStore, limit: int
+) -> None:
+    # More entries than the store reads at once, so the order is kept across them.
+    for n in range(50):
+        store.append_history("shop/digits", {"n": n})
+    expected = [{"n": n} for n in range(max(0, 50 - limit), 50)]
+    assert store.read_history("shop/digits", limit) == expected
+
+
 def test_history_survives_the_next_state_and_keeps_keys_apart(
     store: StateStore,
 ) -> None:
