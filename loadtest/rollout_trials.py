@@ -23,6 +23,14 @@ cores: a noisy neighbour). Canaries:
 
 prints one line per trial and writes a markdown table to
 ``loadtest/out/rollout_trials.md``. Loopback only; bounded; shuts its Ray down.
+
+``--record [PATH]`` also keeps each trial's latency for
+``loadtest/sim_rollout.py``: every evaluation interval it reads the Validator's
+sketches (``/-/validation?sketches=true``) and saves the trial's slices, each
+version's end-to-end and model-time bins per interval and the measured request
+rate, into one JSON file (``loadtest/data/latency_slices.json`` by default),
+merged by load and canary with what earlier runs saved there
+(:mod:`loadtest.latency_slices`).
 """
 
 from __future__ import annotations
@@ -49,9 +57,11 @@ import ray
 from ray import serve
 
 from loadtest.common import free_port, markdown_table, write_report
+from loadtest.latency_slices import DEFAULT_PATH, Recorder, Run, Slice, save_run
 from rayfleet.cli.demo import build_demo_store, digits_split
 from rayfleet.deployments.app import build
 from rayfleet.deployments.serve_env import apply_serve_env
+from rayfleet.platform.config.spec import PlatformSpec, parse_spec
 from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore
 
 # v1's model time is well under a millisecond; 5 ms on top of it is several times
@@ -93,6 +103,11 @@ WRAPPED_V1 = textwrap.dedent(
 )
 
 CANARIES = {"good": "v2", "bad": "v3", "slow": "slow", "failing": "failing"}
+
+# How far before the trial the recorder's window reaches: past the app's first
+# request whatever the bucket alignment, so each answer covers the whole trial
+# (Recorder's docstring says why).
+RECORD_MARGIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -262,36 +277,54 @@ class Trial:
     outcome: str  # promoted, rolled_back, or undecided (with the phase)
     seconds: float | None  # first canary step to the decision
     canary_requests: int
-    failing_gates: tuple[str, ...]
+    failing_gates: tuple[str, ...]  # or, undecided, the gates holding it
     client_failures: int
 
 
 def run_trial(
     url: str, app: str, store: Path, load_name: str, canary: str, args: Any
 ) -> Trial:
-    """Deploy a fresh app with ``canary``, load it, wait for the decision."""
+    """Deploy a fresh app with ``canary``, load it, wait for the decision; with
+    ``args.record``, save the trial's latency slices there."""
     version = CANARIES[canary]
-    serve.run(
-        build(trial_spec(store, version, args.min_step_s)), name=app, route_prefix="/"
-    )
+    layout = trial_spec(store, version, args.min_step_s)
+    spec = parse_spec(layout)
+    serve.run(build(layout), name=app, route_prefix="/")
+    deployed_at = time.time()
+    recorder = Recorder("digits")
+    slices: list[Slice] = []
     state: dict[str, Any] = {}
     with load(url, LOADS[load_name]) as counts:
         deadline = time.monotonic() + args.limit_s
+        next_record = time.monotonic()
         while time.monotonic() < deadline:
+            if args.record and time.monotonic() >= next_record:
+                next_record += _evaluate_every_s(spec)
+                elapsed_s = time.time() - deployed_at
+                piece = record_slice(url, recorder, elapsed_s, spec)
+                if piece is not None:
+                    slices.append(piece)
             state = httpx.get(f"{url}/-/rollouts", timeout=10).json()["digits"]
             rollout = state.get("rollout") or {}
             if rollout.get("phase") in ("promoted", "rolled_back"):
                 break
             time.sleep(0.5)
     serve.delete(app)
+    if slices and recorder.relative_accuracy is not None:
+        run = Run(version, tuple(slices))
+        save_run(args.record, load_name, canary, run, recorder.relative_accuracy)
     rollout = state.get("rollout") or {}
     phase = rollout.get("phase", "none")
     history = rollout.get("history", [])
     steps = [h["ts"] for h in history if h["phase"] == "canary"]
     decided = phase in ("promoted", "rolled_back")
     seconds = history[-1]["ts"] - steps[0] if decided and steps else None
+    # An undecided trial names the gates holding its step, and why it is stuck.
+    shown = ("fail",) if decided else ("fail", "pending")
     gates = tuple(
-        g["name"] for g in rollout.get("gates", []) if g.get("verdict") == "fail"
+        g["name"] + ("" if g["verdict"] == "fail" else " (holding)")
+        for g in rollout.get("gates", [])
+        if g.get("verdict") in shown
     )
     answered = {"v1", version}
     failures = sum(n for key, n in counts.items() if key not in answered)
@@ -304,6 +337,32 @@ def run_trial(
         gates,
         failures,
     )
+
+
+def _evaluate_every_s(spec: PlatformSpec) -> float:
+    rollout = spec.model("digits").rollout
+    assert rollout is not None
+    return rollout.evaluate_every_s
+
+
+def record_slice(
+    url: str, recorder: Recorder, elapsed_s: float, spec: PlatformSpec
+) -> Slice | None:
+    """The Validator's latency since the recorder's previous answer."""
+    window_s = min(elapsed_s + RECORD_MARGIN_S, spec.observations.horizon_s)
+    answer = httpx.get(
+        f"{url}/-/validation",
+        params={"window_s": f"{window_s:.3f}", "sketches": "true"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return recorder.observe(answer.json())
+
+
+def _record_option(path: Path | None) -> str:
+    if path is None:
+        return ""
+    return " --record" if path == DEFAULT_PATH else f" --record {path}"
 
 
 def report(trials: Sequence[Trial], command: str) -> str:
@@ -339,7 +398,7 @@ def report(trials: Sequence[Trial], command: str) -> str:
         "undecided",
         "canary requests (median)",
         "s to decision (median)",
-        "failing gates",
+        "failing (or holding) gates",
         "client failures",
     ]
     return f"{markdown_table(header, rows, right=range(2, 8))}\n\n`{command}`\n"
@@ -352,6 +411,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--min-step-s", type=float, default=30.0)
     parser.add_argument("--limit-s", type=float, default=240.0)
+    parser.add_argument(
+        "--record",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_PATH,
+        default=None,
+        metavar="PATH",
+        help="save each trial's latency slices for loadtest.sim_rollout "
+        "(default loadtest/data/latency_slices.json)",
+    )
     args = parser.parse_args()
     loads, canaries = args.loads.split(","), args.canaries.split(",")
     unknown = (set(loads) - set(LOADS)) | (set(canaries) - set(CANARIES))
@@ -382,6 +451,7 @@ def main() -> None:
         f".venv/bin/python -m loadtest.rollout_trials --loads {args.loads} "
         f"--canaries {args.canaries} --repeats {args.repeats} "
         f"--min-step-s {args.min_step_s:g} --limit-s {args.limit_s:g}"
+        + _record_option(args.record)
     )
     write_report("rollout_trials.md", report(trials, command))
 

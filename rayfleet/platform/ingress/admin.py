@@ -4,6 +4,8 @@ Routes of the Validator's app (:func:`build_admin_app`); * marks admin routes::
 
     GET  /metrics                       Prometheus text
     GET  /-/validation?window_s=300     statistics and rollouts, as JSON
+                                        (``&sketches=true``: and each version's
+                                        latency sketches of the window)
     GET  /-/dashboard                   the HTML page reading /-/validation
     GET  /-/rollouts                    each model's stable version, plan, rollout
     GET  /-/rollouts/{model}/history    its recorded decisions, oldest first
@@ -170,7 +172,12 @@ def build_admin_app(
         horizon_s = spec.observations.horizon_s
         if not 0 < window_s <= horizon_s:
             raise InvalidInput(f"window_s must lie in (0, {horizon_s:g}]: {window_s:g}")
-        return JSONResponse(core.snapshot(time.time(), window_s))
+        sketches = _flag(request, "sketches")
+        now = time.time()
+        body = core.snapshot(now, window_s)
+        if sketches:
+            body["sketches"] = core.latency_sketches(now, window_s)
+        return JSONResponse(body)
 
     async def dashboard(request: Request) -> Response:
         return HTMLResponse(dashboard_html())
@@ -323,6 +330,14 @@ def _caller(request: Request) -> Caller:
     if client is None and request.client is not None:
         client = request.client.host
     return Caller.of(client, request.headers.get(ACTOR_HEADER))
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A ``?name=true|false`` query flag, false when absent; InvalidInput otherwise."""
+    raw = request.query_params.get(name, "false")
+    if raw not in ("true", "false"):
+        raise InvalidInput(f"{name} must be true or false: {raw[:32]!r}")
+    return raw == "true"
 
 
 def _history_limit(raw: str | None) -> int:

@@ -402,3 +402,21 @@ class ValidatorCore:
         """Everything ``/-/validation`` and the dashboard show, JSON-ready."""
         return build_snapshot(self, now, window_s)
 
+    def latency_sketches(
+        self, now: float, window_s: float
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per model and version, the window's latency sketches, JSON-ready:
+        ``{"e2e": ..., "model": ...}`` in :meth:`LatencySketch.to_dict` form.
+
+        The whole distributions behind the snapshot's p50 and p99, for tools that
+        replay real latency (``loadtest/rollout_trials.py --record``); a few KB
+        per version, so the snapshot carries them only when asked.
+        """
+        sketches: dict[str, dict[str, dict[str, Any]]] = {}
+        for (model, version), windowed in self.stats.items():
+            stats = windowed.window(window_s, now)
+            sketches.setdefault(model, {})[version] = {
+                "e2e": stats.latency.to_dict(),
+                "model": stats.model_latency.to_dict(),
+            }
+        return sketches

@@ -37,6 +37,8 @@ from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.history import CALLER_MAX_CHARS
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.validation.jobs import JobQueue
+from rayfleet.platform.validation.observation import Observation
+from rayfleet.platform.validation.sketch import LatencySketch
 from tests.fuzz_strategies import HttpCase, admin_requests, fuzz_settings, send
 
 TOKEN = "s3cret-token"
@@ -341,6 +343,48 @@ def test_validation_window_is_checked(
     response = client.get("/-/validation", params={"window_s": window})
     assert response.status_code == 400
     assert response.json() == {"error": message}
+
+
+def test_validation_shows_latency_sketches_only_when_asked(
+    client: TestClient, admin: Admin
+) -> None:
+    now = time.time()
+    rows = [
+        Observation("digits", "v1", now, 10.0 + i, 1.0 + i / 10, 200).to_row()
+        for i in range(50)
+    ]
+    # An error is counted but not timed, as in the window's own summary.
+    rows.append(Observation("digits", "v1", now, 1.0, 0.5, 500).to_row())
+    admin.core.ingest(rows)
+    plain = client.get("/-/validation", params={"window_s": 60}).json()
+    assert "sketches" not in plain
+    assert client.get("/-/validation?sketches=false").json().keys() == plain.keys()
+    body = client.get("/-/validation?window_s=60&sketches=true").json()
+    windows = [[v["window"] for v in m["versions"]] for m in plain["models"]]
+    assert [[v["window"] for v in m["versions"]] for m in body["models"]] == windows
+    assert sorted(body["sketches"]["digits"]) == ["v1", "v2"]
+    v1 = body["sketches"]["digits"]["v1"]
+    assert (v1["e2e"]["min"], v1["e2e"]["max"]) == (10.0, 59.0)
+    assert (v1["model"]["min"], v1["model"]["max"]) == (1.0, 1.0 + 49 / 10)
+    e2e, model = (LatencySketch.from_dict(v1[k]) for k in ("e2e", "model"))
+    summary = plain["models"][0]["versions"][0]["window"]
+    assert (e2e.count, model.count) == (50, 50)
+    assert (e2e.quantile(0.5), e2e.quantile(0.99)) == (
+        summary["p50_ms"],
+        summary["p99_ms"],
+    )
+    assert model.quantile(0.99) == summary["model_p99_ms"]
+    empty = body["sketches"]["digits"]["v2"]["model"]
+    assert LatencySketch.from_dict(empty).count == 0
+
+
+@pytest.mark.parametrize("value", ["", "1", "yes", "True", "TRUE", "x" * 100])
+def test_validation_sketches_flag_is_checked(client: TestClient, value: str) -> None:
+    response = client.get("/-/validation", params={"sketches": value})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": f"sketches must be true or false: {value[:32]!r}"
+    }
 
 
 def test_validation_jobs(client: TestClient, admin: Admin) -> None:
