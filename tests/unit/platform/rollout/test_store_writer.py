@@ -77,7 +77,9 @@ def store() -> RecordingStore:
 
 @pytest.fixture
 def writer(store: RecordingStore) -> Iterator[BackgroundWriter]:
-    writer = BackgroundWriter(store, log=LOG)
+    # Room for every append the order tests make at once: on a busy machine the
+    # thread falls behind the submitting loop, and the default bound would drop.
+    writer = BackgroundWriter(store, max_pending=5000, log=LOG)
     yield writer
     store.gate.set()
     assert writer.close(PATIENCE_S)
