@@ -241,3 +241,86 @@ def test_a_cancelled_worker_leaves_no_caller_waiting() -> None:
         return caller.cancelled()
 
     assert asyncio.run(scenario())
+
+
+def test_requests_queued_at_once_are_spread_over_the_free_workers() -> None:
+    model = SlowDoubler(0.01)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            model, max_batch_size=8, max_wait_s=0.0, max_concurrent=3
+        )
+        await asyncio.gather(*(batcher.submit(i) for i in range(7)))
+
+    asyncio.run(scenario())
+    assert model.batches == [[0, 1, 2], [3, 4], [5, 6]]
+    assert model.most_running == 3
+
+
+def test_a_byte_bound_cuts_batches_and_lets_a_larger_item_go_alone() -> None:
+    model = SlowDoubler(0.02)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            model, max_batch_size=8, max_wait_s=0.0, size_of=abs, max_batch_bytes=10
+        )
+        busy = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.005)
+        # Queued while the model runs [1]: 4 + 6 fill a batch, 11 is over the
+        # bound on its own, 3 + 5 + 2 share the last.
+        await asyncio.gather(busy, *(batcher.submit(i) for i in (4, 6, 11, 3, 5, 2)))
+
+    asyncio.run(scenario())
+    assert model.batches == [[1], [4, 6], [11], [3, 5, 2]]
+
+
+def test_a_byte_bound_needs_its_size_function() -> None:
+    with pytest.raises(ValueError, match="size_of and max_batch_bytes"):
+        DynamicBatcher(SlowDoubler(0), 4, 0.0, max_batch_bytes=10)
+    with pytest.raises(ValueError, match="size_of and max_batch_bytes"):
+        DynamicBatcher(SlowDoubler(0), 4, 0.0, size_of=abs, max_batch_bytes=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrivals=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 12)), min_size=1, max_size=40
+    ),
+    max_batch_size=st.integers(min_value=1, max_value=6),
+    max_concurrent=st.integers(min_value=1, max_value=8),
+    max_batch_bytes=st.integers(min_value=1, max_value=24),
+    max_wait_s=st.sampled_from([0.0, 0.002]),
+)
+def test_byte_bounded_batches_answer_everyone_within_both_bounds(
+    arrivals: list[tuple[int, int]],
+    max_batch_size: int,
+    max_concurrent: int,
+    max_batch_bytes: int,
+    max_wait_s: float,
+) -> None:
+    """Items whose size is their value arrive ``gap`` ms apart; each gets twice
+    its value, in batches within the count and byte bounds (or alone)."""
+    model = SlowDoubler(0.001)
+    sizes = [size for _, size in arrivals]
+
+    async def scenario() -> list[int]:
+        batcher = DynamicBatcher(
+            model,
+            max_batch_size,
+            max_wait_s,
+            max_concurrent,
+            size_of=abs,
+            max_batch_bytes=max_batch_bytes,
+        )
+        tasks = []
+        for gap_ms, size in arrivals:
+            tasks.append(asyncio.create_task(batcher.submit(size)))
+            await asyncio.sleep(gap_ms / 1000)
+        return list(await asyncio.gather(*tasks))
+
+    assert asyncio.run(scenario()) == [2 * size for size in sizes]
+    assert sorted(i for batch in model.batches for i in batch) == sorted(sizes)
+    for batch in model.batches:
+        assert 1 <= len(batch) <= max_batch_size
+        assert sum(batch) <= max_batch_bytes or len(batch) == 1
+    assert model.most_running <= max_concurrent
