@@ -61,6 +61,9 @@ ErrorCallback = Callable[[Exception], None]
 class StoreWriter(Protocol):
     """Where the controller sends its state saves and history appends."""
 
+    # State saves the store refused, for /metrics (history has its own count).
+    state_failures: int
+
     def write_state(self, key: str, state: Mapping[str, Any]) -> None:
         """Replace the state document under ``key``; never raises for the store."""
         ...
@@ -99,6 +102,7 @@ class _Applier:
         self.store = store
         self.log = log or logger
         self.failures = 0
+        self.state_failures = 0
         self.dropped = 0
 
     def _apply(self, write: _Write) -> None:
@@ -109,6 +113,7 @@ class _Applier:
                 self.store.append_history(write.key, write.document)
         except Exception as error:  # one failed write must not stop the next
             self.failures += 1
+            self.state_failures += write.kind == "state"
             self._report(write, error)
 
     def _report(self, write: _Write, error: Exception) -> None:

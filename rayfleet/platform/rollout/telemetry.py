@@ -100,7 +100,13 @@ class _ValidatorCollector(Collector):
             "Rollout events the store refused to record in a model's history.",
         )
         history_failures.add_metric([], core.history.write_failures)
-        yield from (dropped, ingested, history_failures)
+        state_failures = CounterMetricFamily(
+            "rayfleet_state_write_failures",
+            "Rollout state saves the store refused: a restarted Validator would "
+            "resume from an older state.",
+        )
+        state_failures.add_metric([], core.writer.state_failures)
+        yield from (dropped, ingested, history_failures, state_failures)
         yield from self._replicas()
 
     def _replicas(self) -> Iterator[Metric]:

@@ -359,6 +359,24 @@ def test_a_store_that_refuses_history_never_stops_a_rollout() -> None:
     assert saved is not None and saved["finished"] == {"v2": "rolled_back"}
     metrics = render_metrics(core, now).decode()
     assert "\nrayfleet_history_write_failures_total 4.0\n" in metrics
+    assert "\nrayfleet_state_write_failures_total 0.0\n" in metrics
+
+
+class StateRefusingStore(MemoryStateStore):
+    """Records history but refuses every state save."""
+
+    def write_state(self, key: str, state: Mapping[str, Any]) -> None:
+        raise StoreError("the bucket is read-only")
+
+
+def test_refused_state_saves_are_counted_in_metrics() -> None:
+    store = StateRefusingStore()
+    core = ValidatorCore(platform(), "shop", store, {}, now=T0)
+    now = roll_back_v2(core)
+    refused = core.writer.state_failures
+    assert refused > 0 and store.read_state("shop/digits") is None
+    metrics = render_metrics(core, now).decode()
+    assert f"\nrayfleet_state_write_failures_total {refused:.1f}\n" in metrics
 
 
 def test_history_of_an_unknown_model_is_model_not_found() -> None:
