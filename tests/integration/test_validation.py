@@ -8,6 +8,14 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rayfleet.cli.demo import digits_split
+from tests.monitoring import (
+    dashboard_queries,
+    exported_series,
+    load_dashboard,
+    load_rules,
+    named_metrics,
+    rule_expressions,
+)
 
 from .conftest import digits_body
 
@@ -63,6 +71,20 @@ def test_metrics_and_report_count_the_traffic_sent(http: httpx.Client) -> None:
     assert v3["total_requests"] >= v3_ok(found)
     assert v3["window"]["requests"] >= 25
     assert digits["plan"]["weights"] == {"v2": 10.0, "v3": 0.0, "v1": 90.0}
+
+
+def test_the_dashboard_and_alerts_read_only_what_metrics_exports(
+    http: httpx.Client,
+) -> None:
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    exported = exported_series(response.text)
+    queries = [
+        *dashboard_queries(load_dashboard()),
+        *rule_expressions(load_rules()).values(),
+    ]
+    named = named_metrics(queries)
+    assert named and named - set(exported) == set()
 
 
 def test_validation_rejects_a_bad_window(http: httpx.Client) -> None:

@@ -4,12 +4,14 @@ Rendered at scrape time from
 :class:`~rayfleet.platform.rollout.controller.ValidatorCore` by a custom collector,
 so the numbers come from one place: the same windows that drive the rollout gates
 and ``/-/validation``. Counters are monotonic since the
-Validator started; gauges describe the current window.
+Validator started; gauges describe the current window or the rollouts' state.
+``deploy/grafana/rayfleet.json`` and ``deploy/prometheus/rules.yaml`` read these
+names (a unit test keeps them to what is rendered here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,10 +26,15 @@ from prometheus_client.registry import Collector
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.machine import Phase
 from rayfleet.platform.rollout.totals import LATENCY_BUCKETS_MS
+from rayfleet.platform.validation.drift import DriftReport, feature_drift
+from rayfleet.platform.validation.window import VersionStats
 
 __all__ = ["CONTENT_TYPE", "render_metrics", "replica_requests"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# How a rollout can end: the values ``ValidatorCore.finished`` records.
+_OUTCOMES = (Phase.PROMOTED, Phase.ROLLED_BACK)
 
 
 class _ValidatorCollector(Collector):
@@ -35,9 +42,18 @@ class _ValidatorCollector(Collector):
         self.core = core
         self.now = now
         self.window_s = window_s
+        # Merging a window's buckets is the costly part of a scrape: each
+        # version's is merged once, for its summary and its input drift alike.
+        self._windows: dict[tuple[str, str], VersionStats] = {}
+
+    def _window(self, key: tuple[str, str]) -> VersionStats:
+        if key not in self._windows:
+            stats = self.core.stats[key]
+            self._windows[key] = stats.window(self.window_s, self.now)
+        return self._windows[key]
 
     def collect(self) -> Iterator[Metric]:
-        core, now = self.core, self.now
+        core = self.core
         labels = ["model", "version"]
         requests = CounterMetricFamily(
             "rayfleet_requests",
@@ -73,7 +89,7 @@ class _ValidatorCollector(Collector):
                 buckets.append((str(bound / 1000), cumulative))
             buckets.append(("+Inf", totals.latency_count))
             latency.add_metric([model, version], buckets, totals.latency_sum_ms / 1000)
-            summary = core.stats[(model, version)].window(self.window_s, now).summary()
+            summary = self._window((model, version)).summary()
             for quantile, value in (("0.5", summary.p50_ms), ("0.99", summary.p99_ms)):
                 if value is not None:
                     window_latency.add_metric([model, version, quantile], value)
@@ -160,14 +176,40 @@ class _ValidatorCollector(Collector):
             "Share of shadow pairs that agree.",
             labels=["model", "version"],
         )
+        step_start = GaugeMetricFamily(
+            "rayfleet_rollout_step_start_time_seconds",
+            "Unix time the unfinished rollout's current step (or its wait for a "
+            "ready canary) began.",
+            labels=["model", "version"],
+        )
+        finished = GaugeMetricFamily(
+            "rayfleet_rollouts_finished",
+            "Canary versions whose rollout ended, by outcome, as the store "
+            "records them.",
+            labels=["model", "outcome"],
+        )
+        for model, outcomes in core.finished.items():
+            for outcome in _OUTCOMES:
+                count = sum(1 for done in outcomes.values() if done == outcome.value)
+                finished.add_metric([model, outcome.value], count)
+        rolling: set[str] = set()
+        # Input drift of each promoted canary that is stable now, as measured here.
+        promoted: dict[str, DriftReport | None] = {}
         for model, state in core.rollouts.items():
             for candidate in Phase:
                 value = 1.0 if candidate is state.phase else 0.0
                 phase.add_metric([model, state.canary_version, candidate.value], value)
+            if not state.finished:
+                rolling.add(model)
+                step_start.add_metric(
+                    [model, state.canary_version], state.step_started_at
+                )
             comparison = core.comparison(model, self.now)
             if comparison is None:
                 continue
             version = state.canary_version
+            if state.finished and version == core.stable[model]:
+                promoted[model] = comparison.input_drift
             if comparison.input_drift is not None:
                 for row in comparison.input_drift.features:
                     psi.add_metric([model, version, row.name, "psi"], row.psi)
@@ -182,7 +224,49 @@ class _ValidatorCollector(Collector):
                 rate = comparison.agreement.rate
                 if rate is not None:
                     agreement.add_metric([model, version], rate)
-        yield from (phase, psi, prediction, agreement)
+        yield from (phase, step_start, finished, psi, prediction, agreement)
+        yield self._stable_drift(rolling, promoted)
+
+    def _stable_drift(
+        self, rolling: set[str], promoted: Mapping[str, DriftReport | None]
+    ) -> Metric:
+        """Each stable version's input drift, at most one test per model a scrape.
+
+        A test costs seconds on wide inputs (64 features, 540 reference rows: 2 s),
+        so none is added while a canary rolls out (its own drift, on the same
+        traffic, is the one measured then), and a promoted canary's drift, just
+        measured by its rollout's comparison, is not measured again.
+        """
+        share = GaugeMetricFamily(
+            "rayfleet_stable_input_drift_share",
+            "Share of the stable version's input features drifted against its "
+            "reference (KS at the observations' alpha, Bonferroni-corrected), "
+            "while no canary of the model rolls out: over its promotion's last "
+            f"step when it was promoted, else the last {self.window_s:g} s.",
+            labels=["model", "version"],
+        )
+        core = self.core
+        for model, version in core.stable.items():
+            if model in rolling:
+                continue
+            if model in promoted:
+                report = promoted[model]
+            else:
+                report = self._drift((model, version))
+            if report is not None:
+                share.add_metric([model, version], report.drifted_share)
+        return share
+
+    def _drift(self, key: tuple[str, str]) -> DriftReport | None:
+        """The version's window against its reference; None, as for a canary,
+        without a reference or a shared feature (no test, and no zero to mislead)."""
+        reference = self.core.references.get(key)
+        if reference is None:
+            return None
+        current = self._window(key).feature_columns()
+        if not any(name in current for name in reference):
+            return None
+        return feature_drift(reference, current, self.core.spec.observations.alpha)
 
 
 def render_metrics(core: ValidatorCore, now: float, window_s: float = 60.0) -> bytes:

@@ -1,0 +1,164 @@
+"""``/metrics`` gauges of the rollouts' state: the current step's start, finished
+rollouts by outcome, and the stable version's input drift; and
+:func:`rolled_out_core`, a Validator that has seen a whole rollout, whose page the
+deploy tests read."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.state_store import MemoryStateStore
+from rayfleet.platform.rollout.telemetry import render_metrics
+from rayfleet.platform.serving.counters import ReplicaReport
+from rayfleet.platform.validation.observation import Observation, ObservationRow
+from tests.unit.platform.rollout.test_controller import READY, platform, serve
+from tests.unit.platform.rollout.test_history import T0, roll_back_v2
+
+# Both features of every reference: the same 200 evenly spread values.
+FEATURE = np.linspace(-2.0, 2.0, 200)
+REFERENCES = {
+    key: {"f0": FEATURE, "f1": FEATURE}
+    for key in (("digits", "v1"), ("digits", "v3"), ("iris", "v1"))
+}
+SERVED_S = 20
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _inputs(at: float) -> list[ObservationRow]:
+    """200 requests to each stable v1, those of digits shadowed to v3 and
+    answered alike. The stables' f0 lies far off its reference (f1 is the
+    reference itself); v3's inputs are its reference."""
+    requests = (
+        ("digits", "v1", None, 10.0),
+        ("digits", "v3", "v1", 0.0),
+        ("iris", "v1", None, 10.0),
+    )
+    return [
+        Observation(
+            model=model,
+            version=version,
+            ts=at,
+            latency_ms=5.0,
+            model_ms=4.0,
+            status=200,
+            features=(float(value + shift), float(value)),
+            prediction=float(i % 2),
+            shadow_of=shadow_of,
+            request_id=f"{model}-{i}",
+        ).to_row()
+        for model, version, shadow_of, shift in requests
+        for i, value in enumerate(FEATURE)
+    ]
+
+
+def rolled_out_core(
+    store: MemoryStateStore | None = None,
+) -> tuple[ValidatorCore, float]:
+    """A core with every ``rayfleet_*`` series on its page, and the time to render
+    it at.
+
+    v2 was rolled back; v3 entered its first step and has served ``SERVED_S``
+    seconds of traffic since, with the inputs of :func:`_inputs` (iris too); a
+    router dropped 7 observations; a replica of v1 and one of v3 reported
+    batches.
+    """
+    core = ValidatorCore(
+        platform(), "shop", store or MemoryStateStore(), REFERENCES, now=T0
+    )
+    now = roll_back_v2(core)
+    core.tick(now, READY)  # v3, started by the rollback, enters its first step
+    serve(core, now, SERVED_S)
+    core.ingest(_inputs(now + SERVED_S / 2), router="router-b", dropped=7)
+    now += SERVED_S
+    core.report_replicas(
+        [
+            ReplicaReport("digits", "v1", "r1", 180, 1, {1: 20, 8: 20}),
+            ReplicaReport("digits", "v3", "r2", 40, 0, {4: 10}),
+        ],
+        now,
+    )
+    return core, now
+
+
+def samples(core: ValidatorCore, now: float, name: str) -> Samples:
+    """The samples of one series name on the page, by sorted labels."""
+    text = render_metrics(core, now).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def test_the_step_start_is_shown_for_the_unfinished_rollout_only() -> None:
+    core, now = rolled_out_core()
+    name = "rayfleet_rollout_step_start_time_seconds"
+    step_started = now - SERVED_S
+    assert samples(core, now, name) == {
+        (name, (("model", "digits"), ("version", "v3"))): step_started
+    }
+    # Paused, the step keeps its start; finished, there is no step.
+    core.act("digits", "pause", now + 1)
+    assert list(samples(core, now + 1, name).values()) == [step_started]
+    core.act("digits", "rollback", now + 2)
+    assert core.rollouts["digits"].finished
+    assert samples(core, now + 2, name) == {}
+
+
+def test_finished_rollouts_are_counted_by_outcome_and_survive_a_restart() -> None:
+    store = MemoryStateStore()
+    core, now = rolled_out_core(store)
+    name = "rayfleet_rollouts_finished"
+
+    def counts(core: ValidatorCore, at: float) -> dict[tuple[str, str], float]:
+        return {
+            (dict(labels)["model"], dict(labels)["outcome"]): value
+            for (_, labels), value in samples(core, at, name).items()
+        }
+
+    assert counts(core, now) == {
+        ("digits", "promoted"): 0.0,
+        ("digits", "rolled_back"): 1.0,
+        ("iris", "promoted"): 0.0,
+        ("iris", "rolled_back"): 0.0,
+    }
+    core.act("digits", "promote", now + 1)
+    after = counts(core, now + 1)
+    assert (after["digits", "promoted"], after["digits", "rolled_back"]) == (1, 1)
+    # The counts are the store's record, not the process's: a restart keeps them.
+    restarted = ValidatorCore(platform(), "shop", store, REFERENCES, now=now + 2)
+    assert counts(restarted, now + 2) == after
+
+
+def _stable_drift(core: ValidatorCore, at: float) -> dict[tuple[str, str], float]:
+    return {
+        (dict(labels)["model"], dict(labels)["version"]): value
+        for (_, labels), value in samples(
+            core, at, "rayfleet_stable_input_drift_share"
+        ).items()
+    }
+
+
+def test_stable_input_drift_is_the_share_of_drifted_features() -> None:
+    core, now = rolled_out_core()
+    # f0 moved far off its reference, f1 did not. While v3 rolls out, digits'
+    # stable is not tested: v3's own drift is.
+    assert _stable_drift(core, now) == {("iris", "v1"): 0.5}
+    # v3 rolled back, there is no canary left: digits' v1 is tested again.
+    core.act("digits", "rollback", now)
+    assert _stable_drift(core, now) == {("iris", "v1"): 0.5, ("digits", "v1"): 0.5}
+    # A minute on, the window holds no sampled inputs: no share, not a zero.
+    assert _stable_drift(core, now + 61) == {}
+
+
+def test_a_promoted_canary_shows_the_drift_its_rollout_measured() -> None:
+    core, now = rolled_out_core()
+    core.act("digits", "promote", now)
+    # v3's inputs are its reference: nothing drifted, over its last step (a
+    # minute on, still within it).
+    assert _stable_drift(core, now) == {("iris", "v1"): 0.5, ("digits", "v3"): 0.0}
+    assert _stable_drift(core, now + 61) == {("digits", "v3"): 0.0}
