@@ -13,6 +13,7 @@ Routes of the Validator's app (:func:`build_admin_app`); * marks admin routes::
     POST /-/rollouts/{model}/{action} * promote, rollback, pause, resume, weights
     POST /-/validations               * queue a pre-deploy validation job
     GET  /-/validations[/{job}]         the jobs, or one job
+    GET  /-/openapi.json                these routes as an OpenAPI 3.1 document
 
 Admin routes need ``Authorization: Bearer <token>``, the token being the value
 of the spec's ``admin_token_env`` where the Validator runs; without one they
@@ -41,14 +42,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from rayfleet.platform.config.base import Spec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.constants import DEFAULT_VALIDATION_WINDOW_S
 from rayfleet.platform.errors import (
@@ -57,6 +57,12 @@ from rayfleet.platform.errors import (
     ServiceUnavailable,
     StoreError,
     Unauthorized,
+)
+from rayfleet.platform.ingress.admin_api import (
+    ADMIN_MAX_BODY_BYTES,
+    NoArguments,
+    WeightsBody,
+    admin_openapi,
 )
 from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers
 from rayfleet.platform.ingress.http import (
@@ -103,23 +109,7 @@ CLIENT_HEADER = "x-rayfleet-client"
 _FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept", ACTOR_HEADER)
 _FORWARDED_REPLY_HEADERS = (b"content-type", b"retry-after")
 
-# The largest admin body: the biggest one that means something, a validation job
-# naming a dataset URI, is well under a kilobyte. Bounding it keeps a client from
-# making the Validator (or the router forwarding to it) hold an arbitrary body.
-ADMIN_MAX_BODY_BYTES = 64 * 1024
-
 _Body = TypeVar("_Body", bound=BaseModel)
-
-
-class WeightsBody(Spec):
-    """``POST /-/rollouts/{model}/weights``: the canary's percent of traffic."""
-
-    # Strict: a JSON number, not a string or a boolean that happens to convert.
-    weight: float = Field(ge=0, le=100, allow_inf_nan=False, strict=True)
-
-
-class NoArguments(Spec):
-    """The body of promote, rollback, pause and resume: nothing, or ``{}``."""
 
 
 def build_admin_app(
@@ -254,6 +244,9 @@ def build_admin_app(
     async def validation_jobs(request: Request) -> Response:
         return JSONResponse([job.to_dict() for job in jobs.jobs.values()])
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     def on_error(request: Request, error: Exception) -> Response:
         # A job naming a version the store lacks is the client's mistake.
         if isinstance(error, StoreError):
@@ -270,11 +263,13 @@ def build_admin_app(
         ("/-/validations", submit_validation, ["POST"]),
         ("/-/validations", validation_jobs, ["GET"]),
         ("/-/validations/{job}", validation_job, ["GET"]),
+        ("/-/openapi.json", openapi, ["GET"]),
     ]
-    return Starlette(
-        routes=[Route(p, guarded(h, on_error), methods=m) for p, h, m in table],
-        exception_handlers={HTTPException: on_http_error},
-    )
+    routes = [Route(p, guarded(h, on_error), methods=m) for p, h, m in table]
+    # From the routes themselves, once: a route the document does not describe
+    # fails here, when the app is built, not when someone reads the document.
+    document = admin_openapi(routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: on_http_error})
 
 
 def forwarding_routes(call: ValidatorCall, timeout_s: float) -> list[Route]:

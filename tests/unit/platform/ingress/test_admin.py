@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,9 +20,8 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from rayfleet.platform.config.signature import Signature, TensorSpec
 from rayfleet.platform.config.spec import parse_spec
-from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore, PythonEntry
+from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.errors import InvalidInput, ServiceUnavailable, StoreError
 from rayfleet.platform.ingress.admin import (
     ADMIN_MAX_BODY_BYTES,
@@ -42,23 +40,6 @@ from rayfleet.platform.validation.sketch import LatencySketch
 from tests.fuzz_strategies import HttpCase, admin_requests, fuzz_settings, send
 
 TOKEN = "s3cret-token"
-SIGNATURE = Signature(
-    inputs=(TensorSpec(name="input", datatype="FP32", shape=(-1, 4)),),
-    outputs=(TensorSpec(name="score", datatype="FP32", shape=(-1,)),),
-)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
-    root = tmp_path_factory.mktemp("store")
-    manifest = Manifest(
-        runtime="python", signature=SIGNATURE, python=PythonEntry(callable="m:load")
-    )
-    for version in ("v1", "v2"):
-        folder = Path(root, "digits", version)
-        folder.mkdir(parents=True)
-        (folder / MANIFEST).write_text(manifest.to_json())
-    return ModelStore(str(root))
 
 
 class Admin:
