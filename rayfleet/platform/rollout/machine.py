@@ -43,6 +43,7 @@ Decisions this module makes, and why:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -180,9 +181,12 @@ class RolloutState:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, as persisted in the store."""
+        # Through JSON text, not dump_python: that keeps a gate value of inf (a
+        # ratio over a zero stable latency) as a float that no JSON encoder takes,
+        # and /-/rollouts answered 500; pydantic's JSON writes it as null.
         return {
             "format": _STATE_FORMAT,
-            **_STATE_ADAPTER.dump_python(self, mode="json"),
+            **json.loads(_STATE_ADAPTER.dump_json(self)),
         }
 
     @classmethod

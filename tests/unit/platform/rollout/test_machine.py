@@ -31,7 +31,7 @@ from rayfleet.platform.rollout import (
     step,
     traffic_weights,
 )
-from rayfleet.platform.thresholds import GATE_NAMES
+from rayfleet.platform.thresholds import GATE_NAMES, GateResult
 from tests.unit.platform.rollout.latency_samples import grid, measured
 
 SPEC = RolloutSpec()
@@ -682,6 +682,17 @@ def test_state_round_trips_through_json() -> None:
     state, _ = step(state, SHADOW, healthy(10, canary_p99_ms=None), clock.advance(5))
     text = json.dumps(state.to_dict())
     assert RolloutState.from_dict(json.loads(text)) == state
+
+
+def test_a_state_with_an_infinite_gate_value_is_still_json() -> None:
+    # A ratio over a stable latency of zero is inf; /-/rollouts must still answer.
+    clock = FakeClock()
+    state, _ = at_first_step(clock)
+    infinite = GateResult("model_p50_ratio", math.inf, 1.5, "max", Verdict.PASS)
+    state = replace(state, gates=(infinite,))
+    data = json.loads(json.dumps(state.to_dict(), allow_nan=False))
+    assert data["gates"][0]["value"] is None
+    assert RolloutState.from_dict(data).gates[0].value is None
 
 
 def test_from_dict_refuses_another_format() -> None:
