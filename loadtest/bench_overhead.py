@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +84,9 @@ def running(target: Target, port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def targets() -> list[Target]:
-    """Every server in the comparison, in table order."""
+def targets(only: Sequence[str] = ()) -> list[Target]:
+    """The servers in the comparison, in table order: every one, or those whose
+    names contain one of ``only`` (KServe's virtualenv is built only if needed)."""
     quiet = {"RAY_SERVE_LOG_TO_STDERR": "0"}
     fast = {**quiet, **SERVE_ENV}  # what rayfleet ships with
     both = ("json", "binary")
@@ -93,18 +94,28 @@ def targets() -> list[Target]:
     def target(kind: str, *options: str) -> list[str]:
         return target_command(kind, *options, model="digits")
 
-    return [
+    def selected(name: str) -> bool:
+        return not only or any(part in name for part in only)
+
+    kserve = (
+        [
+            Target(
+                "kserve",
+                [
+                    str(ensure_kserve()),
+                    str(ROOT / "loadtest/peers/kserve_server.py"),
+                    str(STORE / "digits/v1/model.onnx"),
+                    "digits",
+                    "{port}",
+                ],
+            )
+        ]
+        if selected("kserve")
+        else []
+    )
+    every = [
         Target("starlette (no Ray)", target("starlette"), payloads=both),
-        Target(
-            "kserve",
-            [
-                str(ensure_kserve()),
-                str(ROOT / "loadtest/peers/kserve_server.py"),
-                str(STORE / "digits/v1/model.onnx"),
-                "digits",
-                "{port}",
-            ],
-        ),
+        *kserve,
         Target("serve-bare (Serve defaults)", target("serve-bare"), quiet),
         Target("rayfleet (Serve defaults)", target("rayfleet"), quiet),
         Target("serve-bare (rayfleet's Serve env)", target("serve-bare"), fast),
@@ -122,6 +133,7 @@ def targets() -> list[Target]:
             both,
         ),
     ]
+    return [t for t in every if selected(t.name)]
 
 
 def main() -> None:
@@ -148,9 +160,7 @@ def main() -> None:
         ("raw onnxruntime (in-process)", "-"): {raw.concurrency: (raw.rps, raw)}
     }
     print(f"raw onnxruntime: {raw.rps:.0f} runs/s, p50 {raw.p50_ms:.3f} ms", flush=True)
-    for target in targets():
-        if args.only and not any(s in target.name for s in args.only):
-            continue
+    for target in targets(args.only or ()):
         with running(target, args.port):
             for payload in target.payloads:
                 body, headers = payloads[payload]
