@@ -145,6 +145,12 @@ def _latency_ratio(
         return result(Verdict.PASS, under)
     if ratio <= limit:
         return result(Verdict.PASS)
+    assert stable.estimate is not None  # a ratio needs both
+    if canary.estimate <= limit * stable.estimate + floor:
+        # The floor is also slack: within it of the limit is scheduling noise,
+        # not the model (GateSpec.latency_floor_ms says where that was measured).
+        within = f"within the {floor:g} ms floor of {limit:g}x stable's"
+        return result(Verdict.PASS, within)
     if canary.sample is None or stable.sample is None:
         return result(Verdict.PENDING, "over the limit; no samples to test it on")
     # Each bound at half the risk, so that both hold together at the stated
@@ -158,7 +164,7 @@ def _latency_ratio(
         return result(Verdict.PENDING, few)
     p = _name(q)
     bounds = f"canary {p} >= {_ms(low)}, stable {p} <= {_ms(high)}"
-    if low > limit * high:
+    if low > limit * high + floor:
         return result(Verdict.FAIL, f"over the limit at {at} confidence: {bounds}")
     not_yet = f"over the limit but not yet at {at} confidence: {bounds}"
     return result(Verdict.PENDING, not_yet)
