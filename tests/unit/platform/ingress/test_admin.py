@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -77,17 +76,6 @@ class Admin:
             send_events=self.sent.extend,
             dashboard_html=lambda: "<html>dashboard</html>",
         )
-
-
-@pytest.fixture
-def admin(store: ModelStore) -> Admin:
-    return Admin(store, TOKEN)
-
-
-@pytest.fixture
-def client(admin: Admin) -> Iterator[TestClient]:
-    with TestClient(admin.app) as test_client:
-        yield test_client
 
 
 def bearer(token: str) -> dict[str, str]:

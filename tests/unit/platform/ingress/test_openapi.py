@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -50,17 +49,6 @@ from tests.unit.platform.ingress.test_admin import TOKEN, Admin, bearer
 
 REF_TEMPLATE = REF_PREFIX + "{model}"
 INFO = {"title": "t", "version": "1"}
-
-
-@pytest.fixture
-def admin(store: ModelStore) -> Admin:
-    return Admin(store, TOKEN)
-
-
-@pytest.fixture
-def client(admin: Admin) -> Iterator[TestClient]:
-    with TestClient(admin.app) as test_client:
-        yield test_client
 
 
 @pytest.fixture
