@@ -350,6 +350,10 @@ def save_run(
     os.replace(temporary, path)
 
 
+# Rollout phases after the decision (rayfleet.platform.rollout.machine.Phase).
+FINISHED = ("promoted", "rolled_back")
+
+
 class Recorder:
     """Successive ``/-/validation?sketches=true`` answers in, slices out; a slice
     carries the canary's weight at its start, the split its traffic came under.
@@ -372,15 +376,17 @@ class Recorder:
 
     def observe(self, answer: Mapping[str, Any]) -> Slice | None:
         """The slice since the previous answer; ``None`` for the first answer (the
-        starting point, so every slice spans two polls) and before the rollout
-        exists.
+        starting point, so every slice spans two polls), before the rollout
+        exists and after it ended.
 
         Raises ValueError when a version's numbers shrank (the window no longer
         covers the trial) or the sketches' relative accuracy changed.
         """
         entry = next(m for m in answer["models"] if m["name"] == self.model)
         rollout = entry["rollout"]
-        if rollout is None:
+        # A finished rollout names the promoted canary as stable too: its
+        # numbers are no later state of the old stable's, and decide nothing.
+        if rollout is None or rollout["phase"] in FINISHED:
             return None
         stable, canary = (
             self._side(answer, entry, rollout[f"{which}_version"])

@@ -187,6 +187,11 @@ def test_the_recorder_slices_exactly_the_requests_between_answers() -> None:
     assert second == Slice(5.0, 0.0, Side(), Side())
     third = recorder.observe(answer(validator, 1022.0))
     assert third is not None and third.weight == 10.0  # the step began before it
+    # Promoted, v2 is stable as well as the canary: nothing left to slice, and
+    # no slice of v1 against v2's numbers (a real trial crashed on that).
+    validator.act("digits", "promote", 1023.0)
+    ingest(validator, "v2", 1024.0, [8.0])
+    assert recorder.observe(answer(validator, 1027.0)) is None
 
 
 def test_runs_accumulate_in_the_file_by_load_and_canary(tmp_path: Path) -> None:
