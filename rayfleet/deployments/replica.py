@@ -19,7 +19,6 @@ from rayfleet.platform.errors import RayfleetError
 from rayfleet.platform.runtimes import Runtime, guarded_predict
 from rayfleet.platform.serving.batcher import DynamicBatcher
 from rayfleet.platform.serving.counters import ReplicaCounters
-from rayfleet.platform.serving.grouping import Answer, answer_each, replica_batches
 from rayfleet.platform.serving.loading import load_version
 from rayfleet.platform.serving.service import ReplicaResult
 from rayfleet.platform.serving.stacking import BatchRunner, Inputs
@@ -52,7 +51,7 @@ class ModelReplica:
         self.runtime: Runtime = loaded.runtime
         self.warm_s = loaded.warm_s
         batching = self.spec.batching
-        batched = replica_batches(self.spec, self.manifest.signature)
+        batched = batching.max_batch_size > 1 and self.manifest.signature.batchable
         self.counters = ReplicaCounters()
         run = BatchRunner(self.manifest.signature, self._predict, self.counters)
         # Every request waits in this queue for the model: batched along the
@@ -92,17 +91,6 @@ class ModelReplica:
         except Exception:
             self.counters.failed()
             raise
-
-    async def infer_group(self, requests: list[Inputs]) -> list[Answer]:
-        """Run the requests the router grouped into one call, each as if it had
-        come alone: one result or error per request, in order. A request's error
-        is returned in its place, not raised, so it fails alone."""
-        self.counters.served(len(requests))
-        answers = await answer_each(
-            self.batcher.submit, requests, f"{self.model}/{self.spec.name}"
-        )
-        self.counters.failed(sum(isinstance(a, RayfleetError) for a in answers))
-        return answers
 
     async def _predict(self, inputs: Inputs) -> tuple[Inputs, float]:
         where = f"{self.model}/{self.spec.name}"

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -34,26 +33,14 @@ from rayfleet.platform.constants import (
     REPLICA_CALL_ATTEMPTS,
     ROUTER_READY_CACHE_S,
 )
-from rayfleet.platform.errors import (
-    DeadlineExceeded,
-    RayfleetError,
-    ServiceUnavailable,
-)
+from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
 from rayfleet.platform.ingress.admin import forwarding_routes
 from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers
 from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.ingress.http import build_http_app
-from rayfleet.platform.serving.batcher import DynamicBatcher
 from rayfleet.platform.serving.buffer import ObservationBuffer
-from rayfleet.platform.serving.grouping import (
-    Answer,
-    GroupBounds,
-    group_bounds,
-    grouped_sender,
-)
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
-from rayfleet.platform.serving.stacking import Inputs
 from rayfleet.platform.serving.traffic import TrafficPlan
 
 __all__ = ["Router", "ServeBackend", "ValidatorLink"]
@@ -65,24 +52,14 @@ Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
 class ServeBackend:
     """Runs versions placed in the router in-process, and reaches every other
-    version's replicas through its Serve deployment handle, in grouped calls
-    (:mod:`rayfleet.platform.serving.grouping`) within that version's ``bounds``,
-    each cancelled after ``timeout_s`` (the router's request deadline)."""
+    version's replicas through its Serve deployment handle."""
 
     def __init__(
-        self,
-        handles: Handles,
-        local: InProcessBackend,
-        health: DeploymentHealth,
-        bounds: Mapping[str, Mapping[str, GroupBounds]],
-        timeout_s: float,
+        self, handles: Handles, local: InProcessBackend, health: DeploymentHealth
     ) -> None:
         self.handles = handles
         self.local = local
         self.health = health
-        self.bounds = bounds
-        self.timeout_s = timeout_s
-        self._senders: dict[tuple[str, str], DynamicBatcher[Inputs, ReplicaResult]] = {}
 
     def _is_local(self, model: str, version: str) -> bool:
         return version in self.local.runtimes.get(model, {})
@@ -90,60 +67,16 @@ class ServeBackend:
     async def infer(
         self, model: str, version: str, inputs: dict[str, np.ndarray]
     ) -> ReplicaResult:
-        """One request to a replica of the version, in a call it may share with
-        others waiting for that version; Ray's failures become typed errors."""
+        """One call to a replica of the version; Ray's failures become typed errors."""
         if self._is_local(model, version):
             return await self.local.infer(model, version, inputs)
-        return await self._sender(model, version).submit(inputs)
-
-    def _sender(
-        self, model: str, version: str
-    ) -> DynamicBatcher[Inputs, ReplicaResult]:
-        # Made on first use, so on the router's event loop, where it must stay.
-        sender = self._senders.get((model, version))
-        if sender is None:
-            call = functools.partial(
-                self._call, model, version, self.handles[model][version]
-            )
-            sender = grouped_sender(call, self.bounds[model][version])
-            self._senders[(model, version)] = sender
-        return sender
-
-    async def _call(
-        self,
-        model: str,
-        version: str,
-        handle: DeploymentHandle[Any],
-        group: list[Inputs],
-    ) -> list[Answer]:
-        """One call carrying ``group``: one answer per member. A failure of the
-        whole call is raised, typed, and reaches every member."""
-        try:
-            return await asyncio.wait_for(
-                self._attempts(model, version, handle, group), self.timeout_s
-            )
-        except asyncio.TimeoutError:
-            # A caller that gives up leaves its call running, for the others in
-            # its group; by now every member's own deadline, which began before
-            # the group was cut, has passed. Cancelled, the call frees its slot
-            # even when a replica hangs.
-            raise DeadlineExceeded(
-                f"{model}/{version} did not answer within {self.timeout_s:g} s"
-            ) from None
-
-    async def _attempts(
-        self,
-        model: str,
-        version: str,
-        handle: DeploymentHandle[Any],
-        group: list[Inputs],
-    ) -> list[Answer]:
+        handle = self.handles[model][version]
         attempts_left = REPLICA_CALL_ATTEMPTS
         while True:
             attempts_left -= 1
             try:
-                answers: list[Answer] = await handle.infer_group.remote(group)
-                return answers
+                result: ReplicaResult = await handle.infer.remote(inputs)
+                return result
             except RayTaskError as error:
                 cause = error.cause
                 if isinstance(cause, RayfleetError):
@@ -151,14 +84,13 @@ class ServeBackend:
                 raise
             except RayActorError as error:
                 # ActorDiedError and ActorUnavailableError: the replica went away
-                # with the group. Another replica may answer it (constants.py).
+                # with the request. Another replica may answer it (constants.py).
                 if not attempts_left:
                     raise _unavailable(model, version, error) from error
                 logger.warning(
-                    "%s/%s: a replica died mid-call, resending its %d requests: %s",
+                    "%s/%s: a replica died mid-request, sending it again: %s",
                     model,
                     version,
-                    len(group),
                     type(error).__name__,
                 )
             except (BackPressureError, DeploymentUnavailableError) as error:
@@ -313,8 +245,6 @@ class Router(GrpcInference):
                 DeploymentHealth(
                     serve.get_replica_context().app_name, ROUTER_READY_CACHE_S
                 ),
-                group_bounds(platform_spec, typed),
-                platform_spec.router.request_timeout_s,
             ),
             recorder=self.buffer if validator is not None else None,
         )

@@ -13,8 +13,6 @@ __all__ = [
     "DEFAULT_EVALUATE_EVERY_S",
     "DEFAULT_VALIDATION_WINDOW_S",
     "FLUSH_CHECK_S",
-    "GROUP_MAX_BYTES",
-    "GROUP_MIN_SLOTS_PER_REPLICA",
     "INGEST_TIMEOUT_S",
     "PACKAGE_VERSION",
     "PLAN_POLL_TIMEOUT_S",
@@ -84,17 +82,3 @@ ROUTER_TARGET_ONGOING_REQUESTS = 64.0
 # it; inference has no side effects, so it is sent once more, and Serve's handle,
 # which has by then taken the dead replica out of its set, picks a live one.
 REPLICA_CALL_ATTEMPTS = 2
-
-# -- router -> replicas: grouped calls (platform/serving/grouping.py) ----------
-# Requests for one version that queue in the router while its call slots are all
-# busy go to a replica together, in one handle call. A group's inputs add up to at
-# most this many bytes (one request larger than that goes alone). Grouping saves
-# the fixed cost of a call, a few ms of CPU over both processes (a version one
-# hop away served 410 requests/s on 2 cores); the few copies of 8 MiB of inputs
-# (pickled, through the object store, unpickled, at a few GB/s) cost about as
-# much, so past this a bigger group saves little and holds its first members
-# back while the rest are serialised and sent. An estimate, not a measurement.
-GROUP_MAX_BYTES = 8 * 1024 * 1024
-# Call slots per replica at least, whatever the autoscaling target: one group on
-# its way while the replica runs the other, so it never idles for a round trip.
-GROUP_MIN_SLOTS_PER_REPLICA = 2
