@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ray._private.label_utils import validate_label_selector
 from ray.serve import Application
 
 from rayfleet.autoscaling.serve_policy import autoscaling_config_for
@@ -48,6 +49,20 @@ def _autoscaling_config(scaling: AutoscalingSpec, target: float) -> dict[str, An
     return autoscaling_config_for(scaling, target, scaling.policy)
 
 
+def _actor_options(
+    where: str, selector: Mapping[str, str] | None, **resources: float
+) -> dict[str, Any]:
+    options: dict[str, Any] = dict(resources)
+    if selector:
+        # Ray's own check, so that a bad selector fails the deploy with the
+        # field path instead of leaving replicas pending on no node.
+        problem = validate_label_selector(dict(selector))
+        if problem:
+            raise ConfigError(f"{where}.label_selector: {problem}")
+        options["label_selector"] = dict(selector)
+    return options
+
+
 def _shutdown_options(spec: PlatformSpec) -> dict[str, float]:
     # A replica being removed first stops getting new requests, then waits for
     # what it holds: up to one full request deadline, so scale-down never fails
@@ -70,7 +85,12 @@ def _replica(
     replica: Application = ModelReplica.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
         name=deployment_name(model, version.name),
-        ray_actor_options={"num_cpus": version.num_cpus, "num_gpus": version.num_gpus},
+        ray_actor_options=_actor_options(
+            f"models.{model}.versions.{version.name}",
+            version.label_selector,
+            num_cpus=version.num_cpus,
+            num_gpus=version.num_gpus,
+        ),
         autoscaling_config=_autoscaling_config(
             version.autoscaling, version.target_ongoing_requests
         ),
@@ -96,7 +116,11 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     validator: Application | None = None
     if spec.observations.enabled:
         validator = Validator.options(  # type: ignore[attr-defined]
-            ray_actor_options={"num_cpus": spec.observations.num_cpus}
+            ray_actor_options=_actor_options(
+                "observations",
+                spec.observations.label_selector,
+                num_cpus=spec.observations.num_cpus,
+            )
         ).bind(spec.model_dump(mode="json"))
     manifests: dict[str, dict[str, dict[str, Any]]] = {}
     replicas: dict[str, dict[str, Application]] = {}
@@ -113,7 +137,9 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     router = spec.router
     app: Application = Router.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
-        ray_actor_options={"num_cpus": router.num_cpus},
+        ray_actor_options=_actor_options(
+            "router", router.label_selector, num_cpus=router.num_cpus
+        ),
         autoscaling_config=_autoscaling_config(
             router.autoscaling,
             router.autoscaling.target_ongoing_requests

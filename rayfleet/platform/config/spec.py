@@ -56,6 +56,9 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 Runtime = Literal["onnx", "python", "triton"]
 Placement = Literal["replica", "router"]
+# Ray node labels a deployment's replicas must match, passed to Serve as the
+# actor option of the same name; Ray checks the syntax when the app is built.
+LabelSelector = dict[str, str]
 
 
 def _check_name(value: str) -> str:
@@ -164,6 +167,10 @@ class VersionSpec(Spec):
     run there with no hop, scaling with the router; for small CPU models whose
     inference costs less than a hop (about 3-7 ms here, see DESIGN.md), where the
     hop, not the model, would decide latency and throughput.
+
+    ``label_selector`` restricts its replicas to Ray nodes with those labels
+    (e.g. ``{ray.io/accelerator-type: A10G}``); ``num_gpus`` alone already keeps
+    them on nodes with GPUs.
     """
 
     name: str
@@ -177,6 +184,7 @@ class VersionSpec(Spec):
     autoscaling: AutoscalingSpec = AutoscalingSpec()
     max_ongoing_requests: PositiveInt | None = None
     max_queued_requests: int = Field(default=-1, ge=-1)
+    label_selector: LabelSelector | None = None
     weight: float | None = Field(default=None, ge=0, le=100)
     canary: bool = False
 
@@ -303,6 +311,9 @@ class RouterSpec(Spec):
     num_cpus: NonNegativeFloat = 0.5
     autoscaling: AutoscalingSpec = AutoscalingSpec(target_ongoing_requests=64)
     max_ongoing_requests: PositiveInt = 512
+    # Serve spreads replicas over every node with room, GPU nodes included; a
+    # selector such as {rayfleet.io/role: head} keeps routers on the head.
+    label_selector: LabelSelector | None = None
     sticky_header: str | None = Field(
         default="x-session-id",
         description="requests with the same value of this header meet one version",
@@ -335,6 +346,7 @@ class ObservationSpec(Spec):
     The Validator keeps observations in ``bucket_s`` buckets for ``horizon_s``,
     tests input drift at family-wise level ``alpha``, and takes ``num_cpus``;
     ``enabled: false`` runs no Validator, so nothing is observed or rolled out.
+    ``label_selector`` places the Validator on nodes with those Ray labels.
     """
 
     enabled: bool = True
@@ -353,6 +365,7 @@ class ObservationSpec(Spec):
     horizon_s: PositiveFloat = 3600.0
     alpha: float = Field(default=0.05, gt=0, lt=1)
     num_cpus: NonNegativeFloat = 0.25
+    label_selector: LabelSelector | None = None
 
 
 class PlatformSpec(Spec):

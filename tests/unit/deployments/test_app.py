@@ -1,0 +1,95 @@
+"""What ``build`` hands to Serve: each deployment's actor options from the spec.
+
+No Ray: building an application only binds deployments; nothing starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.serve import Application
+
+from rayfleet.deployments.app import build
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.config.store import MANIFEST, Manifest, PythonEntry
+from rayfleet.platform.errors import ConfigError
+
+HEAD = {"rayfleet.io/role": "head"}
+A10G = {"ray.io/accelerator-type": "A10G"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("store")
+    signature = Signature(
+        inputs=(TensorSpec(name="x", datatype="FP32", shape=(-1, 4)),),
+        outputs=(TensorSpec(name="y", datatype="FP32", shape=(-1,)),),
+    )
+    manifest = Manifest(
+        runtime="python", signature=signature, python=PythonEntry(callable="m:load")
+    )
+    for version in ("v1", "v2"):
+        folder = Path(root, "m", version)
+        folder.mkdir(parents=True)
+        (folder / MANIFEST).write_text(manifest.to_json())
+    return str(root)
+
+
+def _args(store: str, **overrides: Any) -> dict[str, Any]:
+    versions = [
+        {"name": "v1", "num_cpus": 0.5, "num_gpus": 0.25, "label_selector": A10G},
+        {"name": "v2", "placement": "router"},
+    ]
+    return {
+        "store": store,
+        "models": [{"name": "m", "versions": versions}],
+        **overrides,
+    }
+
+
+def _options(app: Application) -> dict[str, dict[str, Any]]:
+    """Each bound deployment's name and actor options, router first."""
+    router = app._bound_deployment
+    found = {router.name: router.ray_actor_options}
+    spec, _manifests, replicas, validator = router.init_args
+    for versions in replicas.values():
+        for replica in versions.values():
+            found[replica._bound_deployment.name] = (
+                replica._bound_deployment.ray_actor_options
+            )
+    if validator is not None:
+        found["Validator"] = validator._bound_deployment.ray_actor_options
+    return found
+
+
+def test_label_selectors_reach_each_deployment(store: str) -> None:
+    app = build(
+        _args(
+            store,
+            router={"label_selector": HEAD, "num_cpus": 1},
+            observations={"label_selector": HEAD, "num_cpus": 0.25},
+        )
+    )
+    options = _options(app)
+    assert options["Router"] == {"num_cpus": 1.0, "label_selector": HEAD}
+    assert options["Validator"] == {"num_cpus": 0.25, "label_selector": HEAD}
+    (replica,) = [name for name in options if name not in ("Router", "Validator")]
+    assert options[replica] == {
+        "num_cpus": 0.5,
+        "num_gpus": 0.25,
+        "label_selector": A10G,
+    }
+
+
+def test_without_selectors_serve_places_freely(store: str) -> None:
+    options = _options(
+        build({**_args(store), "models": [{"name": "m", "versions": [{"name": "v1"}]}]})
+    )
+    assert all("label_selector" not in each for each in options.values())
+
+
+def test_a_bad_selector_fails_the_build_with_its_field_path(store: str) -> None:
+    with pytest.raises(ConfigError, match=r"^router\.label_selector: Invalid label"):
+        build(_args(store, router={"label_selector": {"bad key!": "x"}}))
