@@ -37,7 +37,9 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
 
-# Its own Ray: `ray start --head`, `serve deploy`, a redeploy under load.
+# Their own Ray, one cluster per module: `ray start --head`, `serve deploy`, a
+# redeploy under load; a fake multi-node cluster from cluster.yaml (GPU nodes
+# added, removed and killed under load).
 cluster: $(STAMP)
 	$(BIN)/python -m pytest tests/cluster -q
 

@@ -3,7 +3,9 @@
 ``ray start --head`` on loopback, ``serve deploy`` and ``serve status`` against the
 dashboard address, clients over HTTP: no ``ray.init`` in this process. The cluster
 needs its own Ray, so this suite runs as its own pytest invocation
-(``pytest tests/cluster``), after the integration suite.
+(``pytest tests/cluster``), after the integration suite. Each module that needs a
+cluster gets one of its own (``ray_head``), ended before the next module starts
+one: two on two cores would slow both.
 
 Everything lives in one short temporary directory, the working directory of
 ``ray start``: Ray's temp dir (its unix socket paths must stay under ~107
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,13 @@ DEPLOY_TIMEOUT_S = 120
 
 @dataclass(frozen=True)
 class Cluster:
-    """A running single-node cluster: where it lives and how to reach it."""
+    """A running cluster: where it lives and how to reach it."""
 
     workdir: Path
     dashboard: str
     http_port: int
     env: dict[str, str]
+    gcs: str
 
     @property
     def url(self) -> str:
@@ -143,11 +146,31 @@ def _stop(workdir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo models, built once and copied into each cluster's directory."""
+    root = tmp_path_factory.mktemp("demo-store")
+    build_demo_store(str(root))
+    return root
+
+
+@contextlib.contextmanager
+def ray_head(
+    store: Path,
+    head_args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    gcs_port: int | None = None,
+) -> Iterator[Cluster]:
+    """``ray start --head`` in a fresh directory holding a copy of ``store``.
+
+    ``head_args`` adds to the start command (resources, an autoscaling config);
+    ``env`` adds to its environment; ``gcs_port`` is the head's port when a
+    config written beforehand must name it. Every process of the cluster is ended when
+    the block exits, its worker nodes' included: they all run in the directory.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="rf-", dir="/tmp"))
-    build_demo_store(str(workdir / "build" / "models"))
+    shutil.copytree(store, workdir / "build" / "models")
     dashboard_port, http_port = free_port(), free_port()
-    env = {
+    cluster_env = {
         **os.environ,
         # Test what ships: HAProxy on the HTTP port, direct ingress, gRPC handles.
         **SERVE_ENV,
@@ -164,11 +187,12 @@ def cluster() -> Iterator[Cluster]:
         # its own, which the serve CLI reads from the same environment.
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        **(env or {}),
     }
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
-        env.pop(name, None)
+        cluster_env.pop(name, None)
     ports = {
-        "--port": free_port(),
+        "--port": gcs_port or free_port(),
         "--dashboard-port": dashboard_port,
         "--ray-client-server-port": free_port(),
         "--dashboard-agent-listen-port": free_port(),
@@ -182,17 +206,17 @@ def cluster() -> Iterator[Cluster]:
         "--head",
         "--dashboard-host=127.0.0.1",
         "--include-dashboard=true",
-        "--num-cpus=8",
         "--object-store-memory=200000000",
         f"--temp-dir={workdir / 'ray'}",
         "--disable-usage-stats",
         *(f"{flag}={port}" for flag, port in ports.items()),
+        *head_args,
     ]
     try:
         started = subprocess.run(
             command,
             cwd=workdir,
-            env=env,
+            env=cluster_env,
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S,
@@ -202,10 +226,19 @@ def cluster() -> Iterator[Cluster]:
         )
         dashboard = f"http://127.0.0.1:{dashboard_port}"
         _wait_dashboard(dashboard)
-        yield Cluster(workdir, dashboard, http_port, env)
+        yield Cluster(
+            workdir, dashboard, http_port, cluster_env, f"127.0.0.1:{ports['--port']}"
+        )
     finally:
         _stop(workdir)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(demo_store: Path) -> Iterator[Cluster]:
+    """A single-node cluster of the module's own."""
+    with ray_head(demo_store, ["--num-cpus=8"]) as started:
+        yield started
 
 
 def _raylet_log(workdir: Path) -> str:

@@ -23,8 +23,9 @@ from ray import serve
 from loadtest.common import actor_pids
 from rayfleet.deployments.app import build
 from rayfleet.platform.config.store import MANIFEST, Manifest
+from tests.models import TEST_SIGNATURE
 
-from .conftest import TEST_SIGNATURE, delete_app
+from .conftest import delete_app
 
 APP = "faults"
 

@@ -53,7 +53,7 @@ def _options(app: Application) -> dict[str, dict[str, Any]]:
     """Each bound deployment's name and actor options, router first."""
     router = app._bound_deployment
     found = {router.name: router.ray_actor_options}
-    spec, _manifests, replicas, validator = router.init_args
+    _spec, _manifests, replicas, validator = router.init_args
     for versions in replicas.values():
         for replica in versions.values():
             found[replica._bound_deployment.name] = (
