@@ -1,0 +1,191 @@
+"""What operability costs: the request log and tracing against neither, interleaved.
+
+One Ray and one Serve with rayfleet's Serve settings. Each variant is its own
+rayfleet application on its own route prefix, serving digits v1 in the router
+(where per-request work shows most; 4 rows a request, v2 JSON). Rounds take the
+variants in turn, rotating who goes first, with one load generator
+(loadtest/loadgen.py at nice 19, closed loop): each variant's requests/s is
+compared with the baseline's of the same round, so the machine's drift between
+rounds cancels out.
+
+    .venv/bin/python -m loadtest.bench_operability [--rounds 5] [--duration 5] [-c 32]
+
+Variants: ``off`` (the defaults: request log and tracing off), ``request log
+10%`` (Parquet parts into a scratch copy of the store), and ``tracing 100%``
+(every request traced and exported over OTLP/HTTP to a sink in this process,
+which reads and drops what it gets). Prints a markdown table of the median ratio
+and its range per variant, and writes it to loadtest/out/operability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest.bench_overhead import ROWS, digits_payloads
+from loadtest.common import (
+    OUT,
+    STORE,
+    ensure_digits_store,
+    free_port,
+    markdown_table,
+    write_report,
+)
+from loadtest.loadgen import LoadResult, run_load_subprocess
+from loadtest.targets import bench_args
+
+__all__ = ["VARIANTS", "main"]
+
+Edit = Callable[[dict[str, Any], str], None]
+
+
+def _off(args: dict[str, Any], sink: str) -> None:
+    del args, sink
+
+
+def _request_log(args: dict[str, Any], sink: str) -> None:
+    del sink
+    args["request_log"] = {"enabled": True, "sample_rate": 0.1, "flush_every_s": 5}
+
+
+def _tracing(args: dict[str, Any], sink: str) -> None:
+    args["tracing"] = {"enabled": True, "sample_rate": 1.0, "otlp_endpoint": sink}
+
+
+# The first is the baseline every other is compared with.
+VARIANTS: dict[str, Edit] = {
+    "off": _off,
+    "request log 10%": _request_log,
+    "tracing 100%": _tracing,
+}
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that reads each export and drops it."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP traces endpoint on loopback for as long as the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1/traces"
+    finally:
+        server.shutdown()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+def _serve_variants(store: str, sink: str, port: int, names: list[str]) -> None:
+    import ray
+    from ray import serve
+
+    from rayfleet.deployments.app import build
+    from rayfleet.deployments.serve_env import apply_serve_env
+
+    apply_serve_env()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for name in names:
+        args = bench_args(store, placement="router")
+        VARIANTS[name](args, sink)
+        serve.run(build(args), name=_slug(name), route_prefix=f"/{_slug(name)}")
+
+
+def _table(names: list[str], rounds: list[dict[str, LoadResult]], c: int) -> str:
+    base = names[0]
+    lines = []
+    for name in names:
+        rps = [each[name].rps for each in rounds]
+        ratios = [each[name].rps / each[base].rps for each in rounds]
+        lines.append(
+            [
+                name,
+                f"{statistics.median(rps):.0f}",
+                f"{statistics.median(r.p50_ms for r in (e[name] for e in rounds)):.2f}",
+                f"{statistics.median(ratios):.2f}x",
+                f"{min(ratios):.2f}-{max(ratios):.2f}",
+                str(sum(sum(each[name].errors.values()) for each in rounds)),
+            ]
+        )
+    header = [
+        "variant",
+        f"c={c} rps (median)",
+        "p50 ms (median)",
+        f"vs {base} (median)",
+        "range over rounds",
+        "errors",
+    ]
+    return markdown_table(header, lines) + "\n"
+
+
+def main() -> None:
+    """Serve every variant, then load them in rotating order, round after round."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("-c", "--concurrency", type=int, default=32)
+    baseline, *others = VARIANTS
+    parser.add_argument(
+        "--only", nargs="*", default=others, help=f"variants beside {baseline}"
+    )
+    args = parser.parse_args()
+    names = [baseline, *args.only]
+    ensure_digits_store()
+    from rayfleet.cli.demo import digits_split
+
+    rows = np.ascontiguousarray(digits_split()[1][:ROWS])
+    body, headers = digits_payloads(rows)["json"]
+    port = free_port()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=OUT) as scratch, otlp_sink() as sink:
+        # The request log writes under the store: a copy keeps the bench's clean.
+        store = Path(scratch, "store")
+        shutil.copytree(STORE / "digits", store / "digits")
+        _serve_variants(str(store), sink, port, names)
+        rounds: list[dict[str, LoadResult]] = []
+        for index in range(args.rounds):
+            order = names[index % len(names) :] + names[: index % len(names)]
+            results = {}
+            for name in order:
+                url = f"http://127.0.0.1:{port}/{_slug(name)}/v2/models/digits/infer"
+                results[name] = run_load_subprocess(
+                    url, body, headers, args.concurrency, args.duration, scratch
+                )
+                print(
+                    f"round {index + 1} {name:16} {results[name].rps:7.0f} rps  "
+                    f"p50 {results[name].p50_ms:6.2f} ms  "
+                    f"errors {sum(results[name].errors.values())}",
+                    flush=True,
+                )
+            rounds.append(results)
+    table = _table(names, rounds, args.concurrency)
+    print(table)
+    write_report("operability.md", table)
+
+
+if __name__ == "__main__":
+    main()
