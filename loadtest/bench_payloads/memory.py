@@ -32,6 +32,7 @@ class _Context:
     def __init__(self) -> None:
         self.code: Any = None
         self.details = ""
+        self.trailing: list[tuple[str, str]] = []
 
     def set_code(self, code: Any) -> None:
         self.code = code
@@ -41,6 +42,12 @@ class _Context:
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return []
+
+    def trailing_metadata(self) -> list[tuple[str, str]]:
+        return self.trailing
+
+    def set_trailing_metadata(self, metadata: list[tuple[str, str]]) -> None:
+        self.trailing = list(metadata)
 
 
 class _InProcessRouter(GrpcInference):

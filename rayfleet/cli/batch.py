@@ -21,7 +21,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "Parquet folder OUTPUT, which appears only when the job succeeds. Put INPUT "
         "and OUTPUT before options that take several values.",
     )
-    batch.add_argument("input", help="Parquet file or folder: a path, s3://, gs://")
+    batch.add_argument(
+        "input",
+        help="Parquet file or folder: a path, s3://, gs://; a request log's day "
+        "folder replays that day's traffic",
+    )
     batch.add_argument("output", help="Parquet folder to create: a path, s3://, gs://")
     add_store_arguments(batch)
     batch.add_argument("--model", required=True)

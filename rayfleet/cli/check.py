@@ -135,6 +135,8 @@ def check_serve_config(
     # do not pay for importing Ray.
     from ray.serve.schema import ServeDeploySchema
 
+    from rayfleet.deployments.app import label_selector_problems
+
     problems = []
     try:
         ServeDeploySchema.model_validate(config)
@@ -165,6 +167,9 @@ def check_serve_config(
         except ConfigError as error:
             problems.append(str(error))
             continue
+        selectors = [f"{source}.{line}" for line in label_selector_problems(spec)]
+        if selectors:
+            problems.append(_block("label selectors Ray would refuse", selectors))
         if store_check:
             problems.extend(_check_store(spec, source))
     return problems

@@ -14,6 +14,9 @@
     rayfleet batch INPUT OUTPUT [STORE] --model M --version V [--compare V2]
                                              score Parquet on Ray Data; exit 1 when
                                              too many rows are bad
+    rayfleet reference build M V [STORE] [--days N | --since DAY] [--rows N]
+                                             rebuild V's reference.parquet from
+                                             its request log
     rayfleet --version
 
 STORE is ``--store URI``, or ``--config FILE [--app NAME]`` (the store of a Serve
@@ -23,8 +26,8 @@ variable (:mod:`rayfleet.cli.store_option`).
 Ray is imported only by the commands that need it (``up``, ``batch``, and ``check``
 for Serve configs), so store commands stay quick. Each group of commands has its
 module (:mod:`.deploy`: up, check; :mod:`.models`: models, demo; :mod:`.validate`;
-:mod:`.rollout`; :mod:`.batch`) with a ``register`` that adds its parsers; this one
-builds the parser and runs the chosen command.
+:mod:`.rollout`; :mod:`.batch`; :mod:`.reference`) with a ``register`` that adds its
+parsers; this one builds the parser and runs the chosen command.
 """
 
 from __future__ import annotations
@@ -33,14 +36,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rayfleet.cli import batch, deploy, models, rollout, validate
+from rayfleet.cli import batch, deploy, models, reference, rollout, validate
 from rayfleet.platform.constants import PACKAGE_VERSION
 from rayfleet.platform.errors import ConfigError
 
 __all__ = ["main"]
 
 # Each registers its subcommands; `rayfleet --help` lists them in this order.
-_COMMAND_GROUPS = (deploy, models, validate, rollout, batch)
+_COMMAND_GROUPS = (deploy, models, validate, rollout, batch, reference)
 
 
 def _parser() -> argparse.ArgumentParser:

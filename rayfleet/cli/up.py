@@ -139,6 +139,8 @@ def serve_config_locally(config: dict[str, Any], *, smoke: bool = False) -> int:
                 build(app.get("args") or {}),
                 name=app.get("name", "default"),
                 route_prefix=app.get("route_prefix", "/"),
+                # As `serve deploy` would: where and how the replicas log.
+                logging_config=app.get("logging_config"),
             )
         _print_where(config, url)
         if smoke:

@@ -23,7 +23,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     validate.add_argument("--candidate", required=True)
     validate.add_argument("--baseline", required=True)
     validate.add_argument(
-        "--data", help="Parquet dataset (default: the candidate's reference data)"
+        "--data",
+        help="Parquet file or folder, e.g. a request log's day folder as it is "
+        "(default: the candidate's reference data)",
     )
     validate.add_argument("--batch-size", type=int, default=64)
     validate.add_argument("--json", help="write the report as JSON here")

@@ -33,7 +33,7 @@ from rayfleet.platform.constants import (
 from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.runtimes.triton import triton_manifest
 
-__all__ = ["build", "build_from_spec"]
+__all__ = ["build", "build_from_spec", "label_selector_problems"]
 
 
 def _manifest(store: ModelStore, model: str, version: VersionSpec) -> Manifest:
@@ -49,16 +49,22 @@ def _autoscaling_config(scaling: AutoscalingSpec, target: float) -> dict[str, An
     return autoscaling_config_for(scaling, target, scaling.policy)
 
 
+def label_selector_problems(spec: PlatformSpec) -> list[str]:
+    """What Ray would refuse in the spec's label selectors, one line each with
+    its field path; checked when the app is built and by ``rayfleet check``, so
+    that a bad selector fails the deploy instead of leaving replicas pending."""
+    return [
+        f"{where}.label_selector: {problem}"
+        for where, selector in spec.label_selectors().items()
+        if (problem := validate_label_selector(dict(selector)))
+    ]
+
+
 def _actor_options(
-    where: str, selector: Mapping[str, str] | None, **resources: float
+    selector: Mapping[str, str] | None, **resources: float
 ) -> dict[str, Any]:
     options: dict[str, Any] = dict(resources)
     if selector:
-        # Ray's own check, so that a bad selector fails the deploy with the
-        # field path instead of leaving replicas pending on no node.
-        problem = validate_label_selector(dict(selector))
-        if problem:
-            raise ConfigError(f"{where}.label_selector: {problem}")
         options["label_selector"] = dict(selector)
     return options
 
@@ -86,7 +92,6 @@ def _replica(
         **_shutdown_options(spec),
         name=deployment_name(model, version.name),
         ray_actor_options=_actor_options(
-            f"models.{model}.versions.{version.name}",
             version.label_selector,
             num_cpus=version.num_cpus,
             num_gpus=version.num_gpus,
@@ -103,6 +108,7 @@ def _replica(
         spec.store,
         validator,
         spec.observations.replica_report_s,
+        spec.tracing.model_dump(mode="json"),
     )
     return replica
 
@@ -110,6 +116,9 @@ def _replica(
 def build_from_spec(spec: PlatformSpec) -> Application:
     """The Serve application for a validated spec: one router, one deployment per
     version placed in a replica, and the Validator."""
+    problems = label_selector_problems(spec)
+    if problems:
+        raise ConfigError("\n".join(problems))
     store = ModelStore(spec.store)
     # Replicas may run in another working directory: give them an absolute root.
     spec = spec.model_copy(update={"store": store.uri})
@@ -117,7 +126,6 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     if spec.observations.enabled:
         validator = Validator.options(  # type: ignore[attr-defined]
             ray_actor_options=_actor_options(
-                "observations",
                 spec.observations.label_selector,
                 num_cpus=spec.observations.num_cpus,
             )
@@ -138,7 +146,7 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     app: Application = Router.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
         ray_actor_options=_actor_options(
-            "router", router.label_selector, num_cpus=router.num_cpus
+            router.label_selector, num_cpus=router.num_cpus
         ),
         autoscaling_config=_autoscaling_config(
             router.autoscaling,

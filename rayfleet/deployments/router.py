@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -23,10 +24,12 @@ from starlette.routing import Route
 
 from rayfleet.deployments.health import DeploymentHealth, deployment_name
 from rayfleet.deployments.reporting import report_forever
+from rayfleet.deployments.serve_logs import send_to_serve
 from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import PlatformSpec
-from rayfleet.platform.config.store import Manifest
+from rayfleet.platform.config.store import Manifest, ModelStore
 from rayfleet.platform.constants import (
+    DROPS_LOG_EVERY_S,
     FLUSH_CHECK_S,
     INGEST_TIMEOUT_S,
     PLAN_POLL_TIMEOUT_S,
@@ -34,32 +37,49 @@ from rayfleet.platform.constants import (
     ROUTER_READY_CACHE_S,
 )
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
+from rayfleet.platform.events_log import EventLog
 from rayfleet.platform.ingress.admin import forwarding_routes
 from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers
 from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.ingress.http import build_http_app
-from rayfleet.platform.serving.buffer import ObservationBuffer
+from rayfleet.platform.requestlog import RequestLog, StoreSink
+from rayfleet.platform.serving.buffer import DropReport, ObservationBuffer
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
 from rayfleet.platform.serving.traffic import TrafficPlan
+from rayfleet.platform.tracing import Tracing, trace_headers, tracing_for
 
 __all__ = ["Router", "ServeBackend", "ValidatorLink"]
 
 logger = logging.getLogger("ray.serve")
+
+# How long a stopping router waits for its request log's last part: one PUT, well
+# within the 20 s Serve allows a replica to stop.
+REQUEST_LOG_CLOSE_S = 5.0
 
 Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
 
 class ServeBackend:
     """Runs versions placed in the router in-process, and reaches every other
-    version's replicas through its Serve deployment handle."""
+    version's replicas through its Serve deployment handle.
+
+    ``traced``: each call carries the current span's context (``traceparent``)
+    to the replica, whose span of the run becomes its child.
+    """
 
     def __init__(
-        self, handles: Handles, local: InProcessBackend, health: DeploymentHealth
+        self,
+        handles: Handles,
+        local: InProcessBackend,
+        health: DeploymentHealth,
+        *,
+        traced: bool = False,
     ) -> None:
         self.handles = handles
         self.local = local
         self.health = health
+        self.traced = traced
 
     def _is_local(self, model: str, version: str) -> bool:
         return version in self.local.runtimes.get(model, {})
@@ -70,12 +90,16 @@ class ServeBackend:
         """One call to a replica of the version; Ray's failures become typed errors."""
         if self._is_local(model, version):
             return await self.local.infer(model, version, inputs)
-        handle = self.handles[model][version]
+        call = self.handles[model][version].infer.remote
+        # Untraced, the call is the one replicas have always taken.
+        trace = trace_headers() if self.traced else None
         attempts_left = REPLICA_CALL_ATTEMPTS
         while True:
             attempts_left -= 1
             try:
-                result: ReplicaResult = await handle.infer.remote(inputs)
+                result: ReplicaResult = await (
+                    call(inputs) if trace is None else call(inputs, trace)
+                )
                 return result
             except RayTaskError as error:
                 cause = error.cause
@@ -116,7 +140,8 @@ class ValidatorLink:
 
     Both loops tolerate a Validator that is slow, restarting or gone: a failed
     flush counts its observations as dropped, a failed poll keeps the last plan
-    (fail static), and neither ever touches a client's request.
+    (fail static), and neither ever touches a client's request. The request log's
+    counters ride with the observations, and alone when they changed.
     """
 
     def __init__(
@@ -126,15 +151,19 @@ class ValidatorLink:
         buffer: ObservationBuffer,
         router_id: str,
         local: InProcessBackend,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.service = service
         self.local = local
         self.validator = validator
         self.buffer = buffer
         self.router_id = router_id
+        self.request_log = request_log
+        self._log_counts_sent: dict[str, Any] | None = None
         self.observations = service.spec.observations
         self.plans_received = 0
         self.background = BackgroundTasks(f"router {router_id}")
+        self.drops = DropReport(EventLog(logger), router_id, DROPS_LOG_EVERY_S)
 
     async def flush_loop(self) -> None:
         """Send buffered observations every ``flush_every_s`` or when enough wait."""
@@ -144,19 +173,27 @@ class ValidatorLink:
             while waited < every and len(self.buffer) < self.observations.flush_max:
                 await asyncio.sleep(min(FLUSH_CHECK_S, every))
                 waited += min(FLUSH_CHECK_S, every)
+            self.drops.update(self.buffer.dropped)
             rows = self.buffer.drain(self.observations.flush_max)
-            if not rows:
+            log_counts = (
+                None
+                if self.request_log is None
+                else self.request_log.counts().to_dict()
+            )
+            if not rows and log_counts == self._log_counts_sent:
                 continue
             try:
                 await asyncio.wait_for(
                     self.validator.ingest.remote(
-                        rows, self.router_id, self.buffer.dropped
+                        rows, self.router_id, self.buffer.dropped, log_counts
                     ),
                     timeout=INGEST_TIMEOUT_S,
                 )
             except Exception as error:  # any failure: count the loss, carry on
                 self.buffer.lose(len(rows))
                 logger.warning("observations lost (%d): %r", len(rows), error)
+            else:
+                self._log_counts_sent = log_counts
 
     async def poll_loop(self) -> None:
         """Fetch the traffic plans every ``plan_poll_s``; keep the last on failure."""
@@ -200,11 +237,12 @@ class ValidatorLink:
         """The router app's lifespan: the loops run while it serves."""
         self.background.start("observation flush", self.flush_loop)
         self.background.start("plan poll", self.poll_loop)
+        node_id = ray.get_runtime_context().get_node_id()
         self.background.start(
             "replica reports",
             lambda: report_forever(
                 self.validator,
-                lambda: self.local.reports(self.router_id),
+                lambda: self.local.reports(self.router_id, node_id),
                 self.observations.replica_report_s,
             ),
         )
@@ -227,15 +265,33 @@ class Router(GrpcInference):
         handles: Handles,
         validator: DeploymentHandle[Any] | None = None,
     ) -> None:
+        send_to_serve()
         platform_spec = PlatformSpec.model_validate(spec)
         typed = {
             model: {v: Manifest.model_validate(m) for v, m in versions.items()}
             for model, versions in manifests.items()
         }
+        self.tracing: Tracing | None = tracing_for(platform_spec.tracing)
         # Versions placed in the router load and warm up here, so a router
         # replica is healthy only once it can serve them.
-        local = InProcessBackend(load_runtimes(platform_spec, typed))
+        local = InProcessBackend(
+            load_runtimes(platform_spec, typed), tracing=self.tracing
+        )
         self.buffer = ObservationBuffer(platform_spec.observations.buffer_size)
+        router_id = serve.get_replica_context().replica_id.unique_id
+        self.request_log: RequestLog | None = None
+        if platform_spec.request_log.enabled:
+            self.request_log = RequestLog(
+                platform_spec.request_log,
+                {
+                    (model, version): manifest.signature
+                    for model, versions in typed.items()
+                    for version, manifest in versions.items()
+                },
+                StoreSink(ModelStore(platform_spec.store)),
+                router_id,
+                log=logger,
+            )
         self.service = InferenceService(
             platform_spec,
             typed,
@@ -245,19 +301,36 @@ class Router(GrpcInference):
                 DeploymentHealth(
                     serve.get_replica_context().app_name, ROUTER_READY_CACHE_S
                 ),
+                traced=self.tracing is not None,
             ),
             recorder=self.buffer if validator is not None else None,
+            request_log=self.request_log,
+            tracing=self.tracing,
         )
         self.link: ValidatorLink | None = None
         if validator is not None:
-            router_id = serve.get_replica_context().replica_id.unique_id
             self.link = ValidatorLink(
-                self.service, validator, self.buffer, router_id, local
+                self.service, validator, self.buffer, router_id, local, self.request_log
             )
 
+    def __del__(self) -> None:
+        # Serve calls this on graceful shutdown: the log's last rows reach the
+        # store, if it answers. Absent when __init__ failed before making it.
+        request_log: RequestLog | None = getattr(self, "request_log", None)
+        if request_log is not None:
+            request_log.close(REQUEST_LOG_CLOSE_S)
+        # And the spans it still holds reach the collector, if it answers.
+        tracing: Tracing | None = getattr(self, "tracing", None)
+        if tracing is not None:
+            tracing.close()
+
     def __serve_build_asgi_app__(self) -> Starlette:
+        # Serve's own middleware answers every request with its x-request-id.
         if self.link is None:
-            return build_http_app(self.service)
+            return build_http_app(self.service, host_echoes_request_id=True)
         return build_http_app(
-            self.service, extra_routes=self.link.routes(), lifespan=self.link.running
+            self.service,
+            extra_routes=self.link.routes(),
+            lifespan=self.link.running,
+            host_echoes_request_id=True,
         )

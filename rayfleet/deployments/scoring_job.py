@@ -86,7 +86,9 @@ class _Scorer:
             plan.versions, plan.signatures, specs, strict=True
         ):
             manifest = store.manifest(plan.model, version)
-            runtime = load_runtime(manifest, store.fetch(plan.model, version), spec)
+            runtime = load_runtime(
+                manifest, store.fetch(plan.model, version), spec, model=plan.model
+            )
             warm_up(runtime, signature, batch_size)
             self.runtimes.append(runtime)
         # Seeded from the OS: each actor's sample priorities must be independent.

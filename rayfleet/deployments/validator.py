@@ -21,6 +21,7 @@ import numpy as np
 from ray import serve
 
 from rayfleet.deployments.health import DeploymentHealth
+from rayfleet.deployments.serve_logs import send_to_serve
 from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import PlatformSpec
 from rayfleet.platform.config.store import ModelStore
@@ -75,6 +76,7 @@ class Validator:
     """The one replica holding statistics, rollouts and the pages about them."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        send_to_serve()
         self.background = BackgroundTasks(VALIDATOR_NAME)
         self.spec = PlatformSpec.model_validate(spec)
         # Rollout state is kept per application, so two apps sharing a store
@@ -161,11 +163,16 @@ class Validator:
             job.finished_at = time.time()
 
     async def ingest(
-        self, rows: list[ObservationRow], router: str, dropped: int
+        self,
+        rows: list[ObservationRow],
+        router: str,
+        dropped: int,
+        request_log: dict[str, Any] | None = None,
     ) -> int:
-        """Take a batch of observations from a router."""
+        """Take a batch of observations from a router, and its request log's
+        counts when it keeps one."""
         self._ensure_loop()
-        return self.core.ingest(rows, router, dropped)
+        return self.core.ingest(rows, router, dropped, request_log)
 
     async def replica_report(self, reports: list[dict[str, Any]]) -> None:
         """Take the request counters of one replica (a model or router replica)."""

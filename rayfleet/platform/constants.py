@@ -12,6 +12,7 @@ from importlib import metadata
 __all__ = [
     "DEFAULT_EVALUATE_EVERY_S",
     "DEFAULT_VALIDATION_WINDOW_S",
+    "DROPS_LOG_EVERY_S",
     "FLUSH_CHECK_S",
     "INGEST_TIMEOUT_S",
     "PACKAGE_VERSION",
@@ -40,6 +41,11 @@ FLUSH_CHECK_S = 0.05
 # One batch of observations: a Validator that takes longer is restarting or
 # overloaded, and the rows are counted as dropped rather than piling up behind it.
 INGEST_TIMEOUT_S = 5.0
+# A router writes at most one line about dropped observations per this many
+# seconds: a Validator down for an hour makes every request drop one, and the log
+# needs to say when and how many, not each. rayfleet_observations_dropped_total
+# counts every one.
+DROPS_LOG_EVERY_S = 30.0
 # One plan poll: the router keeps its last plan on failure (fail static), so a
 # short bound only decides how soon the next poll is tried.
 PLAN_POLL_TIMEOUT_S = 2.0

@@ -32,6 +32,7 @@ import httpx
 import psutil
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.common import free_port
 from tests.cluster.conftest import REPO, Cluster, ray_head
@@ -145,6 +146,7 @@ class Deployment:
     target: int
     num_gpus: float
     running: list[str]  # node ids of RUNNING replicas, one entry per replica
+    replicas: dict[str, str]  # replica id: node id, RUNNING ones
 
 
 def deployments(cluster: Cluster) -> dict[str, Deployment]:
@@ -160,6 +162,11 @@ def deployments(cluster: Cluster) -> dict[str, Deployment]:
                 for replica in deployment["replicas"]
                 if replica["state"] == "RUNNING"
             ],
+            replicas={
+                replica["replica_id"]: replica["node_id"]
+                for replica in deployment["replicas"]
+                if replica["state"] == "RUNNING"
+            },
         )
     return found
 
@@ -259,6 +266,37 @@ def test_placement_follows_declared_resources_and_labels(deployed: Cluster) -> N
         for node in deployment.running
     )
     assert list(quarter.values()) == [4]
+
+
+def replica_info(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """``rayfleet_replica_info`` labels from rayfleet's /metrics, by replica id."""
+    text = httpx.get(f"{cluster.url}/metrics", timeout=30).text
+    return {
+        sample.labels["replica"]: sample.labels
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "rayfleet_replica_info"
+    }
+
+
+def test_a_gpu_replica_on_cpu_is_visible_in_metrics(deployed: Cluster) -> None:
+    """The fake GPU nodes have no CUDA: every GPU replica falls back to CPU (or
+    runs python), and /metrics says so, on the node Serve put it on."""
+    on_gpu = {name: d for name, d in deployments(deployed).items() if d.num_gpus > 0}
+    wanted = {replica for d in on_gpu.values() for replica in d.replicas}
+
+    def reported() -> bool:
+        return wanted <= set(replica_info(deployed))
+
+    # Replicas report every replica_report_s (5 s by default).
+    wait_for("every GPU replica in rayfleet_replica_info", reported, timeout=30)
+    info = replica_info(deployed)
+    for name, deployment in on_gpu.items():
+        provider = "python" if name == SLEEPY else "CPUExecutionProvider"
+        for replica, node in deployment.replicas.items():
+            assert info[replica]["gpu_requested"] == "true", info[replica]
+            assert info[replica]["provider"] == provider, info[replica]
+            assert info[replica]["node_id"] == node, info[replica]
 
 
 def sleepy_load(cluster: Cluster) -> Load:

@@ -142,7 +142,9 @@ def serve_url(store: Path, grpc_port: int) -> Iterator[str]:
     # Ray's workers inherit this environment: the Validator reads both from it.
     os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
     os.environ[WEBHOOK_SECRET_ENV] = WEBHOOK_SECRET
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    # One GPU declared, none present: versions that ask for a GPU get placed and
+    # meet a CPU-only onnxruntime, as on a GPU node with a broken CUDA.
+    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False)
     serve.start(
         http_options={"host": "127.0.0.1", "port": port},
         grpc_options=grpc_options(grpc_port),

@@ -61,7 +61,13 @@ def test_history_shows_the_rollback_and_the_operator_after_a_restart(
             }
         ],
     )
-    serve.run(build(args), name="history", route_prefix="/history")
+    # As the shipped configs log: JSON lines, rayfleet's events as their fields.
+    serve.run(
+        build(args),
+        name="history",
+        route_prefix="/history",
+        logging_config={"encoding": "JSON", "log_level": "INFO"},
+    )
     url = f"{serve_url}/history"
     client = Client(url)
     thread = threading.Thread(target=client.run, daemon=True)
@@ -133,15 +139,16 @@ def test_history_shows_the_rollback_and_the_operator_after_a_restart(
     assert paused["caller"]["actor"] == actor()
     assert paused["caller"]["client"]
 
-    # One JSON line per decision in the Validator's Serve log, flushed despite
-    # the throughput preset's buffering; the first replica's file stays.
-    decoder = json.JSONDecoder()
+    # One JSON line per decision in the Validator's Serve log, its fields those of
+    # the line, flushed despite the throughput preset's buffering; the first
+    # replica's file stays.
     logged = [
-        decoder.raw_decode(line, line.index('{"event": "rollout_'))[0]
+        record
         for path in SERVE_LOGS.glob("replica_history_Validator_*.log")
-        for line in path.read_text().splitlines()
-        if '{"event": "rollout_' in line
+        for record in map(json.loads, path.read_text().splitlines())
+        if str(record.get("event", "")).startswith("rollout_")
     ]
+    assert all(line["message"] == line["event"] for line in logged), logged
     kinds = {(line["event"], line["kind"], line["canary"]) for line in logged}
     assert ("rollout_decision", "rolled_back", "v3") in kinds, kinds
     assert ("rollout_operator_action", "paused", "v2") in kinds, kinds

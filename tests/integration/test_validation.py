@@ -8,6 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rayfleet.cli.demo import digits_split
+from rayfleet.platform.runtimes.device import CPU, PYTHON
 from tests.monitoring import (
     dashboard_queries,
     exported_series,
@@ -71,6 +72,35 @@ def test_metrics_and_report_count_the_traffic_sent(http: httpx.Client) -> None:
     assert v3["total_requests"] >= v3_ok(found)
     assert v3["window"]["requests"] >= 25
     assert digits["plan"]["weights"] == {"v2": 10.0, "v3": 0.0, "v1": 90.0}
+
+
+def test_metrics_name_what_each_replica_runs_on(http: httpx.Client) -> None:
+    """Replicas report their device before any traffic: the onnx versions run on
+    CPU (none asks for a GPU), the python model says python, and the versions
+    placed in the router are reported by the router's replicas."""
+    wanted = {("digits", "v1"), ("digits", "v2"), ("double", "v1")}
+    deadline = time.monotonic() + 30
+    while True:
+        info = {
+            (labels["model"], labels["version"]): labels
+            for (name, pairs), value in samples(http).items()
+            if name == "rayfleet_replica_info" and value == 1
+            for labels in [dict(pairs)]
+        }
+        if wanted <= set(info):
+            break
+        assert time.monotonic() < deadline, f"no device reported: {info}"
+        time.sleep(0.5)
+    for key, provider in (
+        (("digits", "v1"), CPU),
+        (("digits", "v2"), CPU),
+        (("double", "v1"), PYTHON),
+    ):
+        assert (info[key]["provider"], info[key]["gpu_requested"]) == (
+            provider,
+            "false",
+        ), info[key]
+        assert info[key]["node_id"], info[key]
 
 
 def test_the_dashboard_and_alerts_read_only_what_metrics_exports(

@@ -37,6 +37,7 @@ from pydantic import (
 
 from rayfleet.platform.config.base import Spec
 from rayfleet.platform.config.rollout import RolloutSpec
+from rayfleet.platform.config.tracing import TracingSpec
 from rayfleet.platform.config.webhook import WebhookSpec
 from rayfleet.platform.errors import ConfigError
 
@@ -47,7 +48,9 @@ __all__ = [
     "ModelSpec",
     "ObservationSpec",
     "PlatformSpec",
+    "RequestLogSpec",
     "RouterSpec",
+    "TracingSpec",
     "TritonTarget",
     "VersionSpec",
     "parse_spec",
@@ -171,6 +174,14 @@ class VersionSpec(Spec):
     ``label_selector`` restricts its replicas to Ray nodes with those labels
     (e.g. ``{ray.io/accelerator-type: A10G}``); ``num_gpus`` alone already keeps
     them on nodes with GPUs.
+
+    ``num_gpus > 0`` asks for a GPU: an onnx version then runs on CUDA when its
+    onnxruntime session can, and otherwise on CPU, with one warning in the
+    replica's log saying why. ``require_gpu: true`` makes that a failure instead:
+    the replica does not start, and Serve shows the reason. It needs
+    ``num_gpus > 0`` and is for onnx versions only (python and triton versions
+    pick their device themselves, out of rayfleet's sight). ``/metrics`` shows
+    what each replica runs on (``rayfleet_replica_info``).
     """
 
     name: str
@@ -187,6 +198,7 @@ class VersionSpec(Spec):
     label_selector: LabelSelector | None = None
     weight: float | None = Field(default=None, ge=0, le=100)
     canary: bool = False
+    require_gpu: bool = False
 
     _name = field_validator("name")(_check_name)
 
@@ -202,7 +214,27 @@ class VersionSpec(Spec):
                 "a version placed in the router cannot ask for GPUs: router "
                 "replicas are CPU processes; use placement: replica"
             )
+        if self.require_gpu:
+            self._check_require_gpu()
         return self
+
+    def _check_require_gpu(self) -> None:
+        if self.placement == "router":
+            raise ValueError(
+                "require_gpu needs a version in its own replicas: router replicas "
+                "are CPU processes; use placement: replica with num_gpus > 0"
+            )
+        if self.num_gpus == 0:
+            raise ValueError(
+                "require_gpu needs num_gpus > 0: without a GPU reserved the "
+                "version could only fail; e.g. num_gpus: 1 (or 0.25 to share one)"
+            )
+        if self.runtime in ("python", "triton"):
+            raise ValueError(
+                f"require_gpu is for onnx versions: a {self.runtime} version "
+                "picks its device itself, where rayfleet cannot check it; drop "
+                "require_gpu (num_gpus still reserves the GPU)"
+            )
 
     @property
     def target_ongoing_requests(self) -> float:
@@ -368,6 +400,34 @@ class ObservationSpec(Spec):
     label_selector: LabelSelector | None = None
 
 
+class RequestLogSpec(Spec):
+    """An optional log of the requests served, as Parquet files in the store.
+
+    With ``enabled``, each router keeps ``sample_rate`` of the requests its
+    versions ran (chosen by a hash of the request's ``x-request-id``, so a
+    request is kept whole or not at all, its shadow copy with it): one row per
+    item of the request's batch, with the inputs, the outputs, the version, the
+    status and the latency. Rows are written off the request path, by one thread
+    per router, as ``{store}/_logs/{model}/{version}/date=YYYY-MM-DD/part-*.parquet``
+    every ``flush_every_s`` or as soon as ``flush_max_rows`` rows wait. The
+    router holds at most ``max_buffer_bytes`` of logged tensors, those waiting
+    and those being written; a request that would go over is dropped and
+    counted (``rayfleet_request_log_dropped_total``), never waited for.
+    """
+
+    enabled: bool = False
+    # A tenth of the traffic is a validation set within the hour for most
+    # models, at a tenth of the cost of logging everything.
+    sample_rate: float = Field(default=0.1, ge=0, le=1)
+    # A minute of rows per part keeps files few (each part is one object on S3)
+    # and loses at most a minute of log when a router dies.
+    flush_every_s: PositiveFloat = 60.0
+    flush_max_rows: PositiveInt = 100_000
+    # A quarter of what a router may decode for one request by default: enough
+    # to hold a minute of small-model traffic, small beside the router's memory.
+    max_buffer_bytes: PositiveInt = 64 * 1024 * 1024
+
+
 class PlatformSpec(Spec):
     """Everything rayfleet serves in one Serve application.
 
@@ -381,6 +441,8 @@ class PlatformSpec(Spec):
     store: str = Field(min_length=1, description="model store URI: path, s3://, gs://")
     router: RouterSpec = RouterSpec()
     observations: ObservationSpec = ObservationSpec()
+    request_log: RequestLogSpec = RequestLogSpec()
+    tracing: TracingSpec = TracingSpec()
     webhooks: tuple[WebhookSpec, ...] = ()
     admin_token_env: str = Field(
         default="RAYFLEET_ADMIN_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$"
@@ -401,6 +463,18 @@ class PlatformSpec(Spec):
             if model.name == name:
                 return model
         raise KeyError(name)
+
+    def label_selectors(self) -> dict[str, LabelSelector]:
+        """Every ``label_selector`` set, by its field path (``router``,
+        ``observations``, ``models.0.versions.1``)."""
+        found = {
+            "router": self.router.label_selector,
+            "observations": self.observations.label_selector,
+        }
+        for m, model in enumerate(self.models):
+            for v, version in enumerate(model.versions):
+                found[f"models.{m}.versions.{v}"] = version.label_selector
+        return {where: chosen for where, chosen in found.items() if chosen}
 
 
 def parse_spec(args: Mapping[str, Any], source: str = "args") -> PlatformSpec:

@@ -9,6 +9,9 @@ Layout under a root URI (a local path, ``s3://bucket/prefix``, ``gs://...``)::
     {root}/_state/{app}/{model}.json            the model's rollout, replaced whole
     {root}/_history/{app}/{model}/{entry}.json  every change of its rollouts, one
                                                  object each, never rewritten
+    {root}/_logs/{model}/{version}/date={day}/part-*.parquet
+                                                the request log, when the spec
+                                                 turns it on (.requestlog)
 
 Nothing here imports Ray: replicas call :meth:`ModelStore.fetch` to get a local copy
 of a version, and the CLI calls :meth:`ModelStore.push` to write one.
@@ -40,10 +43,12 @@ from rayfleet.platform.config.location import Location
 from rayfleet.platform.config.signature import Signature
 from rayfleet.platform.errors import StoreError
 
-__all__ = ["MANIFEST", "REFERENCE", "Manifest", "ModelStore", "PythonEntry"]
+__all__ = ["LOGS", "MANIFEST", "REFERENCE", "Manifest", "ModelStore", "PythonEntry"]
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.parquet"
+# The request log's folder under the root; "_" keeps it out of the models.
+LOGS = "_logs"
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +209,36 @@ class ModelStore:
         if where.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         return pq.read_table(path, filesystem=where.fs)
+
+    def write_reference(
+        self, model: str, version: str, table: pa.Table, uri: str | None = None
+    ) -> str:
+        """Replace the version's reference table with ``table``; its URI.
+
+        On a local folder it is written under a hidden name and renamed, so the
+        Validator never reads half of one; an object store's PUT is whole.
+        """
+        where = self._version(model, version, uri)
+        if not where.exists():
+            raise StoreError(
+                f"model {model!r} has no version {version!r} in the store "
+                f"(nothing at {where.uri})"
+            )
+        target = where.child(REFERENCE)
+        try:
+            if where.is_local:
+                scratch = where.child(f".{REFERENCE}.{uuid.uuid4().hex}.tmp")
+                pq.write_table(table, scratch.path, filesystem=where.fs)
+                where.fs.move(scratch.path, target.path)
+            else:
+                pq.write_table(table, target.path, filesystem=where.fs)
+        except OSError as error:
+            raise StoreError(f"cannot write {target.uri}: {error}") from error
+        return target.uri
+
+    def request_log(self, model: str, version: str) -> Location:
+        """The folder of a version's request log (which may not exist yet)."""
+        return self._root.child(f"{LOGS}/{model}/{version}")
 
     def read_state(self, key: str) -> dict[str, Any] | None:
         """The JSON document saved under ``_state/{key}.json``, if any."""

@@ -18,7 +18,13 @@ through Ray, pickled.
 Every request goes through :meth:`InferenceService.infer`, exactly as over HTTP:
 ``model_version`` pins a version, the router's sticky key comes from a request
 parameter or metadata entry of the same name (``x-session-id`` by default), and
-each request is observed. Errors are mapped to status codes by
+each request is observed. A ModelInfer call's id is its ``x-request-id`` metadata
+entry when that is safe (:mod:`.request_id`), else the ``request_id`` Serve gave
+the call (the client's entry of that name, or one Serve made), else a new one; the
+answer carries it in its trailing metadata as ``x-request-id``, beside Serve's
+own ``request_id``, and the request log keeps it. With tracing on, a ModelInfer
+call is a span as an HTTP request is, under the caller's ``traceparent`` entry.
+Errors are mapped to status codes by
 :func:`rayfleet.platform.protocol.grpc_codec.grpc_status`, in one place.
 """
 
@@ -27,13 +33,18 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2
 
 from rayfleet.platform.errors import PayloadTooLarge, RayfleetError
+from rayfleet.platform.ingress.request_id import (
+    REQUEST_ID_HEADER,
+    new_request_id,
+    safe_request_id,
+)
 from rayfleet.platform.protocol.grpc_codec import (
     decode_infer_request,
     encode_infer_response,
@@ -113,6 +124,25 @@ def _details(message: str) -> str:
     return message[: _MAX_DETAILS_CHARS - 3] + "..."
 
 
+def _traced(rpc: Rpc) -> Rpc:
+    """An RPC inside the call's ``rayfleet.infer`` span when the service traces:
+    a child of the caller's ``traceparent`` metadata entry, when it sent one."""
+
+    @functools.wraps(rpc)
+    async def trace(self: Any, request: Any, grpc_context: Any) -> Any:
+        tracing = self.service.tracing
+        if tracing is None:
+            return await rpc(self, request, grpc_context)
+        metadata = dict(grpc_context.invocation_metadata())
+        attributes = {"rpc.system": "grpc", "rpc.method": rpc.__name__}
+        with tracing.request_span(metadata, attributes) as span:
+            reply = await rpc(self, request, grpc_context)
+            span.set_status(200)
+            return reply
+
+    return trace
+
+
 def _answered(empty: Callable[[], Any]) -> Callable[[Rpc], Rpc]:
     """An RPC whose errors become a status code and an ``empty()`` reply.
 
@@ -176,6 +206,7 @@ class GrpcInference:
         return model_metadata_response(metadata)
 
     @_answered(service_pb2.ModelInferResponse)
+    @_traced
     async def ModelInfer(self, request: bytes, grpc_context: Any) -> Any:
         """Decode, choose a version, infer, encode: the HTTP infer route's steps.
 
@@ -183,6 +214,10 @@ class GrpcInference:
         :func:`add_inference_servicer`); ``router.max_body_bytes`` bounds it as it
         bounds an HTTP body.
         """
+        metadata = dict(grpc_context.invocation_metadata())
+        request_id = _request_id(metadata, grpc_context.trailing_metadata())
+        # Set first, so that an error's answer carries it too.
+        grpc_context.set_trailing_metadata([(REQUEST_ID_HEADER, request_id)])
         limit = self.service.spec.router.max_body_bytes
         if len(request) > limit:
             raise PayloadTooLarge(
@@ -201,17 +236,32 @@ class GrpcInference:
             model,
             call.request,
             pin=pin,
-            sticky_key=self._sticky_key(call.request.parameters, grpc_context),
+            sticky_key=self._sticky_key(call.request.parameters, metadata),
+            request_id=request_id,
         )
         return encode_infer_response(outcome.response, call.request.outputs)
 
-    def _sticky_key(self, parameters: dict[str, Any], grpc_context: Any) -> str | None:
+    def _sticky_key(
+        self, parameters: dict[str, Any], metadata: dict[str, Any]
+    ) -> str | None:
         """The router's sticky key: a request parameter, else a metadata entry."""
         name = self.service.spec.router.sticky_header
         if not name:
             return None
         if name in parameters:
             return str(parameters[name])
-        metadata = dict(grpc_context.invocation_metadata())
         value = metadata.get(name.lower())
         return None if value is None else str(value)
+
+
+def _request_id(metadata: dict[str, Any], trailing: Iterable[tuple[str, Any]]) -> str:
+    """The call's id: the client's ``x-request-id``, else the ``request_id`` Serve
+    put in the trailing metadata before the call, when safe; else a new one.
+    Binary (``-bin``) entries are bytes: never an id."""
+    candidates = [metadata.get(REQUEST_ID_HEADER)]
+    candidates += [value for key, value in trailing if key == "request_id"]
+    for value in candidates:
+        found = safe_request_id(value) if isinstance(value, str) else None
+        if found is not None:
+            return found
+    return new_request_id()

@@ -10,8 +10,10 @@ Routes (KServe v2 / Open Inference Protocol, plus v1 and Arrow)::
     POST /v1/models/{m}:predict                  {"instances": ...}
 
 Every response carries ``x-model-version`` when a version was chosen: the name as
-the traffic plan spells it, never a value copied from the request. Errors are
-raised as :mod:`rayfleet.platform.errors` types and turned into JSON here, once.
+the traffic plan spells it, never a value copied from the request; and every
+response carries ``x-request-id`` (:mod:`.request_id`), the id the request log
+keeps. Errors are raised as :mod:`rayfleet.platform.errors` types and turned into
+JSON here, once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -35,6 +38,7 @@ from rayfleet.platform.errors import (
     error_body,
     http_status,
 )
+from rayfleet.platform.ingress.request_id import RequestIdMiddleware, request_id_of
 from rayfleet.platform.protocol import (
     ARROW_CONTENT_TYPE,
     decode_arrow_request,
@@ -46,6 +50,7 @@ from rayfleet.platform.protocol import (
     parse_header_length,
 )
 from rayfleet.platform.serving.service import InferenceService, Outcome
+from rayfleet.platform.tracing import Tracing, choice_of
 
 __all__ = [
     "HEADER_LENGTH",
@@ -57,6 +62,7 @@ __all__ = [
     "guarded",
     "on_http_error",
     "read_body",
+    "traced",
 ]
 
 logger = logging.getLogger("ray.serve")
@@ -74,13 +80,23 @@ def build_http_app(
     *,
     extra_routes: Sequence[BaseRoute] = (),
     lifespan: Lifespan[Starlette] | None = None,
+    host_echoes_request_id: bool = False,
 ) -> Starlette:
     """The Starlette app serving ``service`` over HTTP.
 
     ``extra_routes`` are mounted beside the inference routes (the router adds the
     Validator's pages); ``lifespan`` runs the router's background loops.
+    ``host_echoes_request_id``: the server running the app answers with the
+    request's ``x-request-id`` itself, as Ray Serve does (:mod:`.request_id`).
+    With the service's tracing on, each inference request is a span
+    (:func:`traced`); the other routes are not traced.
     """
     routes = _InferenceRoutes(service)
+    infer_v2: Handler = routes.infer_v2
+    predict_v1: Handler = routes.predict_v1
+    if service.tracing is not None:
+        infer_v2 = traced(infer_v2, service.tracing)
+        predict_v1 = traced(predict_v1, service.tracing)
     v2 = "/v2/models/{model}"
     versioned = v2 + "/versions/{version}"
     table: list[tuple[str, Handler, list[str]]] = [
@@ -91,9 +107,9 @@ def build_http_app(
         (versioned, routes.model_metadata, ["GET"]),
         (v2 + "/ready", routes.model_ready, ["GET"]),
         (versioned + "/ready", routes.model_ready, ["GET"]),
-        (v2 + "/infer", routes.infer_v2, ["POST"]),
-        (versioned + "/infer", routes.infer_v2, ["POST"]),
-        ("/v1/models/{model}:predict", routes.predict_v1, ["POST"]),
+        (v2 + "/infer", infer_v2, ["POST"]),
+        (versioned + "/infer", infer_v2, ["POST"]),
+        ("/v1/models/{model}:predict", predict_v1, ["POST"]),
     ]
     guarded_routes = [
         Route(path, guarded(handler, routes.on_error), methods=methods)
@@ -103,6 +119,9 @@ def build_http_app(
         routes=[*guarded_routes, *extra_routes],
         exception_handlers={HTTPException: on_http_error},
         lifespan=lifespan,
+        middleware=[
+            Middleware(RequestIdMiddleware, host_echoes=host_echoes_request_id)
+        ],
     )
 
 
@@ -140,7 +159,11 @@ class _InferenceRoutes:
                 max_decoded_bytes=self.router_spec.max_decoded_bytes,
             )
         outcome = await service.infer(
-            model, infer_request, pin=pin, sticky_key=self.sticky_of(request)
+            model,
+            infer_request,
+            pin=pin,
+            sticky_key=self.sticky_of(request),
+            request_id=request_id_of(request),
         )
         headers = _outcome_headers(outcome)
         if content_type == ARROW_CONTENT_TYPE:
@@ -165,10 +188,8 @@ class _InferenceRoutes:
         service = self.service
         model = request.path_params["model"]
         body = await read_body(request, self.router_spec.max_body_bytes)
-        pin = self.pin_of(request)
-        version = service.plan(model).choose(
-            pin=pin, sticky_key=self.sticky_of(request)
-        )
+        pin, sticky_key = self.pin_of(request), self.sticky_of(request)
+        version = service.plan(model).choose(pin=pin, sticky_key=sticky_key)
         signature = service.manifest(model, version).signature
         infer_request = decode_v1_request(
             body,
@@ -176,7 +197,13 @@ class _InferenceRoutes:
             [spec.datatype for spec in signature.inputs],
             max_decoded_bytes=self.router_spec.max_decoded_bytes,
         )
-        outcome = await service.infer(model, infer_request, pin=version)
+        outcome = await service.infer(
+            model,
+            infer_request,
+            pin=version,
+            request_id=request_id_of(request),
+            chosen_by=choice_of(pin, sticky_key),
+        )
         return Response(
             encode_v1_response(outcome.response),
             media_type="application/json",
@@ -243,7 +270,11 @@ def error_response(request: Request, error: Exception) -> Response:
     500 that leaks nothing.
     """
     if not isinstance(error, RayfleetError):
-        logger.exception("unexpected error on %s", request.url.path)
+        logger.exception(
+            "unexpected error on %s (request %s)",
+            request.url.path,
+            request_id_of(request),
+        )
         return _json({"error": "internal error"}, 500)
     headers = {}
     if isinstance(error, ServiceUnavailable):
@@ -251,6 +282,24 @@ def error_response(request: Request, error: Exception) -> Response:
     return JSONResponse(
         error_body(error), status_code=http_status(error), headers=headers
     )
+
+
+def traced(handler: Handler, tracing: Tracing) -> Handler:
+    """``handler`` inside the request's ``rayfleet.infer`` span, a child of the
+    caller's ``traceparent`` when it sent one, from the read of the body to the
+    response (or the error, which the span records with its status)."""
+
+    @functools.wraps(handler)
+    async def trace(request: Request) -> Response:
+        with tracing.request_span(
+            request.headers,
+            {"http.request.method": request.method, "url.path": request.url.path},
+        ) as span:
+            response = await handler(request)
+            span.set_status(response.status_code)
+            return response
+
+    return trace
 
 
 def guarded(handler: Handler, on_error: ErrorHandler) -> Handler:

@@ -28,6 +28,7 @@ import numpy as np
 
 from rayfleet.platform.config.spec import ModelSpec, PlatformSpec
 from rayfleet.platform.errors import Conflict, InvalidInput, ModelNotFound
+from rayfleet.platform.requestlog.writer import RequestLogCounts
 from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.gates import WindowComparison
 from rayfleet.platform.rollout.history import (
@@ -128,6 +129,7 @@ class ValidatorCore:
         self.rollouts: dict[str, ro.RolloutState] = {}
         self.finished: dict[str, dict[str, str]] = {}
         self.routers_dropped: dict[str, int] = {}
+        self.request_logs: dict[str, RequestLogCounts] = {}
         self.ingested = 0
         # Three missed reports before a replica is taken for gone.
         self.replicas = ReplicaTable(
@@ -214,12 +216,18 @@ class ValidatorCore:
     # -- observations -------------------------------------------------------
 
     def ingest(
-        self, rows: Iterable[ObservationRow], router: str = "", dropped: int = 0
+        self,
+        rows: Iterable[ObservationRow],
+        router: str = "",
+        dropped: int = 0,
+        request_log: Mapping[str, Any] | None = None,
     ) -> int:
         """Account for a batch of observation rows from one router.
 
         ``dropped`` is that router's running count of observations its full buffer
-        dropped. Rows for unknown models or versions are skipped.
+        dropped; ``request_log`` its request log's running counts
+        (:meth:`RequestLogCounts.to_dict`), when it keeps one. Rows for unknown
+        models or versions are skipped.
         """
         count = 0
         for row in rows:
@@ -235,6 +243,8 @@ class ValidatorCore:
         self.ingested += count
         if router:
             self.routers_dropped[router] = dropped
+            if request_log is not None:
+                self.request_logs[router] = RequestLogCounts.from_dict(request_log)
         return count
 
     def report_replicas(self, reports: Iterable[ReplicaReport], now: float) -> None:

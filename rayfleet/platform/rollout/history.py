@@ -9,8 +9,9 @@ the :class:`~rayfleet.platform.rollout.state_store.StateStore` (the store's
 ``_history/{app}/{model}/`` in production, beside ``_state/``) through the
 controller's :class:`~rayfleet.platform.rollout.store_writer.StoreWriter`, so the
 record outlives the next rollout, a Validator restart and a redeploy; and writes it
-at once as one JSON line at INFO to the Validator's log, under a stable ``event``
-key (:data:`DECISION_EVENT` or :data:`OPERATOR_EVENT`).
+at once as one JSON line at INFO to the Validator's log
+(:class:`~rayfleet.platform.events_log.EventLog`), under a stable ``event`` key
+(:data:`DECISION_EVENT` or :data:`OPERATOR_EVENT`).
 
 Recording never stands in a rollout's way: an entry the store refuses, or the
 writer drops, is logged and counted (:attr:`RolloutHistory.write_failures`), and
@@ -19,7 +20,6 @@ the rollout goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -29,6 +29,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from rayfleet.platform.config.rollout import EventKind
+from rayfleet.platform.events_log import (
+    ROLLOUT_DECISION,
+    ROLLOUT_OPERATOR_ACTION,
+    EventLog,
+)
 from rayfleet.platform.rollout.machine import Event, Phase
 from rayfleet.platform.rollout.state_store import StateStore
 from rayfleet.platform.rollout.store_writer import StoreWriter, SynchronousWriter
@@ -60,8 +65,8 @@ CALLER_MAX_CHARS = 32 + 1 + 253
 
 # The stable ``event`` values of the log lines: the Validator's own decisions, and
 # operators' actions through the admin routes.
-DECISION_EVENT = "rollout_decision"
-OPERATOR_EVENT = "rollout_operator_action"
+DECISION_EVENT = ROLLOUT_DECISION
+OPERATOR_EVENT = ROLLOUT_OPERATOR_ACTION
 
 # How many entries a read returns unless asked: a rollout of four steps leaves
 # about six, so this covers the last dozen or more rollouts of a model.
@@ -217,6 +222,7 @@ class RolloutHistory:
         self.store = store
         self.app = app
         self.log = log
+        self.events = EventLog(log)
         self.writer: StoreWriter = writer or SynchronousWriter(store, log)
         self.write_failures = 0
         # A background writer reports from its thread, a full queue from the
@@ -233,22 +239,16 @@ class RolloutHistory:
         Never raises or waits for the store: a failed append is logged and counted
         when the writer gets to it.
         """
-        events = tuple(events)
-        if not events:
-            # Called on every evaluation, held ones included: flush only when
-            # something was written.
-            return
+        kind = DECISION_EVENT if caller is None else OPERATOR_EVENT
         for event in events:
             entry = HistoryEntry.of(self.app, event, caller)
             document = entry.to_dict()
-            kind = DECISION_EVENT if caller is None else OPERATOR_EVENT
-            self.log.info("%s", json.dumps({"event": kind, **document}))
+            self.events.write(kind, document)
 
             def failed(error: Exception, model: str = event.model) -> None:
                 self._failed(model, error)
 
             self.writer.append_history(self._key(event.model), document, failed)
-        _flush(self.log)
 
     def _failed(self, model: str, error: Exception) -> None:
         """Count and log an entry of ``model`` that was not written."""
@@ -280,18 +280,3 @@ class RolloutHistory:
             except ValueError as error:
                 logger.warning("skipping a history entry of %s: %s", model, error)
         return entries
-
-
-def _flush(log: logging.Logger) -> None:
-    """Flush every handler the log's records reach.
-
-    Serve's throughput preset buffers a replica's log records (a thousand, or until
-    an ERROR) before writing its log file: unflushed, a decision could sit in
-    memory until the replica dies with it. Decisions are rare, so this costs
-    nothing that matters.
-    """
-    current: logging.Logger | None = log
-    while current is not None:
-        for handler in current.handlers:
-            handler.flush()
-        current = current.parent if current.propagate else None

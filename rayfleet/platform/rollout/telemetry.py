@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from rayfleet.platform.requestlog.writer import DROP_REASONS
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.machine import Phase
 from rayfleet.platform.rollout.totals import LATENCY_BUCKETS_MS
@@ -123,7 +124,33 @@ class _ValidatorCollector(Collector):
         )
         state_failures.add_metric([], core.writer.state_failures)
         yield from (dropped, ingested, history_failures, state_failures)
+        yield from self._request_logs()
         yield from self._replicas()
+
+    def _request_logs(self) -> Iterator[Metric]:
+        rows = CounterMetricFamily(
+            "rayfleet_request_log_rows",
+            "Rows each router wrote to its request log in the store.",
+            labels=["router"],
+        )
+        dropped = CounterMetricFamily(
+            "rayfleet_request_log_dropped",
+            "Rows of sampled requests each router did not log, by reason: full "
+            "(its buffer's byte bound), store (the store refused their part), "
+            "shape (tensors without a shared batch dimension; counted per request).",
+            labels=["router", "reason"],
+        )
+        failures = CounterMetricFamily(
+            "rayfleet_request_log_write_failures",
+            "Request log parts the store refused, per router.",
+            labels=["router"],
+        )
+        for router, counts in sorted(self.core.request_logs.items()):
+            rows.add_metric([router], counts.rows)
+            failures.add_metric([router], counts.write_failures)
+            for reason in DROP_REASONS:
+                dropped.add_metric([router, reason], counts.dropped.get(reason, 0))
+        yield from (rows, dropped, failures)
 
     def _replicas(self) -> Iterator[Metric]:
         labels = ["model", "version", "replica"]
@@ -146,13 +173,25 @@ class _ValidatorCollector(Collector):
             "retried as).",
             labels=[*labels, "size"],
         )
+        info = GaugeMetricFamily(
+            "rayfleet_replica_info",
+            "1 per replica, labelled with what it really runs its version on: "
+            "the onnxruntime execution provider (CPUExecutionProvider after a "
+            "fallback from CUDA; the replica's log says why), or python or "
+            "remote for runtimes that pick their own device; whether the "
+            "version asked for a GPU; and the replica's Ray node.",
+            labels=[*labels, "provider", "gpu_requested", "node_id"],
+        )
         for report in self.core.replicas.current(self.now):
             key = [report.model, report.version, report.replica]
             requests.add_metric(key, report.requests)
             errors.add_metric(key, report.errors)
             for size, count in sorted(report.batches.items()):
                 batches.add_metric([*key, str(size)], count)
-        yield from (requests, errors, batches)
+            if report.provider:  # empty from a replica too old to say
+                gpu = "true" if report.gpu_requested else "false"
+                info.add_metric([*key, report.provider, gpu, report.node_id], 1)
+        yield from (requests, errors, batches, info)
 
     def _rollouts(self) -> Iterator[Metric]:
         core = self.core

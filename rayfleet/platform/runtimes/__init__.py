@@ -1,7 +1,8 @@
 """Runtimes: load a version and predict on batches of numpy arrays.
 
 One module per runtime (``onnx``, ``python``, ``triton``) behind :class:`Runtime`;
-:func:`load_runtime` picks one from the manifest and the version's spec.
+:func:`load_runtime` picks one from the manifest and the version's spec, and
+``device`` decides what each runs on (:class:`Device`, in every replica's report).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from rayfleet.platform.runtimes.base import (
     warm_up,
     zero_inputs,
 )
+from rayfleet.platform.runtimes.device import Device, unmanaged_device
 
 __all__ = [
+    "Device",
     "Runtime",
     "guarded_predict",
     "load_runtime",
@@ -28,19 +31,25 @@ __all__ = [
 
 
 def load_runtime(
-    manifest: Manifest, version_dir: Path | None, spec: VersionSpec
+    manifest: Manifest, version_dir: Path | None, spec: VersionSpec, *, model: str
 ) -> Runtime:
-    """Load the runtime the spec (or else the manifest) names.
+    """Load the runtime the spec (or else the manifest) names, for version
+    ``spec`` of ``model``, on the device :mod:`.device` picks.
 
     Imports each runtime's library only when used, so a CPU-only or remote-only
     deployment needs neither onnxruntime-gpu nor tritonclient's extras.
     """
     runtime = spec.runtime or manifest.runtime
+    where = f"{model}/{spec.name}"
+    gpu_requested = spec.num_gpus > 0
     if runtime == "triton":
         from rayfleet.platform.runtimes.triton import TritonRuntime
 
         assert spec.triton is not None  # VersionSpec checks the pair
-        return TritonRuntime(spec.triton, manifest.signature)
+        device = unmanaged_device(
+            where, runtime, gpu_requested=gpu_requested, require_gpu=spec.require_gpu
+        )
+        return TritonRuntime(spec.triton, manifest.signature, device=device)
     if version_dir is None:
         raise StoreError(f"runtime {runtime!r} needs the version's files")
     if runtime == "onnx":
@@ -51,8 +60,10 @@ def load_runtime(
         return OnnxRuntime(
             version_dir / manifest.artifact,
             manifest.signature,
+            where=where,
             num_cpus=spec.num_cpus,
-            use_gpu=spec.num_gpus > 0,
+            gpu_requested=gpu_requested,
+            require_gpu=spec.require_gpu,
         )
     from rayfleet.platform.runtimes.python import PythonRuntime
 
@@ -61,4 +72,8 @@ def load_runtime(
             "a python version's manifest needs "
             '"python": {"callable": "module:function"}'
         )
-    return PythonRuntime(manifest.python.callable, version_dir)
+    # Checked before the version's own code runs: a refused version loads nothing.
+    device = unmanaged_device(
+        where, runtime, gpu_requested=gpu_requested, require_gpu=spec.require_gpu
+    )
+    return PythonRuntime(manifest.python.callable, version_dir, device=device)

@@ -11,6 +11,7 @@ import numpy as np
 from rayfleet.platform.config.signature import Signature, TensorSpec
 from rayfleet.platform.errors import InvalidInput, ModelError, RayfleetError
 from rayfleet.platform.protocol.datatypes import numpy_dtype
+from rayfleet.platform.runtimes.device import Device
 
 __all__ = [
     "Runtime",
@@ -27,6 +28,11 @@ class Runtime(Protocol):
     Inputs and outputs share the first (batch) dimension when the signature has
     one. ``predict`` may block; replicas run it off their event loop.
     """
+
+    @property
+    def device(self) -> Device:
+        """What the version really runs on, as its replica reports it."""
+        ...
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on one batch."""

@@ -17,6 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from rayfleet.platform.errors import StoreError
+from rayfleet.platform.runtimes.device import Device
 
 __all__ = ["PythonRuntime"]
 
@@ -38,9 +39,11 @@ def _import(module_name: str, version_dir: Path) -> ModuleType:
 
 
 class PythonRuntime:
-    """A predictor built by a factory the manifest names."""
+    """A predictor built by a factory the manifest names; ``device`` is what
+    reports name it (the predictor's own code picks where it runs)."""
 
-    def __init__(self, entry: str, version_dir: Path) -> None:
+    def __init__(self, entry: str, version_dir: Path, *, device: Device) -> None:
+        self.device = device
         module_name, _, function_name = entry.partition(":")
         try:
             factory = getattr(_import(module_name, version_dir), function_name)

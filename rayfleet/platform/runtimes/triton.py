@@ -2,6 +2,9 @@
 
 The remote server owns the model; rayfleet adds its router, traffic split and
 validation in front. The version's signature comes from the server's metadata.
+Each call carries the W3C ``traceparent`` of the span current where it runs (the
+request's, or its batch's first request's, when tracing is on), so the server's
+own trace of it joins the request's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from rayfleet.platform.config.signature import Signature, TensorSpec
 from rayfleet.platform.config.spec import TritonTarget
 from rayfleet.platform.config.store import Manifest
 from rayfleet.platform.errors import ModelError, StoreError
+from rayfleet.platform.runtimes.device import Device
+from rayfleet.platform.tracing.propagation import trace_headers
 
 __all__ = ["TritonRuntime", "triton_manifest"]
 
@@ -60,9 +65,13 @@ def triton_manifest(target: TritonTarget) -> Manifest:
 
 
 class TritonRuntime:
-    """Forwards each batch to the remote server as one binary-tensor request."""
+    """Forwards each batch to the remote server as one binary-tensor request;
+    ``device`` is what reports name it (the server places the model itself)."""
 
-    def __init__(self, target: TritonTarget, signature: Signature) -> None:
+    def __init__(
+        self, target: TritonTarget, signature: Signature, *, device: Device
+    ) -> None:
+        self.device = device
         self.target = target
         self.signature = signature
         self.client = _client(target)
@@ -87,6 +96,7 @@ class TritonRuntime:
                 infer_inputs,
                 model_version=self.target.model_version,
                 outputs=outputs,
+                headers=trace_headers() or None,
             )
         except InferenceServerException as error:
             raise ModelError(

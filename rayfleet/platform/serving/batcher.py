@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import time
 from collections import deque
@@ -48,6 +49,8 @@ class _Pending(Generic[Item, Result]):
     future: asyncio.Future[Result] = field(repr=False)
     # No other request arrived within max_wait_s before this one.
     alone: bool = False
+    # Where it was submitted, when batches run in their first request's context.
+    context: contextvars.Context | None = None
 
 
 class DynamicBatcher(Generic[Item, Result]):
@@ -59,6 +62,11 @@ class DynamicBatcher(Generic[Item, Result]):
     even while another worker's batch still waits for company. ``wait_alone``
     makes a lone request wait ``max_wait_s`` too (Serve's rule, and this one's
     before): ``loadtest/bench_batcher.py`` measures the two side by side.
+
+    ``carry_context`` runs each batch in the :mod:`contextvars` context its first
+    request was submitted in, so what that request set there (its trace span) is
+    current while the model runs; without it, every batch runs in the context
+    of the submission that started its worker.
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class DynamicBatcher(Generic[Item, Result]):
         max_concurrent: int = 1,
         *,
         wait_alone: bool = False,
+        carry_context: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_concurrent < 1 or max_wait_s < 0:
             raise ValueError(
@@ -79,6 +88,7 @@ class DynamicBatcher(Generic[Item, Result]):
         self.max_wait_s = max_wait_s
         self.max_concurrent = max_concurrent
         self.wait_alone = wait_alone
+        self.carry_context = carry_context
         self._last_arrival = -math.inf
         self._queue: deque[_Pending[Item, Result]] = deque()
         self._arrival = asyncio.Event()
@@ -95,7 +105,8 @@ class DynamicBatcher(Generic[Item, Result]):
         now = time.monotonic()
         alone = now - self._last_arrival > self.max_wait_s and not self.wait_alone
         self._last_arrival = now
-        self._queue.append(_Pending(item, now, future, alone))
+        context = contextvars.copy_context() if self.carry_context else None
+        self._queue.append(_Pending(item, now, future, alone, context))
         self._arrival.set()
         return await future
 
@@ -142,7 +153,13 @@ class DynamicBatcher(Generic[Item, Result]):
             batch: list[_Pending[Item, Result]] = []
             try:
                 await self._fill(batch)
-                results = await self.run([pending.item for pending in batch])
+                items = [pending.item for pending in batch]
+                context = batch[0].context
+                if context is None:
+                    results = await self.run(items)
+                else:
+                    # A task copies the context current where it is made.
+                    results = await context.run(asyncio.ensure_future, self.run(items))
                 if len(results) != len(batch):
                     raise RuntimeError(
                         f"a batch of {len(batch)} returned {len(results)} results"

@@ -2,9 +2,11 @@
 
 Each replica that runs a version (a ``ModelReplica``, or a router replica for a
 version placed in the router) counts what it served in :class:`ReplicaCounters`
-and sends a :class:`ReplicaReport` of the running totals every few seconds. The
-Validator keeps the latest report of every replica in a :class:`ReplicaTable`,
-which ``/metrics`` renders as counters labelled by replica.
+and sends a :class:`ReplicaReport` of the running totals every few seconds, with
+what it runs on (the :class:`~rayfleet.platform.runtimes.device.Device`) and its
+Ray node. The Validator keeps the latest report of every replica in a
+:class:`ReplicaTable`, which ``/metrics`` renders as counters labelled by replica,
+and one ``rayfleet_replica_info`` series per replica naming its device.
 
 Reports carry totals, never increments, so a lost report costs nothing but
 freshness, and a replica that stops reporting (scaled down, crashed) is forgotten
@@ -19,12 +21,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayfleet.platform.runtimes.device import Device
+
 __all__ = ["ReplicaCounters", "ReplicaReport", "ReplicaTable", "balance_ratio"]
 
 
 @dataclass(frozen=True)
 class ReplicaReport:
-    """The running totals of one replica for one version, as it last sent them."""
+    """The running totals of one replica for one version, as it last sent them,
+    and what the replica runs on: ``provider`` and ``gpu_requested`` as in
+    :class:`~rayfleet.platform.runtimes.device.Device` (``provider`` empty from a
+    replica too old to say), ``node_id`` its Ray node (empty outside Ray)."""
 
     model: str
     version: str
@@ -33,6 +40,9 @@ class ReplicaReport:
     errors: int
     # Batch size -> how many batches of that size ran.
     batches: Mapping[int, int] = field(default_factory=dict)
+    provider: str = ""
+    gpu_requested: bool = False
+    node_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-data copy, to cross a process boundary."""
@@ -43,11 +53,15 @@ class ReplicaReport:
             "requests": self.requests,
             "errors": self.errors,
             "batches": {str(size): count for size, count in self.batches.items()},
+            "provider": self.provider,
+            "gpu_requested": self.gpu_requested,
+            "node_id": self.node_id,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReplicaReport:
-        """The report :meth:`to_dict` wrote."""
+        """The report :meth:`to_dict` wrote (or an older replica's, without its
+        device, during a rolling update)."""
         return cls(
             model=str(data["model"]),
             version=str(data["version"]),
@@ -55,6 +69,9 @@ class ReplicaReport:
             requests=int(data["requests"]),
             errors=int(data["errors"]),
             batches={int(k): int(v) for k, v in data.get("batches", {}).items()},
+            provider=str(data.get("provider", "")),
+            gpu_requested=bool(data.get("gpu_requested", False)),
+            node_id=str(data.get("node_id", "")),
         )
 
 
@@ -78,10 +95,21 @@ class ReplicaCounters:
         """Count one model call over ``size`` requests."""
         self.batches[size] += 1
 
-    def report(self, model: str, version: str, replica: str) -> ReplicaReport:
-        """The totals so far, as a report from ``replica``."""
+    def report(
+        self, model: str, version: str, replica: str, *, device: Device, node_id: str
+    ) -> ReplicaReport:
+        """The totals so far, as a report from ``replica`` on Ray node
+        ``node_id``, running the version on ``device``."""
         return ReplicaReport(
-            model, version, replica, self.requests, self.errors, dict(self.batches)
+            model,
+            version,
+            replica,
+            self.requests,
+            self.errors,
+            dict(self.batches),
+            provider=device.provider,
+            gpu_requested=device.gpu_requested,
+            node_id=node_id,
         )
 
 

@@ -7,6 +7,7 @@ hop; route tests and benchmarks run the whole HTTP app over it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,18 +19,28 @@ from rayfleet.platform.runtimes.base import Runtime, guarded_predict
 from rayfleet.platform.serving.counters import ReplicaCounters, ReplicaReport
 from rayfleet.platform.serving.loading import load_version
 from rayfleet.platform.serving.service import ReplicaResult
+from rayfleet.platform.tracing import Tracing
 
 __all__ = ["InProcessBackend", "load_runtimes"]
 
 
 class InProcessBackend:
-    """Runs each request on a loaded runtime, inline or in a worker thread."""
+    """Runs each request on a loaded runtime, inline or in a worker thread.
+
+    With ``tracing``, each run is a ``rayfleet.replica`` span under the request's,
+    as in a model replica, so a trace looks the same wherever a version runs.
+    """
 
     def __init__(
-        self, runtimes: Mapping[str, Mapping[str, Runtime]], *, threaded: bool = False
+        self,
+        runtimes: Mapping[str, Mapping[str, Runtime]],
+        *,
+        threaded: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.runtimes = runtimes
         self.threaded = threaded
+        self.tracing = tracing
         self.counters = {
             (model, version): ReplicaCounters()
             for model, versions in runtimes.items()
@@ -40,6 +51,18 @@ class InProcessBackend:
         self, model: str, version: str, inputs: dict[str, np.ndarray]
     ) -> ReplicaResult:
         """Predict on the version's runtime; its own exceptions become ModelError."""
+        if self.tracing is None:
+            return await self._run(model, version, inputs)
+        with self.tracing.replica_span(model, version, "router") as span:
+            started = time.perf_counter()
+            result = await self._run(model, version, inputs)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            span.record_run(result.model_ms, result.batch_size, elapsed_ms)
+            return result
+
+    async def _run(
+        self, model: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> ReplicaResult:
         runtime, where = self.runtimes[model][version], f"{model}/{version}"
         counters = self.counters[(model, version)]
         counters.served()
@@ -56,10 +79,17 @@ class InProcessBackend:
         counters.ran_batch(1)
         return ReplicaResult(outputs, model_ms, 1)
 
-    def reports(self, replica: str) -> list[ReplicaReport]:
-        """Every loaded version's counters, as reports from ``replica``."""
+    def reports(self, replica: str, node_id: str) -> list[ReplicaReport]:
+        """Every loaded version's counters and device, as reports from
+        ``replica`` on Ray node ``node_id``."""
         return [
-            counters.report(model, version, replica)
+            counters.report(
+                model,
+                version,
+                replica,
+                device=self.runtimes[model][version].device,
+                node_id=node_id,
+            )
             for (model, version), counters in self.counters.items()
         ]
 

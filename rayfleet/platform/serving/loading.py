@@ -36,6 +36,6 @@ def load_version(
     if (version.runtime or manifest.runtime) != "triton":
         folder = store.fetch(model, version.name, version.uri)
     started = time.perf_counter()
-    runtime = load_runtime(manifest, folder, version)
+    runtime = load_runtime(manifest, folder, version, model=model)
     warm_up(runtime, manifest.signature, version.batching.max_batch_size)
     return LoadedVersion(runtime, time.perf_counter() - started)

@@ -32,6 +32,7 @@ from rayfleet.platform.errors import (
 from rayfleet.platform.protocol.types import InferRequest, InferResponse
 from rayfleet.platform.runtimes.base import zero_row_outputs
 from rayfleet.platform.serving.traffic import TrafficPlan
+from rayfleet.platform.tracing import Choice, Tracing, choice_of
 from rayfleet.platform.validation.observation import (
     Observation,
     summarize_inputs,
@@ -44,6 +45,7 @@ __all__ = [
     "Outcome",
     "Recorder",
     "ReplicaResult",
+    "RequestLogger",
     "initial_plans",
 ]
 
@@ -86,6 +88,27 @@ class Recorder(Protocol):
         ...
 
 
+class RequestLogger(Protocol):
+    """Where the service hands every request it ran, with its tensors, for the
+    request log (:class:`~rayfleet.platform.requestlog.RequestLog`): it samples,
+    and must neither block nor raise."""
+
+    def record(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        status: int,
+        latency_ms: float,
+        model_ms: float,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray] | None,
+        shadow_of: str | None = None,
+    ) -> None:
+        """Log the request if it is sampled; ``outputs`` None when it failed."""
+        ...
+
+
 @dataclass
 class Outcome:
     """A finished request: the response and where its time went."""
@@ -107,11 +130,17 @@ class InferenceService:
         backend: Backend,
         recorder: Recorder | None = None,
         rand: Callable[[], float] = random.random,
+        request_log: RequestLogger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.spec = spec
         self.manifests = manifests
         self.backend = backend
         self.recorder = recorder
+        self.request_log = request_log
+        # The ingress opens each request's span; the service names on it the
+        # version it chose (None: tracing is off).
+        self.tracing = tracing
         self.rand = rand
         self.plans = initial_plans(spec)
         self.shadow_failures = 0
@@ -147,9 +176,16 @@ class InferenceService:
         *,
         pin: str | None = None,
         sticky_key: str | None = None,
+        request_id: str | None = None,
+        chosen_by: Choice | None = None,
     ) -> Outcome:
         """Check ``request`` against the chosen version's signature and run it.
 
+        ``request_id`` (the ingress's ``x-request-id``) names the request in the
+        request log, which sees every request whose inputs passed the check, and
+        on its trace span, with the version chosen and how, when tracing is on:
+        ``chosen_by`` says how a caller that chose the version itself, and pins
+        it, did (the v1 route chooses before it decodes).
         Raises the typed errors of :mod:`rayfleet.platform.errors`: 404 for an
         unknown model or version, 400 for inputs that do not fit, 504 past the
         router's deadline; the backend raises 500 and 503 errors.
@@ -157,10 +193,22 @@ class InferenceService:
         started = time.perf_counter()
         plan = self.plan(model)
         version = plan.choose(pin=pin, sticky_key=sticky_key, rand=self.rand)
+        if self.tracing is not None:
+            self.tracing.annotate_choice(
+                model,
+                version,
+                chosen_by or choice_of(pin, sticky_key),
+                request_id,
+                _rows(request.inputs),
+            )
         manifest = self.manifests[model][version]
-        request_id = None
+        # Pairs a shadow's observation with its primary's; the client's id need
+        # not be unique, this one is.
+        pair_id = None
+        checked = False
         try:
             check_inputs(manifest.signature, request.inputs, request.datatypes)
+            checked = True
             empty = zero_row_outputs(manifest.signature, request.inputs)
             if empty is not None:
                 # Answered from the signature: no model runs an empty batch, and
@@ -169,13 +217,20 @@ class InferenceService:
             else:
                 shadow = plan.shadow_target(version, self.rand)
                 if shadow is not None:
-                    request_id = uuid.uuid4().hex
-                    self._start_shadow(model, shadow, version, request, request_id)
+                    pair_id = uuid.uuid4().hex
+                    self._start_shadow(
+                        model, shadow, version, request, pair_id, request_id
+                    )
                 result = await self._call(model, version, request.inputs)
         except RayfleetError as error:
-            self._record(model, version, started, http_status(error), request)
+            status = http_status(error)
+            self._record(model, version, started, status, request)
+            if checked and request_id is not None:
+                self._log(request_id, model, version, started, status, request)
             raise
-        self._record(model, version, started, 200, request, result, request_id)
+        self._record(model, version, started, 200, request, result, pair_id)
+        if request_id is not None:
+            self._log(request_id, model, version, started, 200, request, result)
         response = InferResponse(
             model_name=model,
             model_version=version,
@@ -209,6 +264,7 @@ class InferenceService:
         shadow: str,
         primary: str,
         request: InferRequest,
+        pair_id: str | None,
         request_id: str | None,
     ) -> None:
         shadow_signature = self.manifests[model][shadow].signature
@@ -219,7 +275,7 @@ class InferenceService:
             self.shadow_failures += 1
             return
         task = asyncio.create_task(
-            self._shadow(model, shadow, primary, request, request_id)
+            self._shadow(model, shadow, primary, request, pair_id, request_id)
         )
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
@@ -230,6 +286,7 @@ class InferenceService:
         shadow: str,
         primary: str,
         request: InferRequest,
+        pair_id: str | None,
         request_id: str | None,
     ) -> None:
         """The mirrored call: recorded, never awaited by the client, never raised."""
@@ -238,16 +295,27 @@ class InferenceService:
             result = await self._call(model, shadow, request.inputs)
         except RayfleetError as error:
             self.shadow_failures += 1
+            status = http_status(error)
             self._record(
                 model,
                 shadow,
                 started,
-                http_status(error),
+                status,
                 request,
                 None,
-                request_id,
+                pair_id,
                 shadow_of=primary,
             )
+            if request_id is not None:
+                self._log(
+                    request_id,
+                    model,
+                    shadow,
+                    started,
+                    status,
+                    request,
+                    shadow_of=primary,
+                )
             return
         except Exception:  # a shadow must never surface an error
             self.shadow_failures += 1
@@ -260,9 +328,50 @@ class InferenceService:
             200,
             request,
             result,
-            request_id,
+            pair_id,
             shadow_of=primary,
         )
+        if request_id is not None:
+            self._log(
+                request_id,
+                model,
+                shadow,
+                started,
+                200,
+                request,
+                result,
+                shadow_of=primary,
+            )
+
+    def _log(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        started: float,
+        status: int,
+        request: InferRequest,
+        result: ReplicaResult | None = None,
+        *,
+        shadow_of: str | None = None,
+    ) -> None:
+        """Hand a request that ran (or failed after its check) to the request log."""
+        if self.request_log is None:
+            return
+        try:
+            self.request_log.record(
+                request_id,
+                model,
+                version,
+                status,
+                (time.perf_counter() - started) * 1000,
+                result.model_ms if result is not None else 0.0,
+                request.inputs,
+                result.outputs if result is not None else None,
+                shadow_of,
+            )
+        except Exception:  # the log must never fail a request already answered
+            logger.exception("logging a request to %s/%s failed", model, version)
 
     def _record(
         self,
@@ -353,6 +462,14 @@ class InferenceService:
         """Whether every model is ready."""
         states = await asyncio.gather(*(self.model_ready(m) for m in self.plans))
         return all(states)
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """The request's rows: the first input's first dimension (1 for a scalar)."""
+    first = next(iter(inputs.values()), None)
+    if first is None:
+        return 0
+    return int(first.shape[0]) if first.ndim else 1
 
 
 def _heaviest(plan: TrafficPlan) -> str:

@@ -12,6 +12,7 @@ Pure Python and numpy (no Ray, no Starlette, no scipy), in modules of one idea:
 - :mod:`.compare`: a canary against stable on one window.
 - :mod:`.offline` and :mod:`.report`: pre-deploy validation and its report.
 - :mod:`.predeploy`: load two stored versions and judge them offline.
+- :mod:`.columns`: a table column named like a tensor, read as its rows.
 - :mod:`.jobs`: the Validator's queue of pre-deploy validations.
 
 Import from here; the modules' own ``__all__`` lists are the same names.
@@ -23,6 +24,7 @@ from rayfleet.platform.validation.agreement import (
     agreement_mask,
     predictions_agree,
 )
+from rayfleet.platform.validation.columns import is_tensor_column, tensor_column
 from rayfleet.platform.validation.compare import (
     NON_FEATURE_COLUMNS,
     Comparison,
@@ -104,6 +106,7 @@ __all__ = [
     "compare",
     "drift_band",
     "feature_drift",
+    "is_tensor_column",
     "jensen_shannon",
     "judge_candidate",
     "kolmogorov_sf",
@@ -119,6 +122,7 @@ __all__ = [
     "summarize_batch",
     "summarize_inputs",
     "summarize_outputs",
+    "tensor_column",
     "validate_offline",
     "validate_versions",
 ]

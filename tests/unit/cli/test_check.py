@@ -164,6 +164,10 @@ def misspelt_app_key(document: dict[str, Any]) -> None:
     rayfleet_app(document)["rout_prefix"] = "/models"
 
 
+def bad_label_selector(document: dict[str, Any]) -> None:
+    rayfleet_app(document)["args"]["router"]["label_selector"] = {"role": "head node"}
+
+
 @pytest.mark.parametrize(
     ("edit", "header", "expected"),
     [
@@ -194,8 +198,20 @@ def misspelt_app_key(document: dict[str, Any]) -> None:
             "keys Serve would ignore:",
             "gpu.yaml: applications.0.rout_prefix: unknown key",
         ),
+        (
+            bad_label_selector,
+            "label selectors Ray would refuse:",
+            "gpu.yaml: applications.0.args.router.label_selector: Invalid label",
+        ),
     ],
-    ids=["spec", "serve-type", "serve-union", "unknown-top-key", "unknown-app-key"],
+    ids=[
+        "spec",
+        "serve-type",
+        "serve-union",
+        "unknown-top-key",
+        "unknown-app-key",
+        "label-selector",
+    ],
 )
 def test_broken_serve_config(
     tmp_path: Path, edit: Edit, header: str, expected: str

@@ -19,6 +19,8 @@ COMMANDS = [
     ["validate"],
     ["rollout"],
     ["batch"],
+    ["reference"],
+    ["reference", "build"],
 ]
 
 
@@ -40,7 +42,13 @@ def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
 def test_store_commands_document_every_way_to_name_the_store(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for command in (["models", "ls"], ["validate"], ["batch"], ["demo", "build"]):
+    for command in (
+        ["models", "ls"],
+        ["validate"],
+        ["batch"],
+        ["demo", "build"],
+        ["reference", "build"],
+    ):
         with pytest.raises(SystemExit):
             main([*command, "--help"])
         out = capsys.readouterr().out

@@ -32,6 +32,8 @@ ALERTS = [
     "RayfleetInputDriftOnStable",
     "RayfleetP99OverSLO",
     "RayfleetNoHealthyReplica",
+    "RayfleetGpuVersionOnCpu",
+    "RayfleetRequestLogDropping",
 ]
 DURATION = re.compile(r"^[0-9]+[smhdwy]$")
 TEMPLATE_LABELS = re.compile(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -64,7 +66,7 @@ def _labels_of(names: set[str], page: dict[str, Series]) -> set[str]:
 # -- the rules -----------------------------------------------------------------
 
 
-def test_the_rules_are_the_six_alerts() -> None:
+def test_the_rules_are_the_eight_alerts() -> None:
     assert [rule.get("alert") for rule in _rules()] == ALERTS
 
 

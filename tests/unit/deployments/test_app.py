@@ -91,5 +91,38 @@ def test_without_selectors_serve_places_freely(store: str) -> None:
 
 
 def test_a_bad_selector_fails_the_build_with_its_field_path(store: str) -> None:
-    with pytest.raises(ConfigError, match=r"^router\.label_selector: Invalid label"):
-        build(_args(store, router={"label_selector": {"bad key!": "x"}}))
+    bad = {"bad key!": "x"}
+    with pytest.raises(ConfigError) as raised:
+        build(
+            _args(
+                store,
+                router={"label_selector": bad},
+                models=[
+                    {"name": "m", "versions": [{"name": "v1", "label_selector": bad}]}
+                ],
+            )
+        )
+    lines = str(raised.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "router.label_selector",
+        "models.0.versions.0.label_selector",
+    ]
+    assert all("Invalid label key name `bad key!`" in line for line in lines)
+
+
+def test_the_tracing_block_reaches_the_router_and_each_replica(store: str) -> None:
+    tracing = {
+        "enabled": True,
+        "otlp_endpoint": "http://collector:4318/v1/traces",
+        "sample_rate": 0.5,
+    }
+    router = build(_args(store, tracing=tracing))._bound_deployment
+    spec, _manifests, replicas, _validator = router.init_args
+    assert spec["tracing"]["otlp_endpoint"] == tracing["otlp_endpoint"]
+    (replica,) = replicas["m"].values()
+    # The replica's last argument: the block as the spec validated it.
+    assert replica._bound_deployment.init_args[-1] == {
+        **tracing,
+        "service_name": "rayfleet",
+        "export_every_s": 5.0,
+    }

@@ -125,6 +125,54 @@ def test_errors_name_the_field_path(
     assert message in text
 
 
+def test_require_gpu_is_off_unless_set_and_kept_on_a_gpu_onnx_version() -> None:
+    assert VersionSpec(name="v1").require_gpu is False
+    version = (
+        parse_spec(versions({"name": "v1", "num_gpus": 0.25, "require_gpu": True}))
+        .model("digits")
+        .version("v1")
+    )
+    assert (version.num_gpus, version.require_gpu) == (0.25, True)
+    explicit = VersionSpec(name="v1", runtime="onnx", num_gpus=1, require_gpu=True)
+    assert explicit.require_gpu
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (
+            {"name": "v1", "require_gpu": True},
+            "require_gpu needs num_gpus > 0",
+        ),
+        (
+            {"name": "v1", "placement": "router", "require_gpu": True},
+            "require_gpu needs a version in its own replicas",
+        ),
+        (
+            {"name": "v1", "runtime": "python", "num_gpus": 1, "require_gpu": True},
+            "require_gpu is for onnx versions: a python version",
+        ),
+        (
+            {
+                "name": "v1",
+                "runtime": "triton",
+                "triton": {"url": "127.0.0.1:8001", "model_name": "m"},
+                "num_gpus": 1,
+                "require_gpu": True,
+            },
+            "require_gpu is for onnx versions: a triton version",
+        ),
+    ],
+)
+def test_require_gpu_without_a_gpu_to_require_is_a_config_error(
+    version: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(versions(version))
+    assert "args.models.0.versions.0:" in str(raised.value)
+    assert message in str(raised.value)
+
+
 def test_weights_canaries_start_at_zero_and_the_rest_share() -> None:
     model = parse_spec(
         versions(
@@ -271,3 +319,32 @@ def test_max_decoded_bytes_follows_the_body_limit_unless_set() -> None:
     assert given.max_decoded_bytes == 7
     with pytest.raises(ValidationError, match="max_decoded_bytes"):
         RouterSpec(max_decoded_bytes=0)
+
+
+def test_the_request_log_is_off_unless_turned_on() -> None:
+    log = parse_spec(spec()).request_log
+    assert (log.enabled, log.sample_rate, log.flush_every_s) == (False, 0.1, 60.0)
+    assert (log.flush_max_rows, log.max_buffer_bytes) == (100_000, 64 * 1024 * 1024)
+    on = parse_spec(spec(request_log={"enabled": True, "sample_rate": 1})).request_log
+    assert (on.enabled, on.sample_rate) == (True, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("block", "field", "message"),
+    [
+        (
+            {"sample_rate": 1.5},
+            "sample_rate",
+            "Input should be less than or equal to 1",
+        ),
+        ({"max_buffer_bytes": 0}, "max_buffer_bytes", "Input should be greater than 0"),
+        ({"flush_every_s": 0}, "flush_every_s", "Input should be greater than 0"),
+        ({"enable": True}, "enable", "Extra inputs are not permitted"),
+    ],
+)
+def test_a_request_log_block_that_does_not_fit_names_its_field(
+    block: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(spec(request_log=block))
+    assert f"args.request_log.{field}: {message}" in str(raised.value)

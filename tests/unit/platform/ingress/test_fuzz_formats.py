@@ -152,6 +152,7 @@ class Context:
     def __init__(self) -> None:
         self.code: Any = grpc.StatusCode.OK
         self.details = ""
+        self.trailing: list[tuple[str, str]] = []
 
     def set_code(self, code: Any) -> None:
         self.code = code
@@ -161,6 +162,12 @@ class Context:
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return [("application", "rayfleet")]
+
+    def trailing_metadata(self) -> list[tuple[str, str]]:
+        return self.trailing
+
+    def set_trailing_metadata(self, metadata: list[tuple[str, str]]) -> None:
+        self.trailing = list(metadata)
 
 
 class Servicer(GrpcInference):

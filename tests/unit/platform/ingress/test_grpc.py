@@ -15,6 +15,8 @@ from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import Manifest
 from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.serving.service import InferenceService
+from rayfleet.platform.tracing import REQUEST_SPAN
+from tests.unit.platform.tracing.memory import memory_tracing, traceparent
 
 
 class Context:
@@ -23,6 +25,7 @@ class Context:
     def __init__(self) -> None:
         self.code: grpc.StatusCode | None = None
         self.details: str | None = None
+        self.trailing: list[tuple[str, str]] = []
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self.code = code
@@ -32,6 +35,12 @@ class Context:
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return []
+
+    def trailing_metadata(self) -> list[tuple[str, str]]:
+        return self.trailing
+
+    def set_trailing_metadata(self, metadata: list[tuple[str, str]]) -> None:
+        self.trailing = list(metadata)
 
 
 class Refuses:
@@ -73,3 +82,25 @@ def test_an_unknown_version_is_not_found_with_details_that_fit_a_trailer(
     # Past the client's 8 KiB metadata limit a client sees RESOURCE_EXHAUSTED.
     assert context.details is not None and "no version" in context.details
     assert len(context.details) <= 512
+
+
+def test_a_traced_model_infer_is_a_span_under_the_callers_traceparent(
+    router: GrpcInference,
+) -> None:
+    class Traced(Context):
+        def invocation_metadata(self) -> list[tuple[str, str]]:
+            return [("traceparent", traceparent(0xABC, 0xDEF))]
+
+    message = service_pb2.ModelInferRequest(model_name="m", model_version="zz")
+    with memory_tracing() as memory:
+        router.service.tracing = memory.tracing
+        asyncio.run(router.ModelInfer(message.SerializeToString(), Traced()))
+        (span,) = memory.spans()
+    assert span.name == REQUEST_SPAN
+    assert span.context is not None and span.parent is not None
+    assert (span.context.trace_id, span.parent.span_id) == (0xABC, 0xDEF)
+    assert dict(span.attributes or {}) == {
+        "rpc.system": "grpc",
+        "rpc.method": "ModelInfer",
+        "rayfleet.status": 404,
+    }

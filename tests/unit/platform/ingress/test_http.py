@@ -19,6 +19,7 @@ from rayfleet.cli.demo import build_demo_store, digits_split
 from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.ingress.http import build_http_app
+from rayfleet.platform.ingress.request_id import safe_request_id
 from rayfleet.platform.protocol import ARROW_CONTENT_TYPE
 from rayfleet.platform.runtimes import Runtime
 from rayfleet.platform.serving.buffer import ObservationBuffer
@@ -295,8 +296,14 @@ KNOWN_VERSIONS = {"v1", "v2", "v3"}
 def assert_headers_are_ours(response: httpx.Response) -> None:
     """Every header of an answer is one the app sets, with a value of its own."""
     headers = response.headers
-    assert set(headers) <= {"content-length", "content-type", "x-model-version"}
+    assert set(headers) <= {
+        "content-length",
+        "content-type",
+        "x-model-version",
+        "x-request-id",
+    }
     assert headers.get("x-model-version", "v1") in KNOWN_VERSIONS
+    assert safe_request_id(headers["x-request-id"]) == headers["x-request-id"]
     assert headers["content-type"] == "application/json"
     assert headers["content-length"] == str(len(response.content))
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from rayfleet.platform.requestlog.writer import RequestLogCounts
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics
+from rayfleet.platform.runtimes.device import CPU, CUDA
 from rayfleet.platform.serving.counters import ReplicaReport
 from rayfleet.platform.validation.observation import Observation, ObservationRow
 from tests.unit.platform.rollout.test_controller import READY, platform, serve
@@ -54,6 +56,11 @@ def _inputs(at: float) -> list[ObservationRow]:
     ]
 
 
+REQUEST_LOG = RequestLogCounts(
+    rows=120, write_failures=1, dropped={"full": 16, "store": 8}
+)
+
+
 def rolled_out_core(
     store: MemoryStateStore | None = None,
 ) -> tuple[ValidatorCore, float]:
@@ -63,7 +70,8 @@ def rolled_out_core(
     v2 was rolled back; v3 entered its first step and has served ``SERVED_S``
     seconds of traffic since, with the inputs of :func:`_inputs` (iris too); a
     router dropped 7 observations; a replica of v1 and one of v3 reported
-    batches.
+    batches, v3's running on CPU though it asked for a GPU; router-b's request
+    log wrote rows and dropped some (:data:`REQUEST_LOG`).
     """
     core = ValidatorCore(
         platform(), "shop", store or MemoryStateStore(), REFERENCES, now=T0
@@ -71,12 +79,19 @@ def rolled_out_core(
     now = roll_back_v2(core)
     core.tick(now, READY)  # v3, started by the rollback, enters its first step
     serve(core, now, SERVED_S)
-    core.ingest(_inputs(now + SERVED_S / 2), router="router-b", dropped=7)
+    core.ingest(
+        _inputs(now + SERVED_S / 2),
+        router="router-b",
+        dropped=7,
+        request_log=REQUEST_LOG.to_dict(),
+    )
     now += SERVED_S
     core.report_replicas(
         [
-            ReplicaReport("digits", "v1", "r1", 180, 1, {1: 20, 8: 20}),
-            ReplicaReport("digits", "v3", "r2", 40, 0, {4: 10}),
+            ReplicaReport(
+                "digits", "v1", "r1", 180, 1, {1: 20, 8: 20}, CUDA, True, "n1"
+            ),
+            ReplicaReport("digits", "v3", "r2", 40, 0, {4: 10}, CPU, True, "n2"),
         ],
         now,
     )
@@ -162,3 +177,21 @@ def test_a_promoted_canary_shows_the_drift_its_rollout_measured() -> None:
     # minute on, still within it).
     assert _stable_drift(core, now) == {("iris", "v1"): 0.5, ("digits", "v3"): 0.0}
     assert _stable_drift(core, now + 61) == {("digits", "v3"): 0.0}
+
+
+def test_request_log_counters_are_shown_per_router_and_reason() -> None:
+    core, now = rolled_out_core()
+    assert samples(core, now, "rayfleet_request_log_rows_total") == {
+        ("rayfleet_request_log_rows_total", (("router", "router-b"),)): 120
+    }
+    assert samples(core, now, "rayfleet_request_log_write_failures_total") == {
+        ("rayfleet_request_log_write_failures_total", (("router", "router-b"),)): 1
+    }
+    name = "rayfleet_request_log_dropped_total"
+    assert samples(core, now, name) == {
+        (name, (("reason", reason), ("router", "router-b"))): count
+        for reason, count in (("full", 16), ("store", 8), ("shape", 0))
+    }
+    # A flush without counts (a router without a request log) keeps them.
+    core.ingest([], router="router-b", dropped=7)
+    assert len(samples(core, now, name)) == 3

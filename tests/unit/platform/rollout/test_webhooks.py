@@ -28,6 +28,8 @@ from rayfleet.platform.rollout.webhooks import (
     sign,
     verify,
 )
+from rayfleet.platform.tracing import Tracing
+from tests.unit.platform.tracing.memory import memory_tracing
 
 SECRET = "s3cr3t-never-in-logs-7f9c"
 ENV = {"HOOK_SECRET": SECRET}
@@ -79,6 +81,17 @@ async def serving(receiver: Receiver) -> AsyncIterator[str]:
     finally:
         receiver.release.set()
         await runner.cleanup()
+
+
+def failure_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The webhook_delivery_failed lines logged, parsed."""
+    return [
+        json.loads(record.getMessage())
+        for record in caplog.records
+        if record.name == "rayfleet.platform.rollout.webhooks"
+        and record.levelno == logging.WARNING
+        and "webhook_delivery_failed" in record.getMessage()
+    ]
 
 
 def spec(url: str, **fields: Any) -> WebhookSpec:
@@ -244,15 +257,26 @@ def test_gives_up_after_max_retries_and_never_logs_the_secret(
         stats = asyncio.run(scenario())
     assert (stats["failed"], stats["retries"], stats["delivered"]) == (1, 2, 0)
     assert receiver.calls == 3
-    assert "gave up on rolled_back event" in caplog.text
-    assert "HTTP 500" in caplog.text
+    (line,) = failure_lines(caplog)
+    assert line == {
+        "event": "webhook_delivery_failed",
+        "webhook": line["webhook"],
+        "kind": "rolled_back",
+        "delivery": line["delivery"],
+        "attempts": 3,
+        "status": 500,
+        "error": None,
+    }
+    # Host and port only: the path and query of a webhook URL can hold its token.
+    assert line["webhook"].startswith("127.0.0.1:")
+    assert "/hook" not in line["webhook"]
     everything = caplog.text + repr([vars(record) for record in caplog.records])
     assert SECRET not in everything
     assert sign(json.dumps(EVENT).encode(), SECRET.encode())[7:] not in everything
     assert "token=abc" not in everything
 
 
-def test_no_retry_on_4xx() -> None:
+def test_no_retry_on_4xx(caplog: pytest.LogCaptureFixture) -> None:
     receiver = Receiver(status=400)
 
     async def scenario() -> dict[str, int]:
@@ -261,9 +285,12 @@ def test_no_retry_on_4xx() -> None:
                 sender.send(EVENT)
             return sender.stats()
 
-    stats = asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING):
+        stats = asyncio.run(scenario())
     assert (stats["failed"], stats["retries"]) == (1, 0)
     assert receiver.calls == 1
+    [line] = failure_lines(caplog)
+    assert (line["attempts"], line["status"], line["error"]) == (1, 400, None)
 
 
 def test_a_hanging_receiver_times_out_and_is_retried() -> None:
@@ -284,22 +311,33 @@ def test_a_hanging_receiver_times_out_and_is_retried() -> None:
     assert len(receiver.received) == 1
 
 
-def test_connection_refused_is_retried_then_failed() -> None:
+def test_connection_refused_is_retried_then_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/hook"
+    # Credentials in the URL, as a user might write them: never in the log.
+    url = f"http://hookuser:hookpass@127.0.0.1:{port}/hook/T0K3N?sig=q5ecret"
 
     async def scenario() -> dict[str, int]:
         async with WebhookSender(spec(url, max_retries=2), environ=ENV) as sender:
             sender.send(EVENT)
         return sender.stats()
 
-    stats = asyncio.run(scenario())
+    with caplog.at_level(logging.DEBUG):
+        stats = asyncio.run(scenario())
     assert (stats["failed"], stats["retries"], stats["delivered"]) == (1, 2, 0)
+    [line] = failure_lines(caplog)
+    assert line["webhook"] == f"127.0.0.1:{port}"
+    assert (line["attempts"], line["status"]) == (3, None)
+    assert line["error"] == "ClientConnectorError"
+    everything = caplog.text + repr([vars(record) for record in caplog.records])
+    for secret in ("hookuser", "hookpass", "T0K3N", "q5ecret", SECRET):
+        assert secret not in everything
 
 
-def test_full_queue_drops_and_counts() -> None:
+def test_full_queue_drops_and_counts(caplog: pytest.LogCaptureFixture) -> None:
     receiver = Receiver(hang_first=100)
 
     async def scenario() -> tuple[list[bool], dict[str, int]]:
@@ -312,9 +350,16 @@ def test_full_queue_drops_and_counts() -> None:
             await sender.close(timeout_s=2)
             return accepted, full
 
-    accepted, full = asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING):
+        accepted, full = asyncio.run(scenario())
     assert accepted == [True, True, False, False, False]
     assert (full["dropped"], full["queued"]) == (3, 2)
+    refused = [line for line in failure_lines(caplog) if line["error"] == "queue full"]
+    assert [(line["kind"], line["attempts"]) for line in refused] == [
+        ("rolled_back", 0)
+    ] * 3
+    # Each names its own delivery.
+    assert len({line["delivery"] for line in refused}) == 3
 
 
 def test_close_has_a_deadline_and_drops_the_rest() -> None:
@@ -351,3 +396,24 @@ def test_filter_sends_only_the_chosen_kinds() -> None:
     assert (skipped, sent) == (False, True)
     assert (stats["delivered"], stats["dropped"]) == (1, 0)
     assert [body["kind"] for _, body in receiver.received] == ["rolled_back"]
+
+
+def test_an_event_sent_in_a_trace_carries_its_traceparent() -> None:
+    receiver = Receiver()
+
+    async def scenario(tracing: Tracing) -> str:
+        async with (
+            serving(receiver) as url,
+            WebhookSender(spec(url), environ=ENV) as sender,
+        ):
+            sender.send({**EVENT, "n": 0})
+            with tracing.request_span({}, {}) as span:
+                sender.send({**EVENT, "n": 1})
+            context = span.span.get_span_context()
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+
+    with memory_tracing() as memory:
+        expected = asyncio.run(scenario(memory.tracing))
+    (untraced, _), (traced, _) = receiver.received
+    assert "traceparent" not in {name.lower() for name in untraced}
+    assert traced["traceparent"].startswith(expected)

@@ -4,6 +4,7 @@ exactly its own answer."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 
 import pytest
@@ -241,3 +242,39 @@ def test_a_cancelled_worker_leaves_no_caller_waiting() -> None:
         return caller.cancelled()
 
     assert asyncio.run(scenario())
+
+
+WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+@pytest.mark.parametrize(
+    ("carry_context", "seen"),
+    [(True, [["a"], ["b", "b"]]), (False, [["a"], ["a", "a"]])],
+)
+def test_carry_context_runs_each_batch_in_its_first_requests_context(
+    carry_context: bool, seen: list[list[str]]
+) -> None:
+    """What a request set in context (its trace span) is current while its batch
+    runs, not what the submission that started the worker set."""
+    contexts: list[list[str]] = []
+
+    async def model(items: list[str]) -> Sequence[str]:
+        contexts.append([WHO.get()] * len(items))
+        await asyncio.sleep(0.05)
+        return items
+
+    async def as_(name: str, batcher: DynamicBatcher[str, str]) -> str:
+        WHO.set(name)
+        return await batcher.submit(name)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            model, max_batch_size=4, max_wait_s=0.0, carry_context=carry_context
+        )
+        first = asyncio.create_task(as_("a", batcher))
+        await asyncio.sleep(0.01)  # the model is busy with ["a"]
+        rest = [asyncio.create_task(as_(name, batcher)) for name in "bc"]
+        assert await asyncio.gather(first, *rest) == ["a", "b", "c"]
+
+    asyncio.run(scenario())
+    assert contexts == seen

@@ -17,6 +17,7 @@ from rayfleet.platform.errors import ModelError
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics, replica_requests
+from rayfleet.platform.runtimes.device import CPU, CUDA, PYTHON, Device
 from rayfleet.platform.serving.counters import (
     ReplicaCounters,
     ReplicaReport,
@@ -42,9 +43,19 @@ def test_counters_report_running_totals() -> None:
     counters.ran_batch(2)
     counters.ran_batch(1)
     counters.failed()
-    report = counters.report("digits", "v1", "r1")
-    assert report == ReplicaReport("digits", "v1", "r1", 3, 1, {2: 1, 1: 1})
+    report = counters.report(
+        "digits", "v1", "r1", device=Device(CUDA, True), node_id="n1"
+    )
+    assert report == ReplicaReport(
+        "digits", "v1", "r1", 3, 1, {2: 1, 1: 1}, CUDA, True, "n1"
+    )
     assert ReplicaReport.from_dict(report.to_dict()) == report
+
+
+def test_a_report_from_a_replica_too_old_to_name_its_device_is_read() -> None:
+    old = {"model": "digits", "version": "v1", "replica": "r1", "requests": 3}
+    report = ReplicaReport.from_dict({**old, "errors": 0})
+    assert (report.provider, report.gpu_requested, report.node_id) == ("", False, "")
 
 
 def test_table_keeps_the_latest_report_and_forgets_silent_replicas() -> None:
@@ -108,6 +119,47 @@ def test_metrics_render_each_replica_as_prometheus_counters() -> None:
     assert 'replica="r1"' not in later
 
 
+def test_metrics_name_the_device_each_replica_really_runs() -> None:
+    core = _core()
+    core.report_replicas(
+        [
+            ReplicaReport("digits", "v1", "r1", 1, 0, {}, CUDA, True, "node-a"),
+            # Asked for a GPU, fell back to CPU: the series an alert looks for.
+            ReplicaReport("digits", "v1", "r2", 1, 0, {}, CPU, True, "node-b"),
+            ReplicaReport("digits", "v1", "router-1", 1, 0, {}, PYTHON, False, ""),
+            # A replica too old to name its device shows no info series.
+            ReplicaReport("digits", "v1", "r3", 1, 0),
+        ],
+        T0,
+    )
+    text = render_metrics(core, T0 + 1).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    info = families["rayfleet_replica_info"]
+    assert info.type == "gauge"
+    assert {sample.name for sample in info.samples} == {"rayfleet_replica_info"}
+    assert {s.labels["replica"]: (s.labels, s.value) for s in info.samples} == {
+        replica: (
+            {
+                "model": "digits",
+                "version": "v1",
+                "replica": replica,
+                "provider": provider,
+                "gpu_requested": gpu,
+                "node_id": node,
+            },
+            1.0,
+        )
+        for replica, provider, gpu, node in (
+            ("r1", CUDA, "true", "node-a"),
+            ("r2", CPU, "true", "node-b"),
+            ("router-1", PYTHON, "false", ""),
+        )
+    }
+    # Silent replicas drop out of it as out of every per-replica series.
+    later = render_metrics(core, T0 + 61).decode()
+    assert "rayfleet_replica_info{" not in later
+
+
 def test_snapshot_lists_replicas_per_version() -> None:
     core = _core()
     core.report_replicas([ReplicaReport("digits", "v1", "r1", 12, 1)], T0)
@@ -116,6 +168,8 @@ def test_snapshot_lists_replicas_per_version() -> None:
 
 
 class _Doubler:
+    device = Device(CPU, gpu_requested=False)
+
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = inputs["x"]
         if (x < 0).any():
@@ -133,7 +187,7 @@ def test_in_process_backend_counts_per_version() -> None:
             await backend.infer("double", "v1", {"x": np.array([-1.0])})
 
     asyncio.run(run())
-    assert backend.reports("router-1") == [
+    assert backend.reports("router-1", "node-a") == [
         # Batches count the model calls that returned, as in a ModelReplica.
-        ReplicaReport("double", "v1", "router-1", 3, 1, {1: 2})
+        ReplicaReport("double", "v1", "router-1", 3, 1, {1: 2}, CPU, False, "node-a")
     ]

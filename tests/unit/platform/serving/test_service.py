@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from rayfleet.platform.config.signature import Signature
 from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import Manifest
-from rayfleet.platform.errors import InvalidInput
+from rayfleet.platform.errors import InvalidInput, ModelError
 from rayfleet.platform.protocol.types import InferRequest
 from rayfleet.platform.serving import service as service_module
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
@@ -136,3 +137,107 @@ def test_a_failing_summary_never_fails_an_answered_request(
     assert outcome.response.outputs["label"].tolist() == [0, 1]
     [seen] = recorder.observations
     assert seen.status == 200 and seen.prediction is None
+
+
+class Logged:
+    """A request log that keeps every call, or raises when told to."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.calls: list[dict[str, object]] = []
+        self.broken = broken
+
+    def record(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        status: int,
+        latency_ms: float,
+        model_ms: float,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray] | None,
+        shadow_of: str | None = None,
+    ) -> None:
+        if self.broken:
+            raise RuntimeError("a request log bug")
+        self.calls.append(
+            {
+                "id": request_id,
+                "version": version,
+                "status": status,
+                "model_ms": model_ms,
+                "inputs": inputs,
+                "outputs": outputs,
+                "shadow_of": shadow_of,
+                "latency": latency_ms > 0,
+            }
+        )
+
+
+class Failing(Backend):
+    async def infer(
+        self, model: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> ReplicaResult:
+        raise ModelError("the model raised")
+
+
+def test_the_request_log_gets_the_tensors_the_service_already_holds(
+    tmp_path: Path,
+) -> None:
+    service, _, _ = build(tmp_path)
+    service.request_log = log = Logged()
+    request = rows(3)
+    outcome = asyncio.run(service.infer("m", request, request_id="req-1"))
+    [call] = log.calls
+    assert (call["id"], call["version"], call["status"], call["shadow_of"]) == (
+        "req-1",
+        "a",
+        200,
+        None,
+    )
+    assert call["model_ms"] == 2.0 and call["latency"]
+    # The very arrays: nothing decoded or copied for the log.
+    assert call["inputs"] is request.inputs
+    assert call["outputs"] is outcome.response.outputs
+
+
+def test_a_shadow_is_logged_with_its_primary_and_errors_after_the_check_too(
+    tmp_path: Path,
+) -> None:
+    service, _, _ = build(tmp_path)
+    service.request_log = log = Logged()
+    service.update_plans({"m": TrafficPlan("m", {"a": 100.0, "b": 0.0}, "b", 100.0)})
+
+    async def with_shadow() -> None:
+        await service.infer("m", rows(2), request_id="req-2")
+        await asyncio.gather(*service._shadows)
+
+    asyncio.run(with_shadow())
+    assert [(c["id"], c["version"], c["shadow_of"]) for c in log.calls] == [
+        ("req-2", "a", None),
+        ("req-2", "b", "a"),
+    ]
+    log.calls.clear()
+    service.update_plans({"m": TrafficPlan("m", {"a": 100.0, "b": 0.0})})
+    service.backend = Failing()
+    with pytest.raises(ModelError):
+        asyncio.run(service.infer("m", rows(2), request_id="req-3"))
+    # A client's mistake is no traffic to replay: its inputs fit no model.
+    bad = InferRequest({"x": np.ones((2, 5), dtype=np.float32)}, {"x": "FP32"})
+    with pytest.raises(InvalidInput):
+        asyncio.run(service.infer("m", bad, request_id="req-4"))
+    # Without an id (no ingress named the request) nothing is logged.
+    with pytest.raises(ModelError):
+        asyncio.run(service.infer("m", rows(2)))
+    assert [(c["id"], c["status"], c["outputs"]) for c in log.calls] == [
+        ("req-3", 500, None)
+    ]
+
+
+def test_a_failing_request_log_never_fails_an_answered_request(
+    tmp_path: Path,
+) -> None:
+    service, _, _ = build(tmp_path)
+    service.request_log = Logged(broken=True)
+    outcome = asyncio.run(service.infer("m", rows(2), request_id="req-5"))
+    assert outcome.response.outputs["label"].tolist() == [0, 1]

@@ -33,6 +33,7 @@ def runtimes(store: ModelStore) -> dict[str, Runtime]:
             store.manifest("digits", version),
             Path(store.fetch("digits", version)),
             VersionSpec(name=version),
+            model="digits",
         )
         for version in ("v1", "v2", "v3")
     }
