@@ -48,16 +48,26 @@ TEST_SIGNATURE = Signature(
 )
 
 
-def write_python_version(root: Path, model: str, version: str, **files: str) -> None:
-    """A python-runtime version of the doubling test model, straight into a store."""
+def write_python_version(
+    root: Path,
+    model: str,
+    version: str,
+    *,
+    source: str = TEST_MODEL,
+    signature: Signature = TEST_SIGNATURE,
+    **files: str,
+) -> None:
+    """A python-runtime version straight into a store: the doubling test model
+    unless ``source`` (a ``predict.py`` with ``load``) and ``signature`` say
+    otherwise; ``files`` are written beside it."""
     folder = root / model / version
     folder.mkdir(parents=True)
-    (folder / "predict.py").write_text(TEST_MODEL)
+    (folder / "predict.py").write_text(source)
     manifest = Manifest(
         runtime="python",
         artifact="predict.py",
         python={"callable": "predict:load"},  # type: ignore[arg-type]
-        signature=TEST_SIGNATURE,
+        signature=signature,
     )
     (folder / MANIFEST).write_text(manifest.to_json())
     for name, text in files.items():

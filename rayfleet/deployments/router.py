@@ -191,7 +191,10 @@ class ValidatorLink:
                 )
             except Exception as error:  # any failure: count the loss, carry on
                 self.buffer.lose(len(rows))
-                logger.warning("observations lost (%d): %r", len(rows), error)
+                # The loss itself reaches the log as the rate-limited
+                # observations_dropped line; one warning per failed flush would
+                # repeat it twice a second while the Validator is down.
+                logger.debug("observations lost (%d): %r", len(rows), error)
             else:
                 self._log_counts_sent = log_counts
 

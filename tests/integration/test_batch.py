@@ -29,7 +29,8 @@ from rayfleet.cli.demo import DIGITS_SIGNATURE, build_demo_store  # noqa: E402
 from rayfleet.cli.main import main  # noqa: E402
 from rayfleet.deployments.scoring_job import REPORT_FILE, SUMMARY_FILE, score  # noqa: E402
 from rayfleet.platform.config.spec import VersionSpec  # noqa: E402
-from rayfleet.platform.config.store import MANIFEST, Manifest, ModelStore  # noqa: E402
+from rayfleet.platform.config.store import ModelStore  # noqa: E402
+from tests.models import write_python_version  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,16 +76,9 @@ def cluster() -> Iterator[str]:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
     build_demo_store(str(root))
-    folder = root / "digits" / "slow"
-    folder.mkdir()
-    (folder / "predict.py").write_text(SLOW_MODEL)
-    manifest = Manifest(
-        runtime="python",
-        artifact="predict.py",
-        python={"callable": "predict:load"},  # type: ignore[arg-type]
-        signature=DIGITS_SIGNATURE,
+    write_python_version(
+        root, "digits", "slow", source=SLOW_MODEL, signature=DIGITS_SIGNATURE
     )
-    (folder / MANIFEST).write_text(manifest.to_json())
     return root
 
 

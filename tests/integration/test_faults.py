@@ -22,8 +22,7 @@ from ray import serve
 
 from loadtest.common import actor_pids
 from rayfleet.deployments.app import build
-from rayfleet.platform.config.store import MANIFEST, Manifest
-from tests.models import TEST_SIGNATURE
+from tests.models import write_python_version
 
 from .conftest import delete_app
 
@@ -64,17 +63,9 @@ def faults_url(
     serve_url: str, tmp_path_factory: pytest.TempPathFactory, busy_file: Path
 ) -> Iterator[str]:
     root = tmp_path_factory.mktemp("faults-store")
-    folder = root / "tell" / "v1"
-    folder.mkdir(parents=True)
-    (folder / "predict.py").write_text(TELLING_MODEL)
-    (folder / "busy_file").write_text(str(busy_file))
-    manifest = Manifest(
-        runtime="python",
-        artifact="predict.py",
-        python={"callable": "predict:load"},  # type: ignore[arg-type]
-        signature=TEST_SIGNATURE,
+    write_python_version(
+        root, "tell", "v1", source=TELLING_MODEL, busy_file=str(busy_file)
     )
-    (folder / MANIFEST).write_text(manifest.to_json())
     args = {
         "store": str(root),
         "router": {"num_cpus": 0.1, "request_timeout_s": 30},
