@@ -93,13 +93,20 @@ class DynamicBatcher(Generic[Item, Result]):
         self._queue: deque[_Pending[Item, Result]] = deque()
         self._arrival = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._closed = False
 
     def __len__(self) -> int:
         """Requests waiting for a batch."""
         return len(self._queue)
 
     async def submit(self, item: Item) -> Result:
-        """Queue ``item`` and wait for its result (or its batch's exception)."""
+        """Queue ``item`` and wait for its result (or its batch's exception).
+
+        Raises :class:`RuntimeError` once the batcher is closed; a request still
+        queued when it closes is cancelled.
+        """
+        if self._closed:
+            raise RuntimeError("DynamicBatcher is closed")
         self._start_workers()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         now = time.monotonic()
@@ -109,6 +116,21 @@ class DynamicBatcher(Generic[Item, Result]):
         self._queue.append(_Pending(item, now, future, alone, context))
         self._arrival.set()
         return await future
+
+    def close(self) -> None:
+        """Stop the workers and cancel every request still queued.
+
+        For a version that is being unloaded: its workers would otherwise wait
+        for arrivals for ever, holding the model. A batch already running is
+        cancelled with its worker, which cancels that batch's callers itself.
+        """
+        self._closed = True
+        for worker in self._workers:
+            worker.cancel()
+        self._workers = []
+        # No worker will take these any more: nobody may be left waiting.
+        while self._queue:
+            self._queue.popleft().future.cancel()
 
     def _start_workers(self) -> None:
         if len(self._workers) == self.max_concurrent and not any(

@@ -210,6 +210,6 @@ def test_untraced_the_call_and_the_replica_are_as_before(
     hop, replica = asyncio.run(scenario())
     assert [len(args) for args in hop.calls] == [1]
     assert replica.tracing is None
-    assert not replica.batcher.carry_context
+    assert not replica.runner.batcher.carry_context
     assert replica_side.spans() == []
     assert model_traceparents(store) == ["-"]

@@ -278,3 +278,43 @@ def test_carry_context_runs_each_batch_in_its_first_requests_context(
 
     asyncio.run(scenario())
     assert contexts == seen
+
+
+def test_close_cancels_running_and_queued_requests_and_refuses_new_ones() -> None:
+    started = asyncio.Event()
+
+    async def stuck(items: list[int]) -> Sequence[int]:
+        started.set()
+        await asyncio.sleep(3600)
+        return items
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(stuck, max_batch_size=1, max_wait_s=0.0)
+        running = asyncio.create_task(batcher.submit(1))
+        await started.wait()
+        queued = [asyncio.create_task(batcher.submit(i)) for i in (2, 3)]
+        await asyncio.sleep(0)
+        assert len(batcher) == 2
+        workers = list(batcher._workers)
+        batcher.close()
+        # Nobody waits for ever: the batch in the model and the queue both end.
+        done, _ = await asyncio.wait([running, *queued], timeout=5)
+        assert len(done) == 3
+        assert all(task.cancelled() for task in done)
+        assert len(batcher) == 0
+        assert all(worker.done() for worker in workers)
+        with pytest.raises(RuntimeError, match="closed"):
+            await batcher.submit(4)
+
+    asyncio.run(scenario())
+
+
+def test_close_before_any_request_and_twice_is_harmless() -> None:
+    async def scenario() -> None:
+        batcher = DynamicBatcher(SlowDoubler(0.0), max_batch_size=2, max_wait_s=0.0)
+        batcher.close()
+        batcher.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await batcher.submit(1)
+
+    asyncio.run(scenario())
