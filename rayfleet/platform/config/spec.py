@@ -48,6 +48,7 @@ __all__ = [
     "ModelSpec",
     "ObservationSpec",
     "PlatformSpec",
+    "PoolSpec",
     "RequestLogSpec",
     "RouterSpec",
     "TracingSpec",
@@ -58,7 +59,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 Runtime = Literal["onnx", "python", "triton"]
-Placement = Literal["replica", "router"]
+Placement = Literal["replica", "router", "pool"]
 # Ray node labels a deployment's replicas must match, passed to Serve as the
 # actor option of the same name; Ray checks the syntax when the app is built.
 LabelSelector = dict[str, str]
@@ -71,6 +72,17 @@ def _check_name(value: str) -> str:
             "(at most 63, starting with a letter or digit), e.g. 'digits' or 'v2'"
         )
     return value
+
+
+def _replica_max_ongoing(explicit: int | None, target: float) -> int:
+    # Well above the autoscaling target unless set, so that requests past it wait
+    # in the replica for the model or the next batch: past this limit they wait
+    # in Serve's router, which retries full replicas with backoff of up to 0.5 s
+    # and, on one replica, served 8 images/s where the replica's own queue served
+    # 230 (loadtest/RESULTS.md, "Overload").
+    if explicit is not None:
+        return explicit
+    return max(8 * math.ceil(target), 64)
 
 
 class BatchingSpec(Spec):
@@ -169,7 +181,16 @@ class VersionSpec(Spec):
     Ray hop from the router. ``router``: loaded inside every router replica and
     run there with no hop, scaling with the router; for small CPU models whose
     inference costs less than a hop (about 3-7 ms here, see DESIGN.md), where the
-    hop, not the model, would decide latency and throughput.
+    hop, not the model, would decide latency and throughput. ``pool``: loaded on
+    demand into a replica of the pool that ``pool`` names (see :class:`PoolSpec`),
+    shared with other versions; for many small or rarely used versions
+    (per-customer fine-tunes, canaries at a few percent), where a replica of its
+    own would mostly idle. The pool's resources, scaling and limits apply, so a
+    version in a pool sets none of ``num_cpus``, ``num_gpus``, ``autoscaling``,
+    ``max_ongoing_requests``, ``max_queued_requests``, ``label_selector`` and
+    ``require_gpu``; its ``batching`` stays its own, since each loaded version
+    batches on its own. A triton version cannot be in a pool: it loads nothing in
+    rayfleet.
 
     ``label_selector`` restricts its replicas to Ray nodes with those labels
     (e.g. ``{ray.io/accelerator-type: A10G}``); ``num_gpus`` alone already keeps
@@ -189,6 +210,7 @@ class VersionSpec(Spec):
     runtime: Runtime | None = None
     triton: TritonTarget | None = None
     placement: Placement = "replica"
+    pool: str | None = None
     num_cpus: NonNegativeFloat = 1.0
     num_gpus: NonNegativeFloat = 0.0
     batching: BatchingSpec = BatchingSpec()
@@ -209,6 +231,7 @@ class VersionSpec(Spec):
                 "runtime 'triton' and a 'triton' block go together, e.g. "
                 "{runtime: triton, triton: {url: '127.0.0.1:8001', model_name: m}}"
             )
+        self._check_pool()
         if self.placement == "router" and self.num_gpus > 0:
             raise ValueError(
                 "a version placed in the router cannot ask for GPUs: router "
@@ -217,6 +240,41 @@ class VersionSpec(Spec):
         if self.require_gpu:
             self._check_require_gpu()
         return self
+
+    def _check_pool(self) -> None:
+        if self.placement == "pool" and self.pool is None:
+            raise ValueError(
+                "placement: pool needs the pool's name, one declared under "
+                "pools, e.g. {placement: pool, pool: small}"
+            )
+        if self.pool is None:
+            return
+        if self.placement != "pool":
+            raise ValueError(
+                f"pool {self.pool!r} needs placement: pool, e.g. "
+                f"{{placement: pool, pool: {self.pool}}}"
+            )
+        if self.triton is not None:
+            raise ValueError(
+                "a triton version cannot be in a pool: it runs on its server and "
+                "loads nothing in rayfleet; use placement: replica"
+            )
+        # Given and not the default: a spec dumped in full, as the app hands it to
+        # the router and the Validator, lists every field and must parse again.
+        given = [
+            field
+            for field in _POOL_OWNED
+            if field in self.model_fields_set
+            and getattr(self, field) != type(self).model_fields[field].default
+        ]
+        if given:
+            on_pool = ", ".join(f"pools[].{field}" for field in given)
+            belong = "belong" if len(given) > 1 else "belongs"
+            raise ValueError(
+                f"a version in a pool takes its resources, scaling and limits "
+                f"from the pool: {', '.join(given)} {belong} on the pool "
+                f"({on_pool}), not on the version"
+            )
 
     def _check_require_gpu(self) -> None:
         if self.placement == "router":
@@ -246,15 +304,83 @@ class VersionSpec(Spec):
     def replica_max_ongoing_requests(self) -> int:
         """How many requests a replica takes at once; the router queues the rest.
 
-        Well above the autoscaling target by default, so that requests past it
-        wait in the replica for the model or the next batch: past this limit they
-        wait in Serve's router, which retries full replicas with backoff of up to
-        0.5 s and, on one replica, served 8 images/s where the replica's own queue
-        served 230 (loadtest/RESULTS.md, "Overload").
+        ``max_ongoing_requests``, or eight times the autoscaling target and at
+        least 64.
         """
-        if self.max_ongoing_requests is not None:
-            return self.max_ongoing_requests
-        return max(8 * math.ceil(self.target_ongoing_requests), 64)
+        return _replica_max_ongoing(
+            self.max_ongoing_requests, self.target_ongoing_requests
+        )
+
+
+# What a version in a pool takes from its pool: the replica's resources, scaling
+# and limits, shared by every version the replica holds.
+_POOL_OWNED = (
+    "num_cpus",
+    "num_gpus",
+    "autoscaling",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "label_selector",
+    "require_gpu",
+)
+
+# A pool's autoscaling target unless set: a pool has no batch size of its own,
+# and each version it holds batches up to 16 by default (BatchingSpec), so a
+# replica at target has about one default batch in flight, as a version's has.
+_POOL_TARGET_ONGOING = 16.0
+
+
+class PoolSpec(Spec):
+    """A Serve deployment whose replicas serve many versions, each loaded on demand.
+
+    A version with ``placement: pool`` and ``pool: NAME`` runs in pool NAME. A
+    replica loads a version on its first request for it (from the store, warm-up
+    included) and keeps the most recently used; the router prefers, for a
+    version's requests, a replica that already holds it.
+
+    ``num_cpus``, ``num_gpus``, ``autoscaling``, ``max_ongoing_requests``,
+    ``max_queued_requests`` and ``label_selector`` mean what they mean on a
+    version in its own replicas, for the pool's replicas and every version they
+    hold; ``autoscaling.target_ongoing_requests`` defaults to 16, one default
+    batch (a pool has no batch size of its own).
+
+    ``max_loaded_versions`` (default 8) and ``max_loaded_bytes`` (default none:
+    the count alone bounds memory, enough where versions are of similar size)
+    bound what one replica holds, a version counting the bytes of its artifact
+    in the store (the app refuses a version bigger than the pool); a load that would pass either first unloads the least recently
+    used versions. ``unload_after_s`` (default 600) unloads a version idle that
+    long, so that one used a few times an hour stays loaded and one abandoned
+    gives its memory back; ``None`` unloads only to make room.
+    """
+
+    name: str
+    num_cpus: NonNegativeFloat = 1.0
+    num_gpus: NonNegativeFloat = 0.0
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_ongoing_requests: PositiveInt | None = None
+    max_queued_requests: int = Field(default=-1, ge=-1)
+    label_selector: LabelSelector | None = None
+    max_loaded_versions: PositiveInt = 8
+    max_loaded_bytes: PositiveInt | None = None
+    unload_after_s: PositiveFloat | None = 600.0
+
+    _name = field_validator("name")(_check_name)
+
+    @property
+    def target_ongoing_requests(self) -> float:
+        """The in-flight requests per replica the autoscaler aims for."""
+        target = self.autoscaling.target_ongoing_requests
+        return float(target if target is not None else _POOL_TARGET_ONGOING)
+
+    @property
+    def replica_max_ongoing_requests(self) -> int:
+        """How many requests a replica takes at once; the router queues the rest.
+
+        The same rule as :attr:`VersionSpec.replica_max_ongoing_requests`.
+        """
+        return _replica_max_ongoing(
+            self.max_ongoing_requests, self.target_ongoing_requests
+        )
 
 
 class ModelSpec(Spec):
@@ -447,6 +573,7 @@ class PlatformSpec(Spec):
     admin_token_env: str = Field(
         default="RAYFLEET_ADMIN_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$"
     )
+    pools: tuple[PoolSpec, ...] = ()
     models: tuple[ModelSpec, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -457,6 +584,34 @@ class PlatformSpec(Spec):
             raise ValueError(f"model names must be unique; repeated: {duplicates}")
         return self
 
+    @model_validator(mode="after")
+    def _pools_declared_and_used(self) -> PlatformSpec:
+        names = [pool.name for pool in self.pools]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"pool names must be unique; repeated: {duplicates}")
+        used: set[str] = set()
+        for model in self.models:
+            for version in model.versions:
+                if version.pool is None:
+                    continue
+                if version.pool not in names:
+                    declared = f"declared: {names}" if names else "none declared"
+                    raise ValueError(
+                        f"version {model.name}/{version.name} is placed in pool "
+                        f"{version.pool!r}, which is not under pools ({declared}); "
+                        f"declare it, e.g. pools: [{{name: {version.pool}}}]"
+                    )
+                used.add(version.pool)
+        idle = [name for name in names if name not in used]
+        if idle:
+            raise ValueError(
+                f"pools without versions: {idle}; a pool with no versions would "
+                "only hold idle replicas: place a version in it "
+                "({placement: pool, pool: NAME}) or drop it"
+            )
+        return self
+
     def model(self, name: str) -> ModelSpec:
         """The model called ``name``."""
         for model in self.models:
@@ -464,13 +619,22 @@ class PlatformSpec(Spec):
                 return model
         raise KeyError(name)
 
+    def pool(self, name: str) -> PoolSpec:
+        """The pool called ``name``."""
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
     def label_selectors(self) -> dict[str, LabelSelector]:
         """Every ``label_selector`` set, by its field path (``router``,
-        ``observations``, ``models.0.versions.1``)."""
+        ``observations``, ``pools.0``, ``models.0.versions.1``)."""
         found = {
             "router": self.router.label_selector,
             "observations": self.observations.label_selector,
         }
+        for p, pool in enumerate(self.pools):
+            found[f"pools.{p}"] = pool.label_selector
         for m, model in enumerate(self.models):
             for v, version in enumerate(model.versions):
                 found[f"models.{m}.versions.{v}"] = version.label_selector
