@@ -36,7 +36,7 @@ from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.store_writer import BackgroundWriter
 from rayfleet.platform.rollout.webhooks import WebhookSender
-from rayfleet.platform.serving.counters import ReplicaReport
+from rayfleet.platform.serving.counters import PoolReport, ReplicaReport
 from rayfleet.platform.validation.compare import reference_features
 from rayfleet.platform.validation.jobs import Job, JobQueue
 from rayfleet.platform.validation.observation import ObservationRow
@@ -179,6 +179,13 @@ class Validator:
         self._ensure_loop()
         self.core.report_replicas(
             [ReplicaReport.from_dict(report) for report in reports], time.time()
+        )
+
+    async def pool_report(self, reports: list[dict[str, Any]]) -> None:
+        """Take what one replica of a pool holds and has loaded and unloaded."""
+        self._ensure_loop()
+        self.core.report_pools(
+            [PoolReport.from_dict(report) for report in reports], time.time()
         )
 
     async def plans(self) -> dict[str, dict[str, Any]]:

@@ -41,7 +41,12 @@ from rayfleet.platform.rollout.snapshot import build_snapshot
 from rayfleet.platform.rollout.state_store import StateStore
 from rayfleet.platform.rollout.store_writer import StoreWriter, SynchronousWriter
 from rayfleet.platform.rollout.totals import Totals
-from rayfleet.platform.serving.counters import ReplicaReport, ReplicaTable
+from rayfleet.platform.serving.counters import (
+    PoolReport,
+    PoolTable,
+    ReplicaReport,
+    ReplicaTable,
+)
 from rayfleet.platform.serving.service import initial_plans
 from rayfleet.platform.serving.traffic import TrafficPlan
 from rayfleet.platform.validation.agreement import AgreementTracker
@@ -132,9 +137,9 @@ class ValidatorCore:
         self.request_logs: dict[str, RequestLogCounts] = {}
         self.ingested = 0
         # Three missed reports before a replica is taken for gone.
-        self.replicas = ReplicaTable(
-            expire_s=max(60.0, 3 * observations.replica_report_s)
-        )
+        expire_s = max(60.0, 3 * observations.replica_report_s)
+        self.replicas = ReplicaTable(expire_s=expire_s)
+        self.pools = PoolTable(expire_s=expire_s)
         self.events: list[ro.Event] = []
         self.history = RolloutHistory(store, app, decision_log or logger, self.writer)
         for model in spec.models:
@@ -251,6 +256,12 @@ class ValidatorCore:
         """Keep the replicas' latest request counters; unknown versions are skipped."""
         known = [r for r in reports if (r.model, r.version) in self.stats]
         self.replicas.update(known, now)
+
+    def report_pools(self, reports: Iterable[PoolReport], now: float) -> None:
+        """Keep the pool replicas' latest reports, whatever versions they name:
+        what a replica holds takes memory even when no model declares it now (a
+        replica of the previous deployment, during an update)."""
+        self.pools.update(reports, now)
 
     # -- the control loop ---------------------------------------------------
 

@@ -27,6 +27,7 @@ from rayfleet.platform.requestlog.writer import DROP_REASONS
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.machine import Phase
 from rayfleet.platform.rollout.totals import LATENCY_BUCKETS_MS
+from rayfleet.platform.serving.pool import UNLOAD_REASONS
 from rayfleet.platform.validation.drift import DriftReport, feature_drift
 from rayfleet.platform.validation.window import VersionStats
 
@@ -126,6 +127,7 @@ class _ValidatorCollector(Collector):
         yield from (dropped, ingested, history_failures, state_failures)
         yield from self._request_logs()
         yield from self._replicas()
+        yield from self._pools()
 
     def _request_logs(self) -> Iterator[Metric]:
         rows = CounterMetricFamily(
@@ -192,6 +194,71 @@ class _ValidatorCollector(Collector):
                 gpu = "true" if report.gpu_requested else "false"
                 info.add_metric([*key, report.provider, gpu, report.node_id], 1)
         yield from (requests, errors, batches, info)
+
+    def _pools(self) -> Iterator[Metric]:
+        labels = ["pool", "replica"]
+        versions = GaugeMetricFamily(
+            "rayfleet_pool_loaded_versions",
+            "Versions each replica of a pool holds loaded now (a version still "
+            "loading is not counted): what max_loaded_versions bounds.",
+            labels=labels,
+        )
+        size = GaugeMetricFamily(
+            "rayfleet_pool_loaded_bytes",
+            "Bytes in the store of the versions each replica of a pool holds "
+            "loaded now: what max_loaded_bytes bounds.",
+            labels=labels,
+        )
+        held = GaugeMetricFamily(
+            "rayfleet_pool_version_loaded",
+            "1 per version a replica of a pool holds loaded now.",
+            labels=[*labels, "model", "version"],
+        )
+        loads = CounterMetricFamily(
+            "rayfleet_pool_loads",
+            "Versions each replica of a pool loaded, from the store and warmed "
+            "up, on a request for a version it did not hold.",
+            labels=labels,
+        )
+        failures = CounterMetricFamily(
+            "rayfleet_pool_load_failures",
+            "Loads of a version that raised, per replica of a pool; the requests "
+            "waiting for the load failed with it.",
+            labels=labels,
+        )
+        seconds = CounterMetricFamily(
+            "rayfleet_pool_load_seconds",
+            "Seconds each replica of a pool spent in the loads that succeeded; "
+            "over rayfleet_pool_loads_total, the time one load takes.",
+            labels=labels,
+        )
+        unloads = CounterMetricFamily(
+            "rayfleet_pool_unloads",
+            "Versions each replica of a pool unloaded, by reason: count (to load "
+            "another within max_loaded_versions), bytes (within max_loaded_bytes), "
+            "idle (unused for unload_after_s).",
+            labels=[*labels, "reason"],
+        )
+        waits = CounterMetricFamily(
+            "rayfleet_pool_load_waits",
+            "Requests that found their version not loaded on the replica of a "
+            "pool they reached, and waited for it to load.",
+            labels=labels,
+        )
+        for report in self.core.pools.current(self.now):
+            key = [report.pool, report.replica]
+            versions.add_metric(key, len(report.loaded))
+            size.add_metric(key, report.loaded_bytes)
+            for model, version in sorted(report.loaded):
+                held.add_metric([*key, model, version], 1)
+            loads.add_metric(key, report.loads)
+            failures.add_metric(key, report.load_failures)
+            seconds.add_metric(key, report.load_seconds)
+            # Every reason from the first report on, so rate() sees each start.
+            for reason in sorted({*UNLOAD_REASONS, *report.unloads}):
+                unloads.add_metric([*key, reason], report.unloads.get(reason, 0))
+            waits.add_metric(key, report.load_waits)
+        yield from (versions, size, held, loads, failures, seconds, unloads, waits)
 
     def _rollouts(self) -> Iterator[Metric]:
         core = self.core

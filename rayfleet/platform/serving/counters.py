@@ -1,12 +1,14 @@
-"""Per-replica request counters: kept where a request runs, gathered in one table.
+"""Per-replica counters: kept where a request runs, gathered in one table.
 
 Each replica that runs a version (a ``ModelReplica``, or a router replica for a
 version placed in the router) counts what it served in :class:`ReplicaCounters`
 and sends a :class:`ReplicaReport` of the running totals every few seconds, with
 what it runs on (the :class:`~rayfleet.platform.runtimes.device.Device`) and its
-Ray node. The Validator keeps the latest report of every replica in a
-:class:`ReplicaTable`, which ``/metrics`` renders as counters labelled by replica,
-and one ``rayfleet_replica_info`` series per replica naming its device.
+Ray node. A replica of a pool also sends a :class:`PoolReport`: the versions it
+holds now and its loads and unloads so far. The Validator keeps the latest report
+of every replica in a :class:`LatestTable` per kind (:data:`ReplicaTable`,
+:data:`PoolTable`), which ``/metrics`` renders as series labelled by replica, and
+one ``rayfleet_replica_info`` series per replica naming its device.
 
 Reports carry totals, never increments, so a lost report costs nothing but
 freshness, and a replica that stops reporting (scaled down, crashed) is forgotten
@@ -19,11 +21,30 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from rayfleet.platform.runtimes.device import Device
 
-__all__ = ["ReplicaCounters", "ReplicaReport", "ReplicaTable", "balance_ratio"]
+__all__ = [
+    "LatestTable",
+    "PoolReport",
+    "PoolTable",
+    "ReplicaCounters",
+    "ReplicaReport",
+    "ReplicaTable",
+    "balance_ratio",
+]
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Which replica (and what of it) the report is about: a newer report
+        with the same key replaces it."""
+        ...
+
+
+R = TypeVar("R", bound=_Keyed)
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,11 @@ class ReplicaReport:
     provider: str = ""
     gpu_requested: bool = False
     node_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The version and the replica reporting it."""
+        return (self.model, self.version, self.replica)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-data copy, to cross a process boundary."""
@@ -113,25 +139,93 @@ class ReplicaCounters:
         )
 
 
-class ReplicaTable:
-    """The latest report of every replica; replicas silent for ``expire_s`` drop out."""
+@dataclass(frozen=True)
+class PoolReport:
+    """The running totals of one replica of a pool, as it last sent them.
+
+    ``loaded`` is the (model, version) pairs it holds now, loaded and ready, and
+    ``loaded_bytes`` their size in the store; a version still loading is in
+    neither. The rest count since the replica started, as its
+    :class:`~rayfleet.platform.serving.pool.PoolStats` does: ``loads`` that
+    succeeded and ``load_failures`` that raised, ``load_seconds`` spent in those
+    that succeeded, ``unloads`` by reason, and ``load_waits``, requests that found
+    their version not loaded and waited for it.
+    ``node_id`` is the replica's Ray node (empty outside Ray).
+    """
+
+    pool: str
+    replica: str
+    node_id: str
+    loaded: tuple[tuple[str, str], ...]
+    loaded_bytes: int
+    loads: int
+    load_failures: int
+    load_seconds: float
+    unloads: Mapping[str, int]
+    load_waits: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The pool and the replica reporting it."""
+        return (self.pool, self.replica)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-data copy, to cross a process boundary."""
+        return {
+            "pool": self.pool,
+            "replica": self.replica,
+            "node_id": self.node_id,
+            "loaded": [[model, version] for model, version in self.loaded],
+            "loaded_bytes": self.loaded_bytes,
+            "loads": self.loads,
+            "load_failures": self.load_failures,
+            "load_seconds": self.load_seconds,
+            "unloads": dict(self.unloads),
+            "load_waits": self.load_waits,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PoolReport:
+        """The report :meth:`to_dict` wrote."""
+        return cls(
+            pool=str(data["pool"]),
+            replica=str(data["replica"]),
+            node_id=str(data.get("node_id", "")),
+            loaded=tuple(
+                (str(model), str(version)) for model, version in data["loaded"]
+            ),
+            loaded_bytes=int(data["loaded_bytes"]),
+            loads=int(data["loads"]),
+            load_failures=int(data["load_failures"]),
+            load_seconds=float(data["load_seconds"]),
+            unloads={str(k): int(v) for k, v in data["unloads"].items()},
+            load_waits=int(data["load_waits"]),
+        )
+
+
+class LatestTable(Generic[R]):
+    """The latest report under each key; keys silent for ``expire_s`` drop out."""
 
     def __init__(self, expire_s: float = 60.0) -> None:
         self.expire_s = expire_s
-        self._latest: dict[tuple[str, str, str], tuple[float, ReplicaReport]] = {}
+        self._latest: dict[tuple[str, ...], tuple[float, R]] = {}
 
-    def update(self, reports: Iterable[ReplicaReport], now: float) -> None:
-        """Keep each report as its replica's latest, received at ``now``."""
+    def update(self, reports: Iterable[R], now: float) -> None:
+        """Keep each report as its key's latest, received at ``now``."""
         for report in reports:
-            key = (report.model, report.version, report.replica)
-            self._latest[key] = (now, report)
+            self._latest[report.key] = (now, report)
 
-    def current(self, now: float) -> list[ReplicaReport]:
-        """Reports of replicas heard from within ``expire_s``, sorted by key."""
+    def current(self, now: float) -> list[R]:
+        """Reports heard within ``expire_s``, sorted by key."""
         expired = [k for k, (at, _) in self._latest.items() if now - at > self.expire_s]
         for key in expired:
             del self._latest[key]
         return [self._latest[key][1] for key in sorted(self._latest)]
+
+
+# The latest report of every replica of every version, and of every pool replica.
+ReplicaTable = LatestTable[ReplicaReport]
+PoolTable = LatestTable[PoolReport]
 
 
 def balance_ratio(requests: Iterable[int]) -> float | None:

@@ -1,6 +1,7 @@
 """deploy/grafana/rayfleet.json and deploy/prometheus/rules.yaml: well-formed, and
 reading only series that the Validator's ``/metrics`` exports, with the labels it
-gives them, on the page of a Validator that has seen a whole rollout."""
+gives them, on the page of a Validator that has seen a whole rollout (and, by name,
+on that of one that has seen nothing)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from rayfleet.platform.rollout.controller import ValidatorCore
+from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics
 from tests.monitoring import (
     Series,
@@ -23,6 +26,8 @@ from tests.monitoring import (
     rule_expressions,
     selectors,
 )
+from tests.unit.platform.rollout.test_controller import platform
+from tests.unit.platform.rollout.test_history import T0
 from tests.unit.platform.rollout.test_telemetry import rolled_out_core
 
 ALERTS = [
@@ -140,6 +145,14 @@ def test_every_series_named_is_on_the_page_with_samples(
     assert len(named) >= 15
     assert named - set(page) == set()
     assert {name for name in named if page[name].samples == 0} == set()
+
+
+def test_every_series_named_is_on_the_page_of_a_validator_that_saw_nothing() -> None:
+    # What the integration test finds on a live app, which has no pool and may
+    # not have served yet: families without samples still name their series.
+    core = ValidatorCore(platform(), "shop", MemoryStateStore(), {}, now=T0)
+    page = exported_series(render_metrics(core, T0).decode())
+    assert named_metrics([*QUERIES, *EXPRESSIONS.values()]) - set(page) == set()
 
 
 def _named_queries() -> dict[str, str]:

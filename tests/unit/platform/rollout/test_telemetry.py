@@ -13,7 +13,7 @@ from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics
 from rayfleet.platform.runtimes.device import CPU, CUDA
-from rayfleet.platform.serving.counters import ReplicaReport
+from rayfleet.platform.serving.counters import PoolReport, ReplicaReport
 from rayfleet.platform.validation.observation import Observation, ObservationRow
 from tests.unit.platform.rollout.test_controller import READY, platform, serve
 from tests.unit.platform.rollout.test_history import T0, roll_back_v2
@@ -59,6 +59,20 @@ def _inputs(at: float) -> list[ObservationRow]:
 REQUEST_LOG = RequestLogCounts(
     rows=120, write_failures=1, dropped={"full": 16, "store": 8}
 )
+# A replica of pool "small" holding two versions, after three loads (one failed),
+# an unload for the count bound and one for idleness.
+POOL_REPORT = PoolReport(
+    pool="small",
+    replica="p1",
+    node_id="n3",
+    loaded=(("iris", "v1"), ("digits", "v2")),
+    loaded_bytes=6144,
+    loads=3,
+    load_failures=1,
+    load_seconds=1.25,
+    unloads={"count": 1, "idle": 1},
+    load_waits=5,
+)
 
 
 def rolled_out_core(
@@ -71,7 +85,8 @@ def rolled_out_core(
     seconds of traffic since, with the inputs of :func:`_inputs` (iris too); a
     router dropped 7 observations; a replica of v1 and one of v3 reported
     batches, v3's running on CPU though it asked for a GPU; router-b's request
-    log wrote rows and dropped some (:data:`REQUEST_LOG`).
+    log wrote rows and dropped some (:data:`REQUEST_LOG`); a pool replica
+    reported what it holds (:data:`POOL_REPORT`).
     """
     core = ValidatorCore(
         platform(), "shop", store or MemoryStateStore(), REFERENCES, now=T0
@@ -95,6 +110,7 @@ def rolled_out_core(
         ],
         now,
     )
+    core.report_pools([POOL_REPORT], now)
     return core, now
 
 
@@ -195,3 +211,71 @@ def test_request_log_counters_are_shown_per_router_and_reason() -> None:
     # A flush without counts (a router without a request log) keeps them.
     core.ingest([], router="router-b", dropped=7)
     assert len(samples(core, now, name)) == 3
+
+
+def test_pool_replicas_are_shown_as_they_last_reported() -> None:
+    core, now = rolled_out_core()
+    text = render_metrics(core, now).decode()
+    found = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("rayfleet_pool_")
+        for sample in family.samples
+    }
+    replica = (("pool", "small"), ("replica", "p1"))
+    assert found == {
+        ("rayfleet_pool_loaded_versions", replica): 2,
+        ("rayfleet_pool_loaded_bytes", replica): 6144,
+        (
+            "rayfleet_pool_version_loaded",
+            (("model", "digits"), *replica, ("version", "v2")),
+        ): 1,
+        (
+            "rayfleet_pool_version_loaded",
+            (("model", "iris"), *replica, ("version", "v1")),
+        ): 1,
+        ("rayfleet_pool_loads_total", replica): 3,
+        ("rayfleet_pool_load_failures_total", replica): 1,
+        ("rayfleet_pool_load_seconds_total", replica): 1.25,
+        (
+            "rayfleet_pool_unloads_total",
+            (("pool", "small"), ("reason", "bytes"), ("replica", "p1")),
+        ): 0,
+        (
+            "rayfleet_pool_unloads_total",
+            (("pool", "small"), ("reason", "count"), ("replica", "p1")),
+        ): 1,
+        (
+            "rayfleet_pool_unloads_total",
+            (("pool", "small"), ("reason", "idle"), ("replica", "p1")),
+        ): 1,
+        ("rayfleet_pool_load_waits_total", replica): 5,
+    }
+    # Silent for over a minute, the replica is gone from the page.
+    assert "rayfleet_pool_loads_total{" not in render_metrics(core, now + 61).decode()
+
+
+POOL_FAMILIES = {
+    "rayfleet_pool_loaded_versions": "gauge",
+    "rayfleet_pool_loaded_bytes": "gauge",
+    "rayfleet_pool_version_loaded": "gauge",
+    "rayfleet_pool_loads": "counter",
+    "rayfleet_pool_load_failures": "counter",
+    "rayfleet_pool_load_seconds": "counter",
+    "rayfleet_pool_unloads": "counter",
+    "rayfleet_pool_load_waits": "counter",
+}
+
+
+def test_the_pool_families_are_on_the_page_without_a_pool() -> None:
+    core = ValidatorCore(platform(), "shop", MemoryStateStore(), REFERENCES, now=T0)
+    text = render_metrics(core, T0).decode()
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("rayfleet_pool_")
+    }
+    assert {name: f.type for name, f in families.items()} == POOL_FAMILIES
+    assert all(f.documentation and not f.samples for f in families.values())
+    # Counters are named as Prometheus reads them, with their _total.
+    assert "# TYPE rayfleet_pool_loads_total counter" in text

@@ -4,7 +4,9 @@ rendered in ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,12 +21,15 @@ from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics, replica_requests
 from rayfleet.platform.runtimes.device import CPU, CUDA, PYTHON, Device
 from rayfleet.platform.serving.counters import (
+    PoolReport,
+    PoolTable,
     ReplicaCounters,
     ReplicaReport,
     ReplicaTable,
     balance_ratio,
 )
 from rayfleet.platform.serving.inprocess import InProcessBackend
+from rayfleet.platform.serving.pool import UNLOAD_REASONS
 
 T0 = 1_700_000_000.0
 
@@ -70,6 +75,92 @@ def test_table_keeps_the_latest_report_and_forgets_silent_replicas() -> None:
     # b last reported at T0 + 30: gone 60 s later, a still there.
     assert [r.replica for r in table.current(T0 + 91)] == ["a"]
     assert table.current(T0 + 101) == []
+
+
+POOL_REPORT = PoolReport(
+    pool="small",
+    replica="p1",
+    node_id="n1",
+    loaded=(("digits", "v2"), ("iris", "v1")),
+    loaded_bytes=3072,
+    loads=5,
+    load_failures=1,
+    load_seconds=2.5,
+    unloads={"count": 2, "idle": 1},
+    load_waits=6,
+)
+
+
+def test_a_pool_report_crosses_a_process_boundary_as_plain_data() -> None:
+    data = POOL_REPORT.to_dict()
+    assert data == {
+        "pool": "small",
+        "replica": "p1",
+        "node_id": "n1",
+        "loaded": [["digits", "v2"], ["iris", "v1"]],
+        "loaded_bytes": 3072,
+        "loads": 5,
+        "load_failures": 1,
+        "load_seconds": 2.5,
+        "unloads": {"count": 2, "idle": 1},
+        "load_waits": 6,
+    }
+    # Through JSON as through Ray's serialisation: lists stay lists.
+    assert PoolReport.from_dict(json.loads(json.dumps(data))) == POOL_REPORT
+    empty = replace(POOL_REPORT, loaded=(), loaded_bytes=0, loads=0, unloads={})
+    assert PoolReport.from_dict(empty.to_dict()) == empty
+
+
+_COUNTS = st.integers(min_value=0, max_value=2**53)
+
+
+@given(
+    st.builds(
+        PoolReport,
+        pool=st.text(max_size=12),
+        replica=st.text(max_size=12),
+        node_id=st.text(max_size=12),
+        loaded=st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8))).map(tuple),
+        loaded_bytes=_COUNTS,
+        loads=_COUNTS,
+        load_failures=_COUNTS,
+        load_seconds=st.floats(min_value=0, allow_infinity=False),
+        unloads=st.dictionaries(st.sampled_from(UNLOAD_REASONS), _COUNTS),
+        load_waits=_COUNTS,
+    )
+)
+def test_every_pool_report_survives_json(report: PoolReport) -> None:
+    assert PoolReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+
+
+def test_pool_table_keeps_the_latest_report_per_pool_replica() -> None:
+    table = PoolTable(expire_s=60)
+    table.update(
+        [replace(POOL_REPORT, replica="b", loads=1), replace(POOL_REPORT, replica="a")],
+        T0,
+    )
+    table.update([replace(POOL_REPORT, pool="large", replica="a", loads=4)], T0 + 30)
+    table.update([replace(POOL_REPORT, replica="a", loads=2)], T0 + 40)
+    assert [(r.pool, r.replica, r.loads) for r in table.current(T0 + 40)] == [
+        ("large", "a", 4),
+        ("small", "a", 2),
+        ("small", "b", 1),
+    ]
+    # b last reported at T0, large/a at T0 + 30: each gone 60 s later.
+    assert [r.key for r in table.current(T0 + 61)] == [
+        ("large", "a"),
+        ("small", "a"),
+    ]
+    assert [r.key for r in table.current(T0 + 91)] == [("small", "a")]
+    assert table.current(T0 + 101) == []
+
+
+def test_the_core_keeps_pool_reports_whatever_versions_they_name() -> None:
+    core = _core()
+    # digits/v2 and iris are not in the spec: a pool still holds them.
+    core.report_pools([POOL_REPORT], T0)
+    assert core.pools.current(T0 + 1) == [POOL_REPORT]
+    assert core.pools.current(T0 + 61) == []
 
 
 def test_balance_ratio() -> None:
