@@ -14,13 +14,19 @@ from ray._private.label_utils import validate_label_selector
 from ray.serve import Application
 
 from rayfleet.autoscaling.serve_policy import autoscaling_config_for
-from rayfleet.deployments.health import deployment_name
+from rayfleet.deployments.health import (
+    deployment_name,
+    pool_deployment_name,
+    pooled_version_id,
+)
+from rayfleet.deployments.pool import PooledVersion, PoolReplica
 from rayfleet.deployments.replica import ModelReplica
 from rayfleet.deployments.router import Router
 from rayfleet.deployments.validator import Validator
 from rayfleet.platform.config.spec import (
     AutoscalingSpec,
     PlatformSpec,
+    PoolSpec,
     VersionSpec,
     parse_spec,
 )
@@ -34,6 +40,9 @@ from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.runtimes.triton import triton_manifest
 
 __all__ = ["build", "build_from_spec", "label_selector_problems"]
+
+# Each version's manifest as plain data, by model and version.
+Manifests = dict[str, dict[str, dict[str, Any]]]
 
 
 def _manifest(store: ModelStore, model: str, version: VersionSpec) -> Manifest:
@@ -113,9 +122,61 @@ def _replica(
     return replica
 
 
+def _pooled_versions(
+    spec: PlatformSpec, pool: PoolSpec, store: ModelStore, manifests: Manifests
+) -> dict[str, dict[str, Any]]:
+    """The versions placed in ``pool``, by their id in it, each with the bytes
+    it will count for; one too big for the pool fails the build."""
+    versions: dict[str, dict[str, Any]] = {}
+    for model in spec.models:
+        for version in model.versions:
+            if version.pool != pool.name:
+                continue
+            manifest = Manifest.model_validate(manifests[model.name][version.name])
+            size = store.artifact_bytes(model.name, version.name, manifest, version.uri)
+            limit = pool.max_loaded_bytes
+            if limit is not None and size > limit:
+                raise ConfigError(
+                    f"models.{model.name}.versions.{version.name}: its artifact is "
+                    f"{size} bytes, over pool {pool.name!r}'s max_loaded_bytes "
+                    f"({limit}); raise the limit or place it in a replica"
+                )
+            pooled = PooledVersion(model.name, version, manifest, size)
+            versions[pooled_version_id(model.name, version.name)] = pooled.to_dict()
+    return versions
+
+
+def _pool(
+    pool: PoolSpec,
+    versions: dict[str, dict[str, Any]],
+    spec: PlatformSpec,
+    validator: Application | None,
+) -> Application:
+    app: Application = PoolReplica.options(  # type: ignore[attr-defined]
+        **_shutdown_options(spec),
+        name=pool_deployment_name(pool.name),
+        ray_actor_options=_actor_options(
+            pool.label_selector, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus
+        ),
+        autoscaling_config=_autoscaling_config(
+            pool.autoscaling, pool.target_ongoing_requests
+        ),
+        max_ongoing_requests=pool.replica_max_ongoing_requests,
+        max_queued_requests=pool.max_queued_requests,
+    ).bind(
+        pool.model_dump(mode="json"),
+        versions,
+        spec.store,
+        validator,
+        spec.observations.replica_report_s,
+        spec.tracing.model_dump(mode="json"),
+    )
+    return app
+
+
 def build_from_spec(spec: PlatformSpec) -> Application:
     """The Serve application for a validated spec: one router, one deployment per
-    version placed in a replica, and the Validator."""
+    version placed in a replica, one per pool, and the Validator."""
     problems = label_selector_problems(spec)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -130,7 +191,7 @@ def build_from_spec(spec: PlatformSpec) -> Application:
                 num_cpus=spec.observations.num_cpus,
             )
         ).bind(spec.model_dump(mode="json"))
-    manifests: dict[str, dict[str, dict[str, Any]]] = {}
+    manifests: Manifests = {}
     replicas: dict[str, dict[str, Application]] = {}
     for model in spec.models:
         manifests[model.name] = {}
@@ -142,6 +203,12 @@ def build_from_spec(spec: PlatformSpec) -> Application:
                 replicas[model.name][version.name] = _replica(
                     model.name, version, manifest, spec, validator
                 )
+    pools = {
+        pool.name: _pool(
+            pool, _pooled_versions(spec, pool, store, manifests), spec, validator
+        )
+        for pool in spec.pools
+    }
     router = spec.router
     app: Application = Router.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
@@ -154,7 +221,7 @@ def build_from_spec(spec: PlatformSpec) -> Application:
             or ROUTER_TARGET_ONGOING_REQUESTS,
         ),
         max_ongoing_requests=router.max_ongoing_requests,
-    ).bind(spec.model_dump(mode="json"), manifests, replicas, validator)
+    ).bind(spec.model_dump(mode="json"), manifests, replicas, validator, pools)
     return app
 
 

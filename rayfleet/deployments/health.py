@@ -3,7 +3,9 @@
 A version placed in a replica is ready when its deployment is ``HEALTHY``, which
 Serve marks only once every replica's constructor (load and warm-up) is done; a
 version placed in the router is ready whenever the router answers at all, since
-the router loaded it before it became healthy itself.
+the router loaded it before it became healthy itself; a version placed in a pool
+is ready when the pool's deployment is, since any of its replicas loads the
+version on its first request.
 """
 
 from __future__ import annotations
@@ -17,12 +19,41 @@ from ray.serve.schema import ServeStatus
 
 from rayfleet.platform.config.spec import PlatformSpec
 
-__all__ = ["DeploymentHealth", "deployment_name"]
+__all__ = [
+    "DeploymentHealth",
+    "deployment_name",
+    "pool_deployment_name",
+    "pooled_version_id",
+    "serving_deployment",
+]
 
 
 def deployment_name(model: str, version: str) -> str:
     """The Serve deployment name of a version (names never contain ':')."""
     return f"{model}:{version}"
+
+
+def pool_deployment_name(pool: str) -> str:
+    """The Serve deployment name of a pool: never a version's (no ':'), nor
+    the router's or the Validator's."""
+    return f"pool-{pool}"
+
+
+def pooled_version_id(model: str, version: str) -> str:
+    """How a pool knows a version: Serve's multiplexed model id on its handle,
+    and the key of the pool's cache (names never contain '/')."""
+    return f"{model}/{version}"
+
+
+def serving_deployment(spec: PlatformSpec, model: str, version: str) -> str | None:
+    """The deployment whose replicas run ``model``/``version``: its own, its
+    pool's, or None for a version placed in the router."""
+    placed = spec.model(model).version(version)
+    if placed.placement == "router":
+        return None
+    if placed.pool is not None:
+        return pool_deployment_name(placed.pool)
+    return deployment_name(model, version)
 
 
 class DeploymentHealth:
@@ -56,9 +87,11 @@ class DeploymentHealth:
     async def versions_ready(self, spec: PlatformSpec) -> dict[tuple[str, str], bool]:
         """Whether each ``(model, version)`` of ``spec`` can take requests."""
         healthy = await self.healthy()
-        return {
-            (model.name, version.name): version.placement == "router"
-            or deployment_name(model.name, version.name) in healthy
-            for model in spec.models
-            for version in model.versions
-        }
+        ready = {}
+        for model in spec.models:
+            for version in model.versions:
+                serving = serving_deployment(spec, model.name, version.name)
+                ready[(model.name, version.name)] = (
+                    serving is None or serving in healthy
+                )
+        return ready

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,12 @@ from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from rayfleet.deployments.health import DeploymentHealth, deployment_name
+from rayfleet.deployments.health import (
+    DeploymentHealth,
+    deployment_name,
+    pool_deployment_name,
+    pooled_version_id,
+)
 from rayfleet.deployments.reporting import report_forever
 from rayfleet.deployments.serve_logs import send_to_serve
 from rayfleet.platform.background import BackgroundTasks
@@ -75,11 +80,14 @@ class ServeBackend:
         health: DeploymentHealth,
         *,
         traced: bool = False,
+        pooled: Mapping[tuple[str, str], str] | None = None,
     ) -> None:
         self.handles = handles
         self.local = local
         self.health = health
         self.traced = traced
+        # (model, version) -> its pool's deployment, for versions in a pool.
+        self.pooled = dict(pooled or {})
 
     def _is_local(self, model: str, version: str) -> bool:
         return version in self.local.runtimes.get(model, {})
@@ -122,16 +130,42 @@ class ServeBackend:
 
     async def ready(self, model: str, version: str) -> bool:
         """Whether the version can take requests: loaded here, or its deployment
-        reported healthy by Serve."""
+        (its own or its pool's) reported healthy by Serve."""
         if self._is_local(model, version):
             return True
-        return deployment_name(model, version) in await self.health.healthy()
+        serving = self.pooled.get((model, version)) or deployment_name(model, version)
+        return serving in await self.health.healthy()
 
 
 def _unavailable(model: str, version: str, error: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"{model}/{version} cannot take the request now: {type(error).__name__}"
     )
+
+
+def _with_pooled_versions(
+    spec: PlatformSpec, handles: Handles, pools: Mapping[str, DeploymentHandle[Any]]
+) -> tuple[Handles, dict[tuple[str, str], str]]:
+    """``handles`` plus one per version placed in a pool, and each of those
+    versions' pool deployment.
+
+    A pooled version's handle is its pool's, with the version as Serve's
+    multiplexed model id: Serve's request router then prefers a pool replica
+    that has the version loaded (or is loading it), and the replica reads the id
+    to know which version to run.
+    """
+    every = {model: dict(versions) for model, versions in handles.items()}
+    pooled: dict[tuple[str, str], str] = {}
+    for model in spec.models:
+        for version in model.versions:
+            if version.pool is None:
+                continue
+            key = pooled_version_id(model.name, version.name)
+            every.setdefault(model.name, {})[version.name] = pools[
+                version.pool
+            ].options(multiplexed_model_id=key)
+            pooled[(model.name, version.name)] = pool_deployment_name(version.pool)
+    return every, pooled
 
 
 class ValidatorLink:
@@ -267,9 +301,11 @@ class Router(GrpcInference):
         manifests: dict[str, dict[str, dict[str, Any]]],
         handles: Handles,
         validator: DeploymentHandle[Any] | None = None,
+        pools: dict[str, DeploymentHandle[Any]] | None = None,
     ) -> None:
         send_to_serve()
         platform_spec = PlatformSpec.model_validate(spec)
+        handles, pooled = _with_pooled_versions(platform_spec, handles, pools or {})
         typed = {
             model: {v: Manifest.model_validate(m) for v, m in versions.items()}
             for model, versions in manifests.items()
@@ -305,6 +341,7 @@ class Router(GrpcInference):
                     serve.get_replica_context().app_name, ROUTER_READY_CACHE_S
                 ),
                 traced=self.tracing is not None,
+                pooled=pooled,
             ),
             recorder=self.buffer if validator is not None else None,
             request_log=self.request_log,

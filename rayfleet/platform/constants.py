@@ -88,3 +88,10 @@ ROUTER_TARGET_ONGOING_REQUESTS = 64.0
 # it; inference has no side effects, so it is sent once more, and Serve's handle,
 # which has by then taken the dead replica out of its set, picks a live one.
 REPLICA_CALL_ATTEMPTS = 2
+# How often a pool replica tells Serve's controller which versions it holds,
+# when that changed: Serve's own interval for @serve.multiplexed, so routing to
+# a replica that is loading a version starts as early as Serve's would.
+POOL_ROUTING_PUSH_S = 0.1
+# The longest a pool replica waits between looks for versions idle past the
+# pool's unload_after_s (it looks four times per unload_after_s when shorter).
+POOL_IDLE_CHECK_S = 5.0

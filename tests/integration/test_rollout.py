@@ -146,13 +146,17 @@ def test_good_canary_promoted_bad_canary_rolled_back(
                     # scheduling hiccup; the p50 ratio still guards latency.
                     "gates": {"max_model_p99_ratio": None},
                 },
+                # The canaries share a pool (test_gates_under_load has them
+                # in replicas of their own): a rollout does not care where a
+                # version runs.
                 "versions": [
                     {"name": "v1", "placement": "router"},
-                    {"name": "v2", "canary": True, "num_cpus": 0.1},
-                    {"name": "v3", "canary": True, "num_cpus": 0.1},
+                    {"name": "v2", "canary": True, "placement": "pool", "pool": "c"},
+                    {"name": "v3", "canary": True, "placement": "pool", "pool": "c"},
                 ],
             }
         ],
+        pools=[{"name": "c", "num_cpus": 0.1}],
         webhooks=[
             {"url": receiver.url, "secret_env": WEBHOOK_SECRET_ENV, "timeout_s": 2}
         ],

@@ -178,6 +178,25 @@ class ModelStore:
                 raise StoreError(f"{missing} is missing (the manifest names it)")
         return manifest
 
+    def copies(self, model: str, version: str, uri: str | None = None) -> bool:
+        """Whether :meth:`fetch` copies the version's files (a remote store)."""
+        return not self._version(model, version, uri).is_local
+
+    def artifact_bytes(
+        self, model: str, version: str, manifest: Manifest, uri: str | None = None
+    ) -> int:
+        """Bytes of the version's artifact in the store (0 without one): what a
+        pool counts for it against ``max_loaded_bytes``, since a runtime holds
+        about its weights once loaded."""
+        if manifest.artifact is None:
+            return 0
+        where = self._version(model, version, uri)
+        try:
+            info = where.fs.get_file_info(f"{where.path}/{manifest.artifact}")
+        except OSError as error:
+            raise StoreError(f"cannot read {where.uri}: {error}") from error
+        return int(info.size or 0)
+
     def fetch(self, model: str, version: str, uri: str | None = None) -> Path:
         """A local folder holding the version's files.
 

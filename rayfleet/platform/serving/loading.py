@@ -8,8 +8,10 @@ before it reports healthy, so a version never meets its first client cold.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rayfleet.platform.config.spec import VersionSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
@@ -21,10 +23,18 @@ __all__ = ["LoadedVersion", "load_version"]
 @dataclass(frozen=True)
 class LoadedVersion:
     """A version's runtime, warm, and the seconds loading and warming took once
-    its files were here."""
+    its files were here; ``scratch``, the local copy of a remote store's files
+    that the caller owns (None when the runtime reads the store in place)."""
 
     runtime: Runtime
     warm_s: float
+    scratch: Path | None = None
+
+    def discard_files(self) -> None:
+        """Delete the local copy, once the runtime is gone: a pool that loads
+        and unloads versions all day would otherwise fill the disk."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def load_version(
@@ -32,10 +42,12 @@ def load_version(
 ) -> LoadedVersion:
     """Fetch ``version``'s files (none for Triton, which serves them itself),
     load its runtime and run it on the smallest and largest batch it will see."""
-    folder = None
+    folder = scratch = None
     if (version.runtime or manifest.runtime) != "triton":
         folder = store.fetch(model, version.name, version.uri)
+        if store.copies(model, version.name, version.uri):
+            scratch = folder
     started = time.perf_counter()
     runtime = load_runtime(manifest, folder, version, model=model)
     warm_up(runtime, manifest.signature, version.batching.max_batch_size)
-    return LoadedVersion(runtime, time.perf_counter() - started)
+    return LoadedVersion(runtime, time.perf_counter() - started, scratch)

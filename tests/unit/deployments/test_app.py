@@ -5,6 +5,7 @@ No Ray: building an application only binds deployments; nothing starts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         folder = Path(root, "m", version)
         folder.mkdir(parents=True)
         (folder / MANIFEST).write_text(manifest.to_json())
+    # A version with an artifact of 1000 bytes, for a pool's byte bound.
+    folder = Path(root, "big", "v1")
+    folder.mkdir(parents=True)
+    (folder / "m.py").write_text("#" * 1000)
+    big = manifest.model_copy(update={"artifact": "m.py"})
+    (folder / MANIFEST).write_text(big.to_json())
     return str(root)
 
 
@@ -53,12 +60,12 @@ def _options(app: Application) -> dict[str, dict[str, Any]]:
     """Each bound deployment's name and actor options, router first."""
     router = app._bound_deployment
     found = {router.name: router.ray_actor_options}
-    _spec, _manifests, replicas, validator = router.init_args
-    for versions in replicas.values():
-        for replica in versions.values():
-            found[replica._bound_deployment.name] = (
-                replica._bound_deployment.ray_actor_options
-            )
+    _spec, _manifests, replicas, validator, pools = router.init_args
+    bound = [app for versions in replicas.values() for app in versions.values()]
+    for deployment in [*bound, *pools.values()]:
+        found[deployment._bound_deployment.name] = (
+            deployment._bound_deployment.ray_actor_options
+        )
     if validator is not None:
         found["Validator"] = validator._bound_deployment.ray_actor_options
     return found
@@ -117,7 +124,7 @@ def test_the_tracing_block_reaches_the_router_and_each_replica(store: str) -> No
         "sample_rate": 0.5,
     }
     router = build(_args(store, tracing=tracing))._bound_deployment
-    spec, _manifests, replicas, _validator = router.init_args
+    spec, _manifests, replicas, _validator, _pools = router.init_args
     assert spec["tracing"]["otlp_endpoint"] == tracing["otlp_endpoint"]
     (replica,) = replicas["m"].values()
     # The replica's last argument: the block as the spec validated it.
@@ -126,3 +133,52 @@ def test_the_tracing_block_reaches_the_router_and_each_replica(store: str) -> No
         "service_name": "rayfleet",
         "export_every_s": 5.0,
     }
+
+
+def _pooled(store: str, **pool: Any) -> dict[str, Any]:
+    return _args(
+        store,
+        pools=[{"name": "shared", "num_cpus": 0.5, "label_selector": HEAD, **pool}],
+        models=[
+            {
+                "name": "m",
+                "versions": [
+                    {"name": "v1", "placement": "router"},
+                    {"name": "v2", "placement": "pool", "pool": "shared"},
+                ],
+            },
+            {
+                "name": "big",
+                "versions": [{"name": "v1", "placement": "pool", "pool": "shared"}],
+            },
+        ],
+    )
+
+
+def test_a_pool_is_one_deployment_serving_its_versions(store: str) -> None:
+    app = build(_pooled(store, max_loaded_bytes=1000))
+    options = _options(app)
+    assert set(options) == {"Router", "Validator", "pool-shared"}
+    assert options["pool-shared"] == {
+        "num_cpus": 0.5,
+        "num_gpus": 0.0,
+        "label_selector": HEAD,
+    }
+    _spec, _manifests, replicas, _validator, pools = app._bound_deployment.init_args
+    assert replicas == {"m": {}, "big": {}}
+    pool_args = pools["shared"]._bound_deployment.init_args
+    versions = pool_args[1]
+    assert sorted(versions) == ["big/v1", "m/v2"]
+    # What each version counts against max_loaded_bytes: its artifact's bytes.
+    assert versions["big/v1"]["size_bytes"] == 1000
+    assert versions["m/v2"]["size_bytes"] == 0
+
+
+def test_a_version_bigger_than_its_pool_fails_the_build(store: str) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "models.big.versions.v1: its artifact is 1000 bytes, over pool 'shared'"
+        ),
+    ):
+        build(_pooled(store, max_loaded_bytes=999))

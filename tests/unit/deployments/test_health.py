@@ -6,7 +6,12 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from rayfleet.deployments.health import DeploymentHealth, deployment_name
+from rayfleet.deployments.health import (
+    DeploymentHealth,
+    deployment_name,
+    pool_deployment_name,
+    pooled_version_id,
+)
 from rayfleet.platform.config.spec import parse_spec
 
 
@@ -37,9 +42,17 @@ SPEC = parse_spec(
                     {"name": "v1", "placement": "router"},
                     {"name": "v2", "canary": True, "weight": 0},
                     {"name": "v3", "canary": True, "weight": 0},
+                    {
+                        "name": "v4",
+                        "canary": True,
+                        "weight": 0,
+                        "placement": "pool",
+                        "pool": "small",
+                    },
                 ],
             }
         ],
+        "pools": [{"name": "small"}],
     }
 )
 
@@ -52,7 +65,12 @@ def test_versions_ready_by_placement_and_health() -> None:
         ("digits", "v1"): True,
         ("digits", "v2"): True,
         ("digits", "v3"): False,
+        ("digits", "v4"): False,
     }
+    # A pooled version is ready with its pool, which loads it on demand.
+    status.states["pool-small"] = "HEALTHY"
+    ready = asyncio.run(DeploymentHealth("app", 60.0, status).versions_ready(SPEC))
+    assert ready[("digits", "v4")] is True
 
 
 def test_status_is_read_once_per_max_age() -> None:
@@ -72,3 +90,5 @@ def test_status_is_read_once_per_max_age() -> None:
 
 def test_deployment_name() -> None:
     assert deployment_name("digits", "v2") == "digits:v2"
+    assert pool_deployment_name("small") == "pool-small"
+    assert pooled_version_id("digits", "v2") == "digits/v2"
