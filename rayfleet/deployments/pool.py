@@ -158,9 +158,14 @@ class PoolReplica:
             files = await asyncio.to_thread(
                 load_version, self.store, version.model, spec, version.manifest
             )
-        except RayfleetError as error:
-            logger.warning("pool %s: loading %s failed: %s", self.spec.name, key, error)
-            raise ServiceUnavailable(f"{key} could not be loaded: {error}") from None
+        except Exception as error:  # a model's own loader may raise anything
+            reason = error.message if isinstance(error, RayfleetError) else repr(error)
+            logger.warning(
+                "pool %s: loading %s failed: %s", self.spec.name, key, reason
+            )
+            # The store or the model's files failed, not the request: another
+            # try (this replica's next request, or another replica) may load it.
+            raise ServiceUnavailable(f"{key} could not be loaded: {reason}") from None
         self.devices[key] = files.runtime.device
         logger.info(
             "pool %s: %s loaded and warm in %.2f s", self.spec.name, key, files.warm_s
