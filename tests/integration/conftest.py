@@ -37,9 +37,9 @@ WEBHOOK_SECRET = "test-webhook-secret-91c2"
 def delete_app(name: str) -> None:
     """Delete a test's own application without waiting for it to go.
 
-    Serve keeps a direct-ingress router draining for at least 30 s
-    (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S) so that HAProxy stops
-    sending to it first: waiting would cost every such test half a minute.
+    Serve keeps a direct-ingress router draining for a while
+    (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 2 s in this suite) so that
+    HAProxy stops sending to it first; nothing here needs to wait for that.
     """
     serve.delete(name, _blocking=False)
 
@@ -142,6 +142,11 @@ def serve_url(store: Path, grpc_port: int) -> Iterator[str]:
     # Ray's workers inherit this environment: the Validator reads both from it.
     os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
     os.environ[WEBHOOK_SECRET_ENV] = WEBHOOK_SECRET
+    # A stopping router replica keeps serving for this long so that an outside
+    # load balancer stops sending to it first (30 s by default). Here HAProxy
+    # is Serve's own and nothing outside depends on it: waiting 30 s at every
+    # shutdown only slowed the suite.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     # One GPU declared, none present: versions that ask for a GPU get placed and
     # meet a CPU-only onnxruntime, as on a GPU node with a broken CUDA.
     ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False)
