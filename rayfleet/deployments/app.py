@@ -133,11 +133,11 @@ def _pooled_versions(
             if version.pool != pool.name:
                 continue
             manifest = Manifest.model_validate(manifests[model.name][version.name])
-            size = store.artifact_bytes(model.name, version.name, manifest, version.uri)
+            size = store.loaded_bytes(model.name, version.name, version.uri)
             limit = pool.max_loaded_bytes
             if limit is not None and size > limit:
                 raise ConfigError(
-                    f"models.{model.name}.versions.{version.name}: its artifact is "
+                    f"models.{model.name}.versions.{version.name}: its files are "
                     f"{size} bytes, over pool {pool.name!r}'s max_loaded_bytes "
                     f"({limit}); raise the limit or place it in a replica"
                 )

@@ -14,7 +14,9 @@ whenever that changes, as ``@serve.multiplexed`` does for its own cache.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +32,12 @@ from rayfleet.deployments.serve_logs import send_to_serve
 from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import PoolSpec, TracingSpec, VersionSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
-from rayfleet.platform.constants import POOL_IDLE_CHECK_S, POOL_ROUTING_PUSH_S
-from rayfleet.platform.errors import NotFound, RayfleetError, ServiceUnavailable
+from rayfleet.platform.constants import (
+    POOL_IDLE_CHECK_S,
+    POOL_ROUTING_PUSH_S,
+    POOL_ROUTING_REFRESH_S,
+)
+from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
 from rayfleet.platform.runtimes.device import Device
 from rayfleet.platform.serving.counters import (
     PoolReport,
@@ -113,6 +119,11 @@ class PoolReplica:
         # Kept across loads, so a version's totals survive its unloading.
         self.counters = {key: ReplicaCounters() for key in self.versions}
         self.devices: dict[str, Device] = {}
+        # Loads (fetch, session, warm-up) and the deletion of unloaded copies
+        # run one at a time on a thread of their own: on Serve's default
+        # executor, a few cold versions would take every thread the warm
+        # versions' model calls run on.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="pool-load")
         self.cache: VersionPool[_Loaded] = VersionPool(
             PoolLimits(
                 self.spec.max_loaded_versions,
@@ -146,7 +157,11 @@ class PoolReplica:
         model id), loading it first when this replica does not hold it."""
         key = serve.get_multiplexed_model_id()
         if key not in self.versions:
-            raise NotFound(f"pool {self.spec.name!r} serves no version {key!r}")
+            # Only while a new config rolls out: a router that knows the
+            # version reached a replica that does not yet.
+            raise ServiceUnavailable(
+                f"pool {self.spec.name!r} does not serve {key!r} here yet"
+            )
         async with self.cache.use(key) as loaded:
             return await loaded.runner.infer(inputs, trace)
 
@@ -155,8 +170,11 @@ class PoolReplica:
         # The pool's GPUs are the version's: an onnx version asks for CUDA then.
         spec = version.spec.model_copy(update={"num_gpus": self.spec.num_gpus})
         try:
-            files = await asyncio.to_thread(
-                load_version, self.store, version.model, spec, version.manifest
+            files = await asyncio.get_running_loop().run_in_executor(
+                self._loader,
+                functools.partial(
+                    load_version, self.store, version.model, spec, version.manifest
+                ),
             )
         except Exception as error:  # a model's own loader may raise anything
             reason = error.message if isinstance(error, RayfleetError) else repr(error)
@@ -184,7 +202,7 @@ class PoolReplica:
 
     def _unload(self, loaded: _Loaded) -> None:
         loaded.runner.close()
-        loaded.files.discard_files()
+        self._loader.submit(loaded.files.discard_files)
 
     def _holdings_changed(self) -> None:
         self._push_holdings = True
@@ -192,29 +210,36 @@ class PoolReplica:
     async def _publish_forever(self) -> None:
         # Serve's request router learns which replica holds which version from
         # its controller, told here (as @serve.multiplexed tells it of its own
-        # cache): loading versions count, so a burst of first requests for one
-        # version meets one replica's load instead of starting one everywhere.
-        # Finding the controller may block on Ray, once; sending is a remote
-        # call that returns at once.
-        client = await asyncio.to_thread(_get_global_client)
-        if client is None:  # only without a controller, which raises instead
-            raise RuntimeError("no Serve controller to tell what this pool holds")
+        # cache), loading versions included, so that requests for a version
+        # follow its first one to the replica loading it. The controller keeps
+        # this in memory only: the set is sent again every so often, so that a
+        # restarted controller routes by holder again.
+        client = None
+        since = 0.0
         while True:
-            if self._push_holdings:
-                self._push_holdings = False
-                try:
+            await asyncio.sleep(POOL_ROUTING_PUSH_S)
+            since += POOL_ROUTING_PUSH_S
+            if not self._push_holdings and since < POOL_ROUTING_REFRESH_S:
+                continue
+            try:
+                if client is None:
+                    # May block on Ray, once: finding the controller.
+                    client = await asyncio.to_thread(_get_global_client)
+                if client is not None:
+                    # A remote call: it returns at once.
                     client.record_request_routing_info(
                         RequestRoutingInfo(
                             replica_id=self.replica_id,
                             multiplexed_model_ids=self.cache.keys(),
                         )
                     )
-                except Exception as error:  # routing falls back; try again
-                    self._push_holdings = True
-                    logger.warning(
-                        "pool %s: routing info not sent: %r", self.spec.name, error
-                    )
-            await asyncio.sleep(POOL_ROUTING_PUSH_S)
+                    self._push_holdings, since = False, 0.0
+            except Exception as error:  # routing falls back meanwhile; retry
+                logger.warning(
+                    "pool %s: Serve's controller not told what this replica holds: %r",
+                    self.spec.name,
+                    error,
+                )
 
     async def _unload_idle_forever(self) -> None:
         assert self.spec.unload_after_s is not None
@@ -287,6 +312,9 @@ class PoolReplica:
         cache = getattr(self, "cache", None)
         if cache is not None:
             cache.close()
+        loader = getattr(self, "_loader", None)
+        if loader is not None:
+            loader.shutdown(wait=False)
         tracing = getattr(self, "tracing", None)
         if tracing is not None:
             tracing.close()

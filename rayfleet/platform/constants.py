@@ -92,6 +92,10 @@ REPLICA_CALL_ATTEMPTS = 2
 # when that changed: Serve's own interval for @serve.multiplexed, so routing to
 # a replica that is loading a version starts as early as Serve's would.
 POOL_ROUTING_PUSH_S = 0.1
+# And unchanged, how often it says so again: Serve's controller keeps what each
+# replica holds in memory only, and a restarted one would otherwise route pooled
+# versions to any replica until their holdings next change.
+POOL_ROUTING_REFRESH_S = 10.0
 # The longest a pool replica waits between looks for versions idle past the
 # pool's unload_after_s (it looks four times per unload_after_s when shorter).
 POOL_IDLE_CHECK_S = 5.0

@@ -346,9 +346,10 @@ class PoolSpec(Spec):
 
     ``max_loaded_versions`` (default 8) and ``max_loaded_bytes`` (default none:
     the count alone bounds memory, enough where versions are of similar size)
-    bound what one replica holds, a version counting the bytes of its artifact
-    in the store (the app refuses a version bigger than the pool); a load that
-    would pass either first unloads the least recently used versions.
+    bound what one replica holds, a version counting the bytes of its files in
+    the store, manifest and reference aside (the app refuses a version bigger
+    than the pool); a load that would pass either first unloads the least
+    recently used versions.
     ``unload_after_s`` (default 600) unloads a version idle that long, so that
     one used a few times an hour stays loaded and one abandoned gives its
     memory back; ``None`` unloads only to make room.

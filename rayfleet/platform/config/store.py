@@ -182,20 +182,23 @@ class ModelStore:
         """Whether :meth:`fetch` copies the version's files (a remote store)."""
         return not self._version(model, version, uri).is_local
 
-    def artifact_bytes(
-        self, model: str, version: str, manifest: Manifest, uri: str | None = None
-    ) -> int:
-        """Bytes of the version's artifact in the store (0 without one): what a
+    def loaded_bytes(self, model: str, version: str, uri: str | None = None) -> int:
+        """Bytes of the version's files a runtime loads: all of them but its
+        manifest and reference (an ONNX model's external data included). What a
         pool counts for it against ``max_loaded_bytes``, since a runtime holds
         about its weights once loaded."""
-        if manifest.artifact is None:
-            return 0
         where = self._version(model, version, uri)
+        selector = pafs.FileSelector(where.path, recursive=True, allow_not_found=True)
         try:
-            info = where.fs.get_file_info(f"{where.path}/{manifest.artifact}")
+            infos = where.fs.get_file_info(selector)
         except OSError as error:
-            raise StoreError(f"cannot read {where.uri}: {error}") from error
-        return int(info.size or 0)
+            raise StoreError(f"cannot list {where.uri}: {error}") from error
+        skipped = {f"{where.path}/{MANIFEST}", f"{where.path}/{REFERENCE}"}
+        return sum(
+            int(info.size or 0)
+            for info in infos
+            if info.type == pafs.FileType.File and info.path not in skipped
+        )
 
     def fetch(self, model: str, version: str, uri: str | None = None) -> Path:
         """A local folder holding the version's files.

@@ -288,8 +288,10 @@ class ValidatorCore:
     def tick(self, now: float, ready: Mapping[tuple[str, str], bool]) -> list[ro.Event]:
         """Advance every live rollout once; return the events it produced.
 
-        ``ready`` says which versions have a warm replica: a PENDING rollout waits
-        for its canary, so loading never counts as step time.
+        ``ready`` says which versions can take requests: a PENDING rollout waits
+        for its canary, so starting replicas never counts as step time. A
+        version in its own replicas is ready with a warm one; a pooled version
+        with its pool, whose replicas load it on its first request there.
         """
         produced: list[ro.Event] = []
         for model in self.spec.models:

@@ -48,6 +48,13 @@ def load_version(
         if store.copies(model, version.name, version.uri):
             scratch = folder
     started = time.perf_counter()
-    runtime = load_runtime(manifest, folder, version, model=model)
-    warm_up(runtime, manifest.signature, version.batching.max_batch_size)
+    try:
+        runtime = load_runtime(manifest, folder, version, model=model)
+        warm_up(runtime, manifest.signature, version.batching.max_batch_size)
+    except BaseException:
+        # A pool retries a version that failed to load: each failed try must
+        # not leave its copy behind.
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     return LoadedVersion(runtime, time.perf_counter() - started, scratch)

@@ -46,11 +46,17 @@ class PoolLimits:
     ``max_versions``: versions loaded or loading. ``max_bytes``: their summed
     sizes, or no byte bound when None. ``unload_after_s``: how long a version may
     sit unused before :meth:`VersionPool.unload_idle` unloads it; never when None.
+    ``retry_failed_after_s``: how long a version whose load failed answers its
+    requests with that failure before it is tried again.
     """
 
     max_versions: int
     max_bytes: int | None = None
     unload_after_s: float | None = None
+    # A broken version (corrupt weights, a loader that raises) would otherwise
+    # be fetched and loaded again for every request: a remote store downloaded
+    # from in a loop, and the other versions' loads made to wait for room.
+    retry_failed_after_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_versions < 1:
@@ -60,6 +66,11 @@ class PoolLimits:
         if self.unload_after_s is not None and not self.unload_after_s > 0:
             raise ValueError(
                 f"unload_after_s must be > 0 when set, got {self.unload_after_s}"
+            )
+        if self.retry_failed_after_s < 0:
+            raise ValueError(
+                "retry_failed_after_s must be >= 0, got "
+                f"{self.retry_failed_after_s}"
             )
 
 
@@ -133,6 +144,8 @@ class VersionPool(Generic[T]):
         self._entries: OrderedDict[str, _Entry[T]] = OrderedDict()
         # Entries whose load waits for room; they count against nothing yet.
         self._waiting: dict[str, _Entry[T]] = {}
+        # Versions whose last load failed: when, and what their requests hear.
+        self._failed: dict[str, tuple[float, str]] = {}
         # Set, then replaced, whenever room may have appeared: a use ended, a
         # load ended, or versions were unloaded. No lock: nothing a finishing
         # request needs is ever held while waiting.
@@ -229,6 +242,7 @@ class VersionPool(Generic[T]):
             self._entries.move_to_end(key)
             return entry
         if entry is None:
+            self._refuse_if_failed(key)
             entry = self._start(key)
         # Counted before waiting, so the version cannot be evicted between the
         # end of its load and the moment this request runs again.
@@ -241,6 +255,19 @@ class VersionPool(Generic[T]):
             self._release(entry)
             raise
         return entry
+
+    def _refuse_if_failed(self, key: str) -> None:
+        failure = self._failed.get(key)
+        if failure is None:
+            return
+        at, reason = failure
+        if self._clock() - at >= self.limits.retry_failed_after_s:
+            del self._failed[key]
+            return
+        raise ServiceUnavailable(
+            f"{reason} (the last load failed; trying again "
+            f"{self.limits.retry_failed_after_s:g} s after it)"
+        )
 
     def _start(self, key: str) -> _Entry[T]:
         """A new entry for ``key`` and the task that makes room and loads it."""
@@ -272,6 +299,8 @@ class VersionPool(Generic[T]):
                 del self._entries[entry.key]
                 self._changed()
             self._load_failures += 1
+            message = getattr(error, "message", None) or f"{entry.key}: {error!r}"
+            self._failed[entry.key] = (self._clock(), str(message))
             if not entry.future.done():
                 entry.future.set_exception(error)
             self._wake()

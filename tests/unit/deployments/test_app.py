@@ -169,7 +169,8 @@ def test_a_pool_is_one_deployment_serving_its_versions(store: str) -> None:
     pool_args = pools["shared"]._bound_deployment.init_args
     versions = pool_args[1]
     assert sorted(versions) == ["big/v1", "m/v2"]
-    # What each version counts against max_loaded_bytes: its artifact's bytes.
+    # What each version counts against max_loaded_bytes: its files' bytes,
+    # manifest and reference aside.
     assert versions["big/v1"]["size_bytes"] == 1000
     assert versions["m/v2"]["size_bytes"] == 0
 
@@ -178,7 +179,7 @@ def test_a_version_bigger_than_its_pool_fails_the_build(store: str) -> None:
     with pytest.raises(
         ConfigError,
         match=re.escape(
-            "models.big.versions.v1: its artifact is 1000 bytes, over pool 'shared'"
+            "models.big.versions.v1: its files are 1000 bytes, over pool 'shared'"
         ),
     ):
         build(_pooled(store, max_loaded_bytes=999))

@@ -22,7 +22,7 @@ import rayfleet.deployments.pool as pool_module
 from rayfleet.deployments.pool import PooledVersion, PoolReplica
 from rayfleet.platform.config.spec import PoolSpec, VersionSpec
 from rayfleet.platform.config.store import MANIFEST, Manifest
-from rayfleet.platform.errors import NotFound, ServiceUnavailable
+from rayfleet.platform.errors import ServiceUnavailable
 from tests.models import TEST_MODEL, write_python_version
 
 TRIPLE = TEST_MODEL.replace('return {"y": x * 2}', 'return {"y": x * 3}')
@@ -133,7 +133,12 @@ def test_a_failed_load_is_a_503_and_the_replica_serves_on(
         replica = make_pool(store)
         with pytest.raises(ServiceUnavailable, match="m/broken could not be loaded"):
             await call(replica, "m/broken", 1.0)
-        with pytest.raises(NotFound, match="pool 'p' serves no version 'm/zzz'"):
+        # The next request hears the same failure without loading again.
+        with pytest.raises(ServiceUnavailable, match="the last load failed"):
+            await call(replica, "m/broken", 1.0)
+        assert replica.cache.stats().load_failures == 1
+        # Only a router ahead of this replica's config asks for another one.
+        with pytest.raises(ServiceUnavailable, match="'p' does not serve 'm/zzz'"):
             await call(replica, "m/zzz", 1.0)
         return await call(replica, "m/a", 2.0)
 

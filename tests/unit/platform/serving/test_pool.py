@@ -113,6 +113,7 @@ def unloads(count: int = 0, bytes_: int = 0, idle: int = 0) -> dict[str, int]:
         ({"max_versions": 1, "max_bytes": 0}, "max_bytes"),
         ({"max_versions": 1, "unload_after_s": 0.0}, "unload_after_s"),
         ({"max_versions": 1, "unload_after_s": -1.0}, "unload_after_s"),
+        ({"max_versions": 1, "retry_failed_after_s": -1.0}, "retry_failed_after"),
     ],
 )
 def test_bad_limits_are_refused(kwargs: dict[str, Any], message: str) -> None:
@@ -258,6 +259,12 @@ def test_a_failed_load_fails_every_waiter_and_the_next_request_loads_again() -> 
         assert all(isinstance(error, OSError) for error in failed)
         # Nothing stays reserved: not routed here, and the limit of one is free.
         assert store.pool.keys() == []
+        # For retry_failed_after_s its requests hear the failure, no new load.
+        with pytest.raises(
+            ServiceUnavailable, match=r"a: OSError.*the last load failed"
+        ):
+            await store.use("a")
+        store.now += 5.0
         return await store.use("a")
 
     version = asyncio.run(scenario())
@@ -522,7 +529,10 @@ def test_limits_hold_and_every_use_gets_its_own_version(
     every use (checked inside them), each use gets its own key's live version,
     failures and too-large versions fail only their own requests, and all ends."""
     keys = sorted(sizes)
-    limits = PoolLimits(max_versions=max_versions, max_bytes=max_bytes)
+    # Retried at once: the backoff after a failure has a test of its own.
+    limits = PoolLimits(
+        max_versions=max_versions, max_bytes=max_bytes, retry_failed_after_s=0.0
+    )
     store = Store(limits, sizes, load_s=0.001, fail=set(fail))
 
     async def one(key: str, hold_ms: int) -> str:
