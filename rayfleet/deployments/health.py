@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 
+# Deployment states whose running replicas take requests: Serve reports a healthy
+# deployment that autoscales as UPSCALING or DOWNSCALING, not HEALTHY.
+_SERVING = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})
+
+
 def deployment_name(model: str, version: str) -> str:
     """The Serve deployment name of a version (names never contain ':')."""
     return f"{model}:{version}"
@@ -71,7 +76,8 @@ class DeploymentHealth:
         self._cache: tuple[float, frozenset[str]] | None = None
 
     async def healthy(self) -> frozenset[str]:
-        """Names of the application's deployments Serve reports ``HEALTHY``."""
+        """Names of the application's deployments Serve reports ``HEALTHY``, or
+        scaling up or down from healthy."""
         now = time.monotonic()
         if self._cache is not None and now - self._cache[0] < self.max_age_s:
             return self._cache[1]
@@ -79,7 +85,7 @@ class DeploymentHealth:
         status = await asyncio.to_thread(self._status)
         deployments = status.applications[self.app_name].deployments
         healthy = frozenset(
-            name for name, state in deployments.items() if state.status == "HEALTHY"
+            name for name, state in deployments.items() if state.status in _SERVING
         )
         self._cache = (now, healthy)
         return healthy

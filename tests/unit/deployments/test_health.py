@@ -67,8 +67,9 @@ def test_versions_ready_by_placement_and_health() -> None:
         ("digits", "v3"): False,
         ("digits", "v4"): False,
     }
-    # A pooled version is ready with its pool, which loads it on demand.
-    status.states["pool-small"] = "HEALTHY"
+    # A pooled version is ready with its pool, which loads it on demand; a
+    # deployment scaling up serves on with the replicas it has.
+    status.states["pool-small"] = "UPSCALING"
     ready = asyncio.run(DeploymentHealth("app", 60.0, status).versions_ready(SPEC))
     assert ready[("digits", "v4")] is True
 
