@@ -11,10 +11,11 @@ rounds cancels out.
     .venv/bin/python -m loadtest.bench_operability [--rounds 5] [--duration 5] [-c 32]
 
 Variants: ``off`` (the defaults: request log and tracing off), ``request log
-10%`` (Parquet parts into a scratch copy of the store), and ``tracing 100%``
-(every request traced and exported over OTLP/HTTP to a sink in this process,
-which reads and drops what it gets). Prints a markdown table of the median ratio
-and its range per variant, and writes it to loadtest/out/operability.md.
+10%`` (Parquet parts into a scratch copy of the store), and ``tracing 100%``,
+``10%`` and ``1%`` (that share of requests traced and exported over OTLP/HTTP to
+a sink in this process, which reads and drops what it gets). Prints a markdown
+table of the median ratio and its range per variant, and writes it to
+loadtest/out/operability.md.
 """
 
 from __future__ import annotations
@@ -58,15 +59,24 @@ def _request_log(args: dict[str, Any], sink: str) -> None:
     args["request_log"] = {"enabled": True, "sample_rate": 0.1, "flush_every_s": 5}
 
 
-def _tracing(args: dict[str, Any], sink: str) -> None:
-    args["tracing"] = {"enabled": True, "sample_rate": 1.0, "otlp_endpoint": sink}
+def _tracing(rate: float) -> Edit:
+    def edit(args: dict[str, Any], sink: str) -> None:
+        args["tracing"] = {
+            "enabled": True,
+            "sample_rate": rate,
+            "otlp_endpoint": sink,
+        }
+
+    return edit
 
 
 # The first is the baseline every other is compared with.
 VARIANTS: dict[str, Edit] = {
     "off": _off,
     "request log 10%": _request_log,
-    "tracing 100%": _tracing,
+    "tracing 100%": _tracing(1.0),
+    "tracing 10%": _tracing(0.1),
+    "tracing 1%": _tracing(0.01),
 }
 
 

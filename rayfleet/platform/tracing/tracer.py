@@ -223,6 +223,14 @@ class Tracing:
         if request_id is not None:
             attributes["rayfleet.request_id"] = request_id
 
+    def request_sampled(self) -> bool:
+        """Whether the request span open here is kept (sampled). A version run
+        in the router makes its own span only then: under a request span that
+        is not kept, the child would not be kept either, and starting it was
+        half of what tracing cost a request that sampling leaves out."""
+        request = _REQUEST.get()
+        return request is not None and request.attributes is not None
+
     def replica_span(
         self,
         model: str,

@@ -157,6 +157,19 @@ def test_an_incoming_traceparent_is_honoured(app: App, memory: MemoryTracing) ->
     assert replica.context.trace_id == TRACE_ID
 
 
+def test_an_unsampled_request_makes_no_span_and_passes_its_context_on(
+    app: App, memory: MemoryTracing
+) -> None:
+    # The caller decided not to sample: no span here either (the version's run
+    # in the router starts none at all), and the model still runs in the
+    # caller's trace, unsampled, so a Triton server downstream agrees.
+    app.infer(traceparent=traceparent(TRACE_ID, PARENT_ID, sampled=False))
+    assert memory.spans() == []
+    (seen,) = app.v1.seen
+    version, trace_id, _span_id, flags = seen["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", f"{TRACE_ID:032x}", "00")
+
+
 def test_the_client_request_id_is_on_the_span(app: App, memory: MemoryTracing) -> None:
     response = app.infer(**{"x-request-id": "order-42"})
     assert response.headers["x-request-id"] == "order-42"
