@@ -56,7 +56,6 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.common import (
@@ -68,13 +67,11 @@ from loadtest.common import (
     write_report,
 )
 from rayfleet.cli.demo import (
-    DIGITS_SIGNATURE,
     DemoVersion,
-    _reference,
-    _to_onnx,
     digits_split,
+    push_digits_version,
 )
-from rayfleet.platform.config.store import MANIFEST, REFERENCE, Manifest, ModelStore
+from rayfleet.platform.config.store import MANIFEST, REFERENCE, ModelStore
 
 __all__ = [
     "MODEL",
@@ -155,7 +152,7 @@ def build_pool_store(root: str | Path, count: int = VERSIONS) -> list[DemoVersio
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    x_train, x_test, y_train, y_test = digits_split()
+    x_train, _, y_train, _ = digits_split()
     store = ModelStore(str(root))
     built = []
     for index, name in enumerate(version_names(count)):
@@ -170,26 +167,11 @@ def build_pool_store(root: str | Path, count: int = VERSIONS) -> list[DemoVersio
         # libraries loaded already, hence after sklearn's imports).
         with threadpool_limits(1):
             estimator.fit(x_train[rows], y_train[rows])
-        accuracy = float((estimator.predict(x_test) == y_test).mean())
         description = (
             f"scaled logistic regression, C={strength:.3g}, {TRAIN_ROWS} training "
             f"rows (seed {index})"
         )
-        manifest = Manifest(
-            runtime="onnx",
-            artifact="model.onnx",
-            signature=DIGITS_SIGNATURE,
-            labels=tuple(str(d) for d in range(10)),
-            description=f"{MODEL} {description}; held-out accuracy {accuracy:.3f}",
-        )
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = Path(scratch) / name
-            folder.mkdir()
-            (folder / "model.onnx").write_bytes(_to_onnx(estimator))
-            (folder / MANIFEST).write_text(manifest.to_json())
-            pq.write_table(_reference(x_test, y_test, estimator), folder / REFERENCE)
-            store.push(folder, MODEL, name, overwrite=True)
-        built.append(DemoVersion(name, description, accuracy))
+        built.append(push_digits_version(store, MODEL, name, estimator, description))
     return built
 
 

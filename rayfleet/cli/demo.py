@@ -41,6 +41,7 @@ __all__ = [
     "digits_split",
     "image_batch",
     "image_model_onnx",
+    "push_digits_version",
 ]
 
 DIGITS_SIGNATURE = Signature(
@@ -297,26 +298,46 @@ def build_demo_store(root: str, *, overwrite: bool = True) -> list[DemoVersion]:
     """Train, export and push ``digits`` v1, v2 and v3 into the store at ``root``,
     and build ``image/v1`` (:func:`build_image_model`); returns the digits
     versions."""
-    x_train, x_test, y_train, y_test = digits_split()
+    x_train, _, y_train, _ = digits_split()
     store = ModelStore(root)
     built = []
     for name, (description, estimator) in _estimators().items():
         estimator.fit(x_train, y_train)
-        accuracy = float((estimator.predict(x_test) == y_test).mean())
-        manifest = Manifest(
-            runtime="onnx",
-            artifact="model.onnx",
-            signature=DIGITS_SIGNATURE,
-            labels=tuple(str(d) for d in range(10)),
-            description=f"digits {description}; held-out accuracy {accuracy:.3f}",
+        built.append(
+            push_digits_version(
+                store, "digits", name, estimator, description, overwrite=overwrite
+            )
         )
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = Path(scratch) / name
-            folder.mkdir()
-            (folder / "model.onnx").write_bytes(_to_onnx(estimator))
-            (folder / MANIFEST).write_text(manifest.to_json())
-            pq.write_table(_reference(x_test, y_test, estimator), folder / REFERENCE)
-            store.push(folder, "digits", name, overwrite=overwrite)
-        built.append(DemoVersion(name, description, accuracy))
     build_image_model(store, overwrite=overwrite)
     return built
+
+
+def push_digits_version(
+    store: ModelStore,
+    model: str,
+    name: str,
+    estimator: Any,
+    description: str,
+    *,
+    overwrite: bool = True,
+) -> DemoVersion:
+    """Push a fitted digits classifier into ``store`` as ``model``/``name``: its
+    ONNX export, a manifest with the digits signature and labels, and a
+    ``reference.parquet`` of the held-out rows; scored on those rows."""
+    _, x_test, _, y_test = digits_split()
+    accuracy = float((estimator.predict(x_test) == y_test).mean())
+    manifest = Manifest(
+        runtime="onnx",
+        artifact="model.onnx",
+        signature=DIGITS_SIGNATURE,
+        labels=tuple(str(d) for d in range(10)),
+        description=f"{model} {description}; held-out accuracy {accuracy:.3f}",
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / name
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(_to_onnx(estimator))
+        (folder / MANIFEST).write_text(manifest.to_json())
+        pq.write_table(_reference(x_test, y_test, estimator), folder / REFERENCE)
+        store.push(folder, model, name, overwrite=overwrite)
+    return DemoVersion(name, description, accuracy)

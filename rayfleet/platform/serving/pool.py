@@ -69,8 +69,7 @@ class PoolLimits:
             )
         if self.retry_failed_after_s < 0:
             raise ValueError(
-                "retry_failed_after_s must be >= 0, got "
-                f"{self.retry_failed_after_s}"
+                f"retry_failed_after_s must be >= 0, got {self.retry_failed_after_s}"
             )
 
 

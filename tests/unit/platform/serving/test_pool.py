@@ -102,6 +102,12 @@ class Store:
             return version
 
 
+async def holding(store: Store, key: str, release: asyncio.Event) -> None:
+    """Use version ``key`` until ``release`` is set."""
+    async with store.pool.use(key):
+        await release.wait()
+
+
 def unloads(count: int = 0, bytes_: int = 0, idle: int = 0) -> dict[str, int]:
     return {"count": count, "bytes": bytes_, "idle": idle}
 
@@ -282,11 +288,7 @@ def test_a_version_in_use_is_never_evicted_and_a_load_waits_for_it() -> None:
     async def scenario() -> None:
         release = asyncio.Event()
 
-        async def hold_a() -> None:
-            async with store.pool.use("a"):
-                await release.wait()
-
-        holder = asyncio.create_task(hold_a())
+        holder = asyncio.create_task(holding(store, "a", release))
         await asyncio.sleep(0.01)
         waiting = asyncio.create_task(store.use("b"))
         await asyncio.sleep(0.01)
@@ -331,11 +333,7 @@ def test_a_load_nobody_waits_for_any_more_never_starts() -> None:
     async def scenario() -> None:
         release = asyncio.Event()
 
-        async def hold_a() -> None:
-            async with store.pool.use("a"):
-                await release.wait()
-
-        holder = asyncio.create_task(hold_a())
+        holder = asyncio.create_task(holding(store, "a", release))
         await asyncio.sleep(0.01)
         gone = asyncio.create_task(store.use("b"))
         await asyncio.sleep(0.01)
