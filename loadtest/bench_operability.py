@@ -13,7 +13,9 @@ rounds cancels out.
 Variants: ``off`` (the defaults: request log and tracing off), ``request log
 10%`` (Parquet parts into a scratch copy of the store), and ``tracing 100%``,
 ``10%`` and ``1%`` (that share of requests traced and exported over OTLP/HTTP to
-a sink in this process, which reads and drops what it gets). Prints a markdown
+a sink in this process, which reads and drops what it gets), and ``validation
+off`` (no observations and no Validator: ``off`` observes every request, as
+shipped, so validation on against off is the inverse of its ratio). Prints a markdown
 table of the median ratio and its range per variant, and writes it to
 loadtest/out/operability.md.
 """
@@ -59,6 +61,11 @@ def _request_log(args: dict[str, Any], sink: str) -> None:
     args["request_log"] = {"enabled": True, "sample_rate": 0.1, "flush_every_s": 5}
 
 
+def _no_validation(args: dict[str, Any], sink: str) -> None:
+    del sink
+    args["observations"] = {"enabled": False}
+
+
 def _tracing(rate: float) -> Edit:
     def edit(args: dict[str, Any], sink: str) -> None:
         args["tracing"] = {
@@ -77,6 +84,8 @@ VARIANTS: dict[str, Edit] = {
     "tracing 100%": _tracing(1.0),
     "tracing 10%": _tracing(0.1),
     "tracing 1%": _tracing(0.01),
+    # The baseline observes every request; this one runs no Validator at all.
+    "validation off": _no_validation,
 }
 
 
