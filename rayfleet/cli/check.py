@@ -191,7 +191,12 @@ def _check_store(spec: PlatformSpec, source: str) -> list[str]:
             # An unreachable remote store fails inside pyarrow with an OSError.
             except (StoreError, OSError) as error:
                 lines.append(f"{source}.models.{m}.versions.{v}: {error}")
-    return [_block(f"not in the store {store.uri}", lines)] if lines else []
+    if lines:
+        return [_block(f"not in the store {store.uri}", lines)]
+    from rayfleet.deployments.app import pool_size_problems
+
+    too_big = [f"{source}.{line}" for line in pool_size_problems(spec, store)]
+    return [_block("too big for their pools", too_big)] if too_big else []
 
 
 def check_cluster_config(config: Any, where: str) -> list[str]:

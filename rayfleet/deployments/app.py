@@ -39,7 +39,12 @@ from rayfleet.platform.constants import (
 from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.runtimes.triton import triton_manifest
 
-__all__ = ["build", "build_from_spec", "label_selector_problems"]
+__all__ = [
+    "build",
+    "build_from_spec",
+    "label_selector_problems",
+    "pool_size_problems",
+]
 
 # Each version's manifest as plain data, by model and version.
 Manifests = dict[str, dict[str, dict[str, Any]]]
@@ -122,11 +127,32 @@ def _replica(
     return replica
 
 
+def pool_size_problems(spec: PlatformSpec, store: ModelStore) -> list[str]:
+    """Versions too big for their pool's ``max_loaded_bytes``, one line each
+    with its field path: a replica could never load them. Checked when the app
+    is built and by ``rayfleet check --store-check``."""
+    problems = []
+    for m, model in enumerate(spec.models):
+        for v, version in enumerate(model.versions):
+            if version.pool is None:
+                continue
+            limit = spec.pool(version.pool).max_loaded_bytes
+            size = store.loaded_bytes(model.name, version.name, version.uri)
+            if limit is not None and size > limit:
+                problems.append(
+                    f"models.{m}.versions.{v}: {model.name}/{version.name}'s files "
+                    f"are {size} bytes, over pool {version.pool!r}'s "
+                    f"max_loaded_bytes ({limit}); raise the limit or place it in "
+                    "a replica"
+                )
+    return problems
+
+
 def _pooled_versions(
     spec: PlatformSpec, pool: PoolSpec, store: ModelStore, manifests: Manifests
 ) -> dict[str, dict[str, Any]]:
     """The versions placed in ``pool``, by their id in it, each with the bytes
-    it will count for; one too big for the pool fails the build."""
+    it counts for."""
     versions: dict[str, dict[str, Any]] = {}
     for model in spec.models:
         for version in model.versions:
@@ -134,13 +160,6 @@ def _pooled_versions(
                 continue
             manifest = Manifest.model_validate(manifests[model.name][version.name])
             size = store.loaded_bytes(model.name, version.name, version.uri)
-            limit = pool.max_loaded_bytes
-            if limit is not None and size > limit:
-                raise ConfigError(
-                    f"models.{model.name}.versions.{version.name}: its files are "
-                    f"{size} bytes, over pool {pool.name!r}'s max_loaded_bytes "
-                    f"({limit}); raise the limit or place it in a replica"
-                )
             pooled = PooledVersion(model.name, version, manifest, size)
             versions[pooled_version_id(model.name, version.name)] = pooled.to_dict()
     return versions
@@ -181,6 +200,9 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     if problems:
         raise ConfigError("\n".join(problems))
     store = ModelStore(spec.store)
+    problems = pool_size_problems(spec, store)
+    if problems:
+        raise ConfigError("\n".join(problems))
     # Replicas may run in another working directory: give them an absolute root.
     spec = spec.model_copy(update={"store": store.uri})
     validator: Application | None = None

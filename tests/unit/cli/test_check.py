@@ -309,6 +309,26 @@ def test_store_check_passes_when_every_version_is_there(tmp_path: Path) -> None:
     assert check_file(str(local_store_config(tmp_path, ["v1"])), store_check=True).ok
 
 
+def test_store_check_finds_a_version_too_big_for_its_pool(tmp_path: Path) -> None:
+    path = local_store_config(tmp_path, ["v1"])
+    config = yaml.safe_load(path.read_text())
+    args = rayfleet_app(config)["args"]
+    args["pools"] = [{"name": "small", "max_loaded_bytes": 3}]
+    args["models"][0]["versions"] = [
+        {"name": "v1", "placement": "pool", "pool": "small"}
+    ]
+    path.write_text(yaml.safe_dump(config))
+    assert check_file(str(path)).ok
+    (problem,) = check_file(str(path), store_check=True).problems
+    # model.onnx is 4 bytes; the manifest does not count.
+    assert problem == (
+        "too big for their pools:\n  "
+        f"{path}: applications.0.args.models.0.versions.0: digits/v1's files are "
+        "4 bytes, over pool 'small''s max_loaded_bytes (3); raise the limit or "
+        "place it in a replica"
+    )
+
+
 def test_cli_reports_the_path_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

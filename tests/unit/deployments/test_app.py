@@ -179,7 +179,7 @@ def test_a_version_bigger_than_its_pool_fails_the_build(store: str) -> None:
     with pytest.raises(
         ConfigError,
         match=re.escape(
-            "models.big.versions.v1: its files are 1000 bytes, over pool 'shared'"
+            "models.1.versions.0: big/v1's files are 1000 bytes, over pool 'shared'"
         ),
     ):
         build(_pooled(store, max_loaded_bytes=999))
