@@ -44,6 +44,14 @@ def delete_app(name: str) -> None:
     serve.delete(name, _blocking=False)
 
 
+def wait_ready(url: str, what: str, timeout_s: float = 120) -> None:
+    """Wait until the rayfleet app at ``url`` says every version is ready."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}/v2/health/ready", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, f"the {what} app never became ready"
+        time.sleep(0.5)
+
+
 def digits_body(rows: Any) -> dict[str, Any]:
     """A KServe v2 JSON request for the digits models."""
     return {
@@ -157,10 +165,7 @@ def serve_url(store: Path, grpc_port: int) -> Iterator[str]:
     serve.run(build(app_args(store)), name="rayfleet", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     # Generous: on a loaded 2-core machine Ray itself can take a minute to start.
-    deadline = time.monotonic() + 240
-    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the test app never became ready"
-        time.sleep(0.5)
+    wait_ready(url, "test", timeout_s=240)
     yield url
     serve.shutdown()
     ray.shutdown()

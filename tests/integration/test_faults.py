@@ -24,7 +24,7 @@ from loadtest.common import actor_pids
 from rayfleet.deployments.app import build
 from tests.models import write_python_version
 
-from .conftest import delete_app
+from .conftest import delete_app, wait_ready
 
 APP = "faults"
 
@@ -87,10 +87,7 @@ def faults_url(
     }
     serve.run(build(args), name=APP, route_prefix=f"/{APP}")
     url = f"{serve_url}/{APP}"
-    deadline = time.monotonic() + 120
-    while httpx.get(f"{url}/v2/health/ready", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "the faults app never became ready"
-        time.sleep(0.5)
+    wait_ready(url, "faults")
     yield url
     delete_app(APP)
 

@@ -26,7 +26,7 @@ from rayfleet.cli.demo import digits_split
 from rayfleet.deployments.app import build
 from tests.models import write_python_version
 
-from .conftest import delete_app, digits_body
+from .conftest import delete_app, digits_body, wait_ready
 
 APP, PREFIX = "pools", "/pools"
 ROWS = digits_split()[1][:8]
@@ -84,10 +84,7 @@ def url(serve_url: str, store: Path) -> Iterator[str]:
     write_python_version(store, "tenant", "b")
     serve.run(build(pool_args(store)), name=APP, route_prefix=PREFIX)
     base = f"{serve_url}{PREFIX}"
-    deadline = time.monotonic() + 120
-    while httpx.get(f"{base}/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the pools app never became ready"
-        time.sleep(0.5)
+    wait_ready(base, "pools")
     yield base
     delete_app(APP)
 

@@ -22,7 +22,7 @@ from rayfleet.deployments.app import build
 from rayfleet.platform.rollout.telemetry import replica_requests
 from rayfleet.platform.serving.counters import balance_ratio
 
-from .conftest import delete_app
+from .conftest import delete_app, wait_ready
 
 APP = "scaling"
 PREFIX = "/scaling"
@@ -73,10 +73,7 @@ def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
     }
     serve.run(build(args), name=APP, route_prefix=PREFIX)
     url = serve_url + PREFIX
-    deadline = time.monotonic() + 120
-    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the scaling app never became ready"
-        time.sleep(0.5)
+    wait_ready(url, "scaling")
     try:
         yield url
     finally:
