@@ -56,6 +56,7 @@ class Up:
         model = args["models"][0]
         model["versions"] = [v for v in model["versions"] if v["name"] == "v1"]
         model.pop("rollout", None)
+        args.pop("pools", None)  # no version left in them
         self.config = workdir / "up.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.env = {
