@@ -193,9 +193,10 @@ def _check_store(spec: PlatformSpec, source: str) -> list[str]:
                 lines.append(f"{source}.models.{m}.versions.{v}: {error}")
     if lines:
         return [_block(f"not in the store {store.uri}", lines)]
-    from rayfleet.deployments.app import pool_size_problems
+    from rayfleet.deployments.app import pool_size_problems, pooled_version_bytes
 
-    too_big = [f"{source}.{line}" for line in pool_size_problems(spec, store)]
+    sizes = pooled_version_bytes(spec, store)
+    too_big = [f"{source}.{line}" for line in pool_size_problems(spec, sizes)]
     return [_block("too big for their pools", too_big)] if too_big else []
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "build_from_spec",
     "label_selector_problems",
     "pool_size_problems",
+    "pooled_version_bytes",
 ]
 
 # Each version's manifest as plain data, by model and version.
@@ -127,17 +128,36 @@ def _replica(
     return replica
 
 
-def pool_size_problems(spec: PlatformSpec, store: ModelStore) -> list[str]:
-    """Versions too big for their pool's ``max_loaded_bytes``, one line each
-    with its field path: a replica could never load them. Checked when the app
-    is built and by ``rayfleet check --store-check``."""
+def pooled_version_bytes(
+    spec: PlatformSpec, store: ModelStore
+) -> dict[tuple[str, str], int]:
+    """The bytes each version placed in a pool counts for against its pool's
+    ``max_loaded_bytes``: its files in the store, manifest and reference aside.
+    One listing of the store per pooled version."""
+    return {
+        (model.name, version.name): store.loaded_bytes(
+            model.name, version.name, version.uri
+        )
+        for model in spec.models
+        for version in model.versions
+        if version.pool is not None
+    }
+
+
+def pool_size_problems(
+    spec: PlatformSpec, sizes: Mapping[tuple[str, str], int]
+) -> list[str]:
+    """Versions too big for their pool's ``max_loaded_bytes`` (``sizes`` from
+    :func:`pooled_version_bytes`), one line each with its field path: a replica
+    could never load them. Checked when the app is built and by ``rayfleet check
+    --store-check``."""
     problems = []
     for m, model in enumerate(spec.models):
         for v, version in enumerate(model.versions):
             if version.pool is None:
                 continue
             limit = spec.pool(version.pool).max_loaded_bytes
-            size = store.loaded_bytes(model.name, version.name, version.uri)
+            size = sizes[(model.name, version.name)]
             if limit is not None and size > limit:
                 problems.append(
                     f"models.{m}.versions.{v}: {model.name}/{version.name}'s files "
@@ -149,7 +169,10 @@ def pool_size_problems(spec: PlatformSpec, store: ModelStore) -> list[str]:
 
 
 def _pooled_versions(
-    spec: PlatformSpec, pool: PoolSpec, store: ModelStore, manifests: Manifests
+    spec: PlatformSpec,
+    pool: PoolSpec,
+    manifests: Manifests,
+    sizes: Mapping[tuple[str, str], int],
 ) -> dict[str, dict[str, Any]]:
     """The versions placed in ``pool``, by their id in it, each with the bytes
     it counts for."""
@@ -159,7 +182,7 @@ def _pooled_versions(
             if version.pool != pool.name:
                 continue
             manifest = Manifest.model_validate(manifests[model.name][version.name])
-            size = store.loaded_bytes(model.name, version.name, version.uri)
+            size = sizes[(model.name, version.name)]
             pooled = PooledVersion(model.name, version, manifest, size)
             versions[pooled_version_id(model.name, version.name)] = pooled.to_dict()
     return versions
@@ -200,7 +223,8 @@ def build_from_spec(spec: PlatformSpec) -> Application:
     if problems:
         raise ConfigError("\n".join(problems))
     store = ModelStore(spec.store)
-    problems = pool_size_problems(spec, store)
+    sizes = pooled_version_bytes(spec, store)
+    problems = pool_size_problems(spec, sizes)
     if problems:
         raise ConfigError("\n".join(problems))
     # Replicas may run in another working directory: give them an absolute root.
@@ -227,7 +251,7 @@ def build_from_spec(spec: PlatformSpec) -> Application:
                 )
     pools = {
         pool.name: _pool(
-            pool, _pooled_versions(spec, pool, store, manifests), spec, validator
+            pool, _pooled_versions(spec, pool, manifests, sizes), spec, validator
         )
         for pool in spec.pools
     }
