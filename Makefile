@@ -33,15 +33,16 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-# One shared Ray instance for the whole integration suite.
+# One shared Ray instance for the whole integration suite. The slowest tests are
+# listed at the end: the suite's time is what CI's budget watches.
 integration: $(STAMP)
-	$(BIN)/python -m pytest tests/integration -q
+	$(BIN)/python -m pytest tests/integration -q --durations=10
 
 # Their own Ray, one cluster per module: `ray start --head`, `serve deploy`, a
 # redeploy under load; a fake multi-node cluster from cluster.yaml (GPU nodes
 # added, removed and killed under load).
 cluster: $(STAMP)
-	$(BIN)/python -m pytest tests/cluster -q
+	$(BIN)/python -m pytest tests/cluster -q --durations=10
 
 test: lint unit integration cluster
 

@@ -80,6 +80,9 @@ def _tracing(rate: float) -> Edit:
 # The first is the baseline every other is compared with.
 VARIANTS: dict[str, Edit] = {
     "off": _off,
+    # The same app as the baseline, served again: how far apart two identical
+    # applications measure, the floor under every other ratio here.
+    "off, again": _off,
     "request log 10%": _request_log,
     "tracing 100%": _tracing(1.0),
     "tracing 10%": _tracing(0.1),

@@ -2,15 +2,17 @@
 rayfleet's HTTP app, driven through ASGI with no server and no Ray, over digits v1
 run in-process (4 rows of v2 JSON a request).
 
-Variants: tracing off; on, sampling 0%, 10% and 100% with an exporter that drops
-the spans; and 100% with one that encodes them as OTLP protobuf, as the real
-exporter does before it sends. CPU time counts every thread of the process, the
-span processor's included. Rounds take the variants in turn.
+Variants: tracing off; on, sampling 0%, 10% and 100%, with spans encoded as
+OTLP protobuf as for a collector and then dropped instead of sent. CPU time
+counts every thread of the process, the export thread's included. Rounds take
+the variants in turn, rotating who goes first; the last line is each variant's
+median.
 
     .venv/bin/python -m loadtest.profile_tracing [--requests 3000] [--rounds 3]
-        [--profile "100% encode"]
+        [--profile "100%"]
 
-``--profile`` prints cProfile's top functions for one variant.
+``--profile`` prints cProfile's top functions for one variant; ``--tracer-alone``
+times the tracer by itself, without the app around it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,12 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import statistics
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import numpy as np
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from loadtest.bench_overhead import ROWS, digits_payloads
 from loadtest.common import STORE, ensure_digits_store
@@ -37,31 +37,24 @@ from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.tracing import Tracing
+from rayfleet.platform.tracing.tracer import EXPORT_BATCH
 
 __all__ = ["main"]
 
 App = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 PATH = "/v2/models/digits/infer"
 
-
-class _Drop(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
-class _Encode(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        encode_spans(spans).SerializeToString()
-        return SpanExportResult.SUCCESS
-
-
-VARIANTS: dict[str, tuple[float, type[SpanExporter]] | None] = {
+# Sampling rate per variant; None is tracing off.
+VARIANTS: dict[str, float | None] = {
     "off": None,
-    "0%": (0.0, _Drop),
-    "10%": (0.1, _Drop),
-    "100% drop": (1.0, _Drop),
-    "100% encode": (1.0, _Encode),
+    "0%": 0.0,
+    "10%": 0.1,
+    "100%": 1.0,
 }
+
+
+def _drop(body: bytes) -> bool:
+    return True
 
 
 def _apps() -> dict[str, App]:
@@ -81,14 +74,13 @@ def _apps() -> dict[str, App]:
     for name, variant in VARIANTS.items():
         tracing = None
         if variant is not None:
-            rate, exporter = variant
             tracing = Tracing(
                 TracingSpec(
                     enabled=True,
                     otlp_endpoint="http://127.0.0.1:4318/v1/traces",
-                    sample_rate=rate,
+                    sample_rate=variant,
                 ),
-                exporter(),
+                _drop,
             )
         service = InferenceService(
             spec,
@@ -145,25 +137,81 @@ async def _cpu_us_per_request(app: App, body: bytes, requests: int) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
+def _tracer_alone(requests: int) -> tuple[float, float]:
+    """Microseconds per request of the tracer by itself, as the router calls it
+    for a version placed there: making the two spans (each written as OTLP
+    bytes as it ends), then the batch's flush to a sink that drops it (the
+    spans are held below one export batch, so the flush is timed apart)."""
+    tracing = Tracing(
+        TracingSpec(
+            enabled=True,
+            otlp_endpoint="http://127.0.0.1:4318/v1/traces",
+            export_every_s=3600,
+        ),
+        _drop,
+    )
+    carrier = {"content-type": "application/json", "x-request-id": "r"}
+    spans_s = flush_s = 0.0
+    try:
+        for _ in range(0, requests, EXPORT_BATCH // 2):
+            started = time.perf_counter()
+            for _ in range(EXPORT_BATCH // 2 - 1):
+                with tracing.request_span(
+                    carrier, {"http.request.method": "POST", "url.path": PATH}
+                ) as span:
+                    tracing.annotate_choice("digits", "v1", "weight", "r" * 32, ROWS)
+                    with tracing.replica_span("digits", "v1", "router") as run:
+                        run.record_run(0.1, 1, 0.2)
+                    span.set_status(200)
+            ended = time.perf_counter()
+            tracing.flush()
+            spans_s += ended - started
+            flush_s += time.perf_counter() - ended
+    finally:
+        tracing.close()
+    made = requests // (EXPORT_BATCH // 2) * (EXPORT_BATCH // 2 - 1)
+    return spans_s / made * 1e6, flush_s / made * 1e6
+
+
 def main() -> None:
     """Print each variant's CPU per request, round after round."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", choices=list(VARIANTS))
+    parser.add_argument(
+        "--tracer-alone",
+        action="store_true",
+        help="time the tracer by itself instead: spans, then their sending",
+    )
     args = parser.parse_args()
+    if args.tracer_alone:
+        for _ in range(args.rounds):
+            spans_us, flush_us = _tracer_alone(args.requests)
+            print(f"spans {spans_us:.1f} us/request | flush {flush_us:.1f} us/request")
+        return
     from rayfleet.cli.demo import digits_split
 
     rows = np.ascontiguousarray(digits_split()[1][:ROWS])
     body, _headers = digits_payloads(rows)["json"]
     apps = _apps()
-    for _ in range(args.rounds):
-        cells = [
-            f"{name} {asyncio.run(_cpu_us_per_request(app, body, n)):.0f} us"
-            for name, app in apps.items()
-            for n in [args.requests]
-        ]
-        print(" | ".join(cells), flush=True)
+    names = list(apps)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(args.rounds):
+        # Rotating who goes first, as bench_operability does: the first of a
+        # round runs on a cooler cache.
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            cpu[name].append(
+                asyncio.run(_cpu_us_per_request(apps[name], body, args.requests))
+            )
+        print(
+            " | ".join(f"{name} {cpu[name][-1]:.0f} us" for name in names), flush=True
+        )
+    print(
+        "median: "
+        + " | ".join(f"{name} {statistics.median(cpu[name]):.0f} us" for name in names)
+    )
     if args.profile is not None:
         profile = cProfile.Profile()
         profile.enable()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from rayfleet.platform.constants import (
     POOL_IDLE_CHECK_S,
     POOL_ROUTING_PUSH_S,
     POOL_ROUTING_REFRESH_S,
+    POOL_ROUTING_WARN_EVERY_S,
 )
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
 from rayfleet.platform.runtimes.device import Device
@@ -216,6 +218,7 @@ class PoolReplica:
         # restarted controller routes by holder again.
         client = None
         since = 0.0
+        warned_at = -POOL_ROUTING_WARN_EVERY_S
         while True:
             await asyncio.sleep(POOL_ROUTING_PUSH_S)
             since += POOL_ROUTING_PUSH_S
@@ -235,11 +238,18 @@ class PoolReplica:
                     )
                     self._push_holdings, since = False, 0.0
             except Exception as error:  # routing falls back meanwhile; retry
-                logger.warning(
-                    "pool %s: Serve's controller not told what this replica holds: %r",
-                    self.spec.name,
-                    error,
-                )
+                # Tried again every POOL_ROUTING_PUSH_S: one line a minute is
+                # enough to say the controller is still out of reach.
+                now = time.monotonic()
+                if now - warned_at >= POOL_ROUTING_WARN_EVERY_S:
+                    warned_at = now
+                    logger.warning(
+                        "pool %s: Serve's controller not told what this replica "
+                        "holds (retrying every %g s): %r",
+                        self.spec.name,
+                        POOL_ROUTING_PUSH_S,
+                        error,
+                    )
 
     async def _unload_idle_forever(self) -> None:
         assert self.spec.unload_after_s is not None

@@ -96,6 +96,8 @@ POOL_ROUTING_PUSH_S = 0.1
 # replica holds in memory only, and a restarted one would otherwise route pooled
 # versions to any replica until their holdings next change.
 POOL_ROUTING_REFRESH_S = 10.0
+# While the controller cannot be told, one warning per this many seconds.
+POOL_ROUTING_WARN_EVERY_S = 60.0
 # The longest a pool replica waits between looks for versions idle past the
 # pool's unload_after_s (it looks four times per unload_after_s when shorter).
 POOL_IDLE_CHECK_S = 5.0

@@ -37,7 +37,7 @@ class TracingSpec(Spec):
     )
     sample_rate: float = Field(default=1.0, ge=0, le=1)
     service_name: str = Field(default="rayfleet", min_length=1, max_length=255)
-    # The SDK's own default: spans leave in batches, off the request path.
+    # OpenTelemetry's batch default: spans leave in batches, off the request path.
     export_every_s: PositiveFloat = 5.0
 
     @field_validator("otlp_endpoint")

@@ -193,7 +193,7 @@ class InferenceService:
         started = time.perf_counter()
         plan = self.plan(model)
         version = plan.choose(pin=pin, sticky_key=sticky_key, rand=self.rand)
-        if self.tracing is not None:
+        if self.tracing is not None and self.tracing.request_sampled():
             self.tracing.annotate_choice(
                 model,
                 version,

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.testclient import TestClient
 
@@ -22,6 +21,7 @@ from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.tracing import REPLICA_SPAN, REQUEST_SPAN, trace_headers
 from tests.unit.platform.tracing.memory import (
     MemoryTracing,
+    Span,
     memory_tracing,
     traceparent,
 )
@@ -96,7 +96,7 @@ def app(memory: MemoryTracing) -> Iterator[App]:
         yield app
 
 
-def the_request(memory: MemoryTracing) -> tuple[ReadableSpan, ReadableSpan]:
+def the_request(memory: MemoryTracing) -> tuple[Span, Span]:
     """The router span and the replica span of the one request sent."""
     (router,) = memory.named(REQUEST_SPAN)
     (replica,) = memory.named(REPLICA_SPAN)

@@ -409,7 +409,7 @@ def test_an_event_sent_in_a_trace_carries_its_traceparent() -> None:
             sender.send({**EVENT, "n": 0})
             with tracing.request_span({}, {}) as span:
                 sender.send({**EVENT, "n": 1})
-            context = span.span.get_span_context()
+            context = span.context
         return f"00-{context.trace_id:032x}-{context.span_id:016x}-"
 
     with memory_tracing() as memory:

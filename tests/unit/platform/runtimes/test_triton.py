@@ -71,7 +71,7 @@ def test_the_current_span_traceparent_is_sent(
     with memory_tracing() as memory:
         with memory.tracing.replica_span("summer", "v1", "replica") as span:
             triton.predict(ROWS)
-        context = span.span.get_span_context()
+        context = span.context
     (call,) = client.calls
     assert set(call["headers"]) == {"traceparent"}
     assert call["headers"]["traceparent"].split("-")[1:3] == [
