@@ -5,7 +5,9 @@ generator (loadtest/loadgen.py at nice 19, closed loop):
 
 - raw onnxruntime in-process (the compute limit);
 - rayfleet's HTTP app on one uvicorn process, no Ray (the HTTP limit);
-- KServe 0.21 ``ModelServer`` (its own virtualenv, built here on first use);
+- KServe 0.21 ``ModelServer`` and Seldon MLServer 1.7.1 (one process, a small
+  custom runtime around onnxruntime), each in its own virtualenv, built here on
+  first use;
 - a bare one-deployment Serve app with default settings;
 - the rayfleet router path, JSON and binary tensors, under Serve's knobs.
 
@@ -20,8 +22,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from loadtest.common import (
     STORE,
     ensure_digits_store,
     ensure_kserve,
+    ensure_mlserver,
     versus_table,
     write_report,
 )
@@ -97,25 +101,23 @@ def targets(only: Sequence[str] = ()) -> list[Target]:
     def selected(name: str) -> bool:
         return not only or any(part in name for part in only)
 
-    kserve = (
-        [
-            Target(
-                "kserve",
-                [
-                    str(ensure_kserve()),
-                    str(ROOT / "loadtest/peers/kserve_server.py"),
-                    str(STORE / "digits/v1/model.onnx"),
-                    "digits",
-                    "{port}",
-                ],
-            )
+    def peer(name: str, python: Callable[[], Path]) -> list[Target]:
+        # The peer's virtualenv is built only when it is measured.
+        if not selected(name):
+            return []
+        command = [
+            str(python()),
+            str(ROOT / f"loadtest/peers/{name}_server.py"),
+            str(STORE / "digits/v1/model.onnx"),
+            "digits",
+            "{port}",
         ]
-        if selected("kserve")
-        else []
-    )
+        return [Target(name, command)]
+
     every = [
         Target("starlette (no Ray)", target("starlette"), payloads=both),
-        *kserve,
+        *peer("kserve", ensure_kserve),
+        *peer("mlserver", ensure_mlserver),
         Target("serve-bare (Serve defaults)", target("serve-bare"), quiet),
         Target("rayfleet (Serve defaults)", target("rayfleet"), quiet),
         Target("serve-bare (rayfleet's Serve env)", target("serve-bare"), fast),

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_MODEL",
     "KSERVE_VENV",
+    "MLSERVER_VENV",
     "OUT",
     "ROOT",
     "STORE",
@@ -27,6 +28,7 @@ __all__ = [
     "ensure_digits_store",
     "ensure_image_model",
     "ensure_kserve",
+    "ensure_mlserver",
     "free_port",
     "markdown_row",
     "markdown_table",
@@ -39,6 +41,7 @@ OUT = ROOT / "loadtest" / "out"
 STORE = ROOT / "build" / "bench-models"
 IMAGE_MODEL = STORE / "image" / "v1" / "model.onnx"
 KSERVE_VENV = ROOT / "build" / "kserve-venv"
+MLSERVER_VENV = ROOT / "build" / "mlserver-venv"
 
 
 def free_port() -> int:
@@ -83,26 +86,27 @@ def ensure_digits_store() -> None:
         build_demo_store(str(STORE))
 
 
-def ensure_kserve() -> Path:
-    """The python of KServe's own virtualenv, built on first use."""
-    python = KSERVE_VENV / "bin" / "python"
+def _ensure_venv(venv: Path, packages: Sequence[str]) -> Path:
+    """The python of a peer's own virtualenv with ``packages``, built on first
+    use: peers pin their own versions of fastapi, pydantic and friends."""
+    python = venv / "bin" / "python"
     if not python.exists():
-        print("building KServe's virtualenv (once) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
+        print(f"building {venv.name} (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "kserve==0.21.0",
-                "onnxruntime",
-                "numpy",
-            ],
-            check=True,
+            [str(python), "-m", "pip", "install", "-q", *packages], check=True
         )
     return python
+
+
+def ensure_kserve() -> Path:
+    """The python of KServe's own virtualenv, built on first use."""
+    return _ensure_venv(KSERVE_VENV, ["kserve==0.21.0", "onnxruntime", "numpy"])
+
+
+def ensure_mlserver() -> Path:
+    """The python of Seldon MLServer's own virtualenv, built on first use."""
+    return _ensure_venv(MLSERVER_VENV, ["mlserver==1.7.1", "onnxruntime", "numpy"])
 
 
 def markdown_row(cells: Iterable[str]) -> str:

@@ -120,11 +120,13 @@ def test_saturation_rolls_back_the_slow_canary_and_not_the_good_one(
             lambda: "slow" in _digits(saturated_url)["finished"],
             150,
             "the slow canary's rollout to end",
+            show=lambda: _digits(saturated_url),
         )
         wait_for(
             lambda: "v2" in _digits(saturated_url)["finished"],
             150,
             "the good canary's rollout to end",
+            show=lambda: _digits(saturated_url),
         )
         done = _digits(saturated_url)
     assert done["finished"]["slow"] == "rolled_back"

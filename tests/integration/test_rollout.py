@@ -125,14 +125,18 @@ class Client:
                 time.sleep(max(0.0, due - time.monotonic()))
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
+def wait_for(condition: Any, timeout: float, what: str, show: Any | None = None) -> Any:
+    """``condition()``'s first true value within ``timeout`` seconds; on a
+    timeout, the failure names ``what`` and, when given, what ``show()`` says
+    then (a rollout's state), so a rare failure in CI explains itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    detail = "" if show is None else f"; at the end: {show()!r}"
+    raise AssertionError(f"timed out waiting for {what}{detail}")
 
 
 def test_good_canary_promoted_bad_canary_rolled_back(
