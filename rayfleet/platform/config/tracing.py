@@ -51,6 +51,13 @@ class TracingSpec(Spec):
                 "otlp_endpoint must be http(s) with a host, e.g. "
                 f"'http://collector:4318/v1/traces'; got {redact_url(url)!r}"
             )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "otlp_endpoint must not carry credentials: the spec is no place "
+                "for secrets. Put them in the environment instead, e.g. "
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS='Authorization=Basic%20...'; "
+                f"got {redact_url(url)!r}"
+            )
         return url
 
     @model_validator(mode="after")

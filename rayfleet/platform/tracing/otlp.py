@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "KIND_INTERNAL",
@@ -52,9 +53,10 @@ _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# Repeated string attributes; cleared when full, so a stream of distinct values
-# (request ids are never cached) cannot grow it.
+# Cached attribute bytes: cleared when this many are held, and only values this
+# short are kept, so the cache stays under a few megabytes whatever clients send.
 _CACHE_LIMIT = 4096
+_CACHED_VALUE_MAX = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,12 @@ class FinishedSpan:
 _SHORT = [bytes((length,)) for length in range(0x80)]
 
 
+def _text(value: str) -> bytes:
+    # Protobuf strings must be UTF-8; an error message may hold a lone
+    # surrogate, which strict encoding refuses.
+    return value.encode("utf-8", "replace")
+
+
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return _SHORT[value]
@@ -108,31 +116,37 @@ def _field(tag: bytes, payload: bytes) -> bytes:
 def _any_value(value: AttributeValue) -> bytes:
     # bool before int: it is one.
     if isinstance(value, str):
-        return _field(b"\x0a", value.encode())
+        return _field(b"\x0a", _text(value))
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
         return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
     if isinstance(value, float):
         return b"\x21" + _DOUBLE.pack(value)
-    return _field(b"\x0a", str(value).encode())
+    return _field(b"\x0a", _text(str(value)))
 
 
 class SpanEncoder:
     """Writes spans as OTLP protobuf. It remembers the bytes of each attribute
-    key, and of each attribute that is not a float (a float is a measurement,
-    rarely seen twice). One per :class:`~rayfleet.platform.tracing.Tracing`."""
+    key, and of the values of the keys in ``repeated``: those whose values recur
+    from span to span (a model, a version, a status), up to
+    :data:`_CACHED_VALUE_MAX` characters. Other values (a request id, an error
+    message, a measurement) are written each time, so a client sending unique
+    values cannot fill the cache. One per
+    :class:`~rayfleet.platform.tracing.Tracing`."""
 
-    def __init__(self) -> None:
+    def __init__(self, repeated: Collection[str] = ()) -> None:
+        self.repeated = frozenset(repeated)
         self._keys: dict[str, bytes] = {}
         # The value's type is in the key: True == 1 for a dict.
         self._pairs: dict[tuple[bytes, str, type, AttributeValue], bytes] = {}
 
     def key_value(self, tag: bytes, key: str, value: AttributeValue) -> bytes:
         """One ``KeyValue`` field with ``tag``."""
-        if isinstance(value, float):
-            body = self._key(key) + b"\x12\x09\x21" + _DOUBLE.pack(value)
-            return _field(tag, body)
+        if key not in self.repeated or (
+            isinstance(value, str) and len(value) > _CACHED_VALUE_MAX
+        ):
+            return _field(tag, self._key(key) + _field(b"\x12", _any_value(value)))
         pair = (tag, key, type(value), value)
         cached = self._pairs.get(pair)
         if cached is None:
@@ -147,7 +161,7 @@ class SpanEncoder:
         if encoded is None:
             if len(self._keys) >= _CACHE_LIMIT:
                 self._keys.clear()
-            encoded = self._keys[key] = _field(b"\x0a", key.encode())
+            encoded = self._keys[key] = _field(b"\x0a", _text(key))
         return encoded
 
     def attributes(self, tag: bytes, attributes: Mapping[str, AttributeValue]) -> bytes:
@@ -166,14 +180,14 @@ class SpanEncoder:
             span.span_id.to_bytes(8, "big"),
         ]
         if span.tracestate:
-            parts.append(_field(b"\x1a", span.tracestate.encode()))
+            parts.append(_field(b"\x1a", _text(span.tracestate)))
         flags = 0x01 | _HAS_IS_REMOTE  # only kept (sampled) spans are written
         if span.parent_id is not None:
             parts.append(b"\x22\x08")
             parts.append(span.parent_id.to_bytes(8, "big"))
             if span.parent_is_remote:
                 flags |= _IS_REMOTE
-        parts.append(_field(b"\x2a", span.name.encode()))
+        parts.append(_field(b"\x2a", _text(span.name)))
         parts.append(b"\x30" + _varint(span.kind))
         parts.append(b"\x39" + _FIXED64.pack(span.start_ns))
         parts.append(b"\x41" + _FIXED64.pack(span.end_ns))
@@ -182,12 +196,12 @@ class SpanEncoder:
             body = (
                 b"\x09"
                 + _FIXED64.pack(event.time_ns)
-                + _field(b"\x12", event.name.encode())
+                + _field(b"\x12", _text(event.name))
                 + self.attributes(b"\x1a", event.attributes)
             )
             parts.append(_field(b"\x5a", body))
         if span.error is not None:
-            status = _field(b"\x12", span.error.encode()) if span.error else b""
+            status = _field(b"\x12", _text(span.error)) if span.error else b""
             parts.append(_field(b"\x7a", status + b"\x18" + _varint(_STATUS_ERROR)))
         parts.append(b"\x85\x01" + _FIXED32.pack(flags))
         return b"".join(parts)
@@ -202,8 +216,8 @@ class SpanEncoder:
         """``spans``, each written by :meth:`span`, as one serialized
         ``ExportTraceServiceRequest``: one resource (``resource``'s attributes)
         and one instrumentation scope."""
-        scope = _field(b"\x0a", scope_name.encode()) + _field(
-            b"\x12", scope_version.encode()
+        scope = _field(b"\x0a", _text(scope_name)) + _field(
+            b"\x12", _text(scope_version)
         )
         scope_spans = _field(b"\x0a", scope) + b"".join(
             [_field(b"\x12", span) for span in spans]
@@ -226,9 +240,26 @@ def headers_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     for pair in raw.split(","):
         key, separator, value = pair.partition("=")
         key = urllib.parse.unquote(key).strip().lower()
-        if separator and key:
-            headers[key] = urllib.parse.unquote(value).strip()
+        value = urllib.parse.unquote(value).strip()
+        if not separator or not key:
+            continue
+        if not (key + value).isprintable():
+            # Never the value in the log: it is likely a secret.
+            logger.warning(
+                "tracing: collector header %r is not printable; skipped", key
+            )
+            continue
+        headers[key] = value
     return headers
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A collector that redirects is answered as a failure: urllib would turn
+    the POST into a bodiless GET that carries the headers on and reads as a
+    delivery."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class OtlpHttpSender:
@@ -257,6 +288,9 @@ class OtlpHttpSender:
             "Content-Type": "application/x-protobuf",
         }
         self._sleep = sleep
+        self._opener = urllib.request.build_opener(_NoRedirects())
+        # The last failure, for the tracer's warning: "HTTP 400", "URLError".
+        self.last_failure: str | None = None
 
     def __call__(self, body: bytes) -> bool:
         """Deliver ``body``; whether the collector took it."""
@@ -275,12 +309,12 @@ class OtlpHttpSender:
             self.endpoint, data=body, headers=self.headers, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with self._opener.open(request, timeout=self.timeout_s) as response:
                 response.read()
             return None
         except urllib.error.HTTPError as error:
-            logger.debug("collector answered %s", error.code)
+            self.last_failure = f"HTTP {error.code}"
             return error.code in self.RETRY_STATUSES
         except (OSError, ValueError) as error:
-            logger.debug("collector unreachable: %s", type(error).__name__)
+            self.last_failure = type(error).__name__
             return True

@@ -84,6 +84,23 @@ Sink = Callable[[bytes], bool]
 # spans held before new ones are dropped.
 EXPORT_BATCH = 512
 MAX_HELD = 2048
+# Attributes whose values recur from request to request; the encoder caches
+# their bytes (rayfleet.request_id and the measurements it writes each time).
+REPEATED_ATTRIBUTES = frozenset(
+    {
+        "http.request.method",
+        "url.path",
+        "rpc.system",
+        "rpc.method",
+        "rayfleet.model",
+        "rayfleet.version",
+        "rayfleet.choice",
+        "rayfleet.placement",
+        "rayfleet.rows",
+        "rayfleet.status",
+        "rayfleet.batch_size",
+    }
+)
 # At most one warning a minute about spans that did not reach the collector.
 _WARN_EVERY_S = 60.0
 _ID_BITS_LOW = 2**64 - 1
@@ -276,10 +293,13 @@ class Tracing:
             key: value if isinstance(value, str | bool | int | float) else str(value)
             for key, value in detected.items()
         }
+        # The spans are rayfleet's making, not the SDK's.
+        self.resource["telemetry.sdk.name"] = "rayfleet"
+        self.resource["telemetry.sdk.version"] = PACKAGE_VERSION
         self.dropped = 0
         self.undelivered = 0
         self._every_s = spec.export_every_s
-        self._encoder = SpanEncoder()
+        self._encoder = SpanEncoder(REPEATED_ATTRIBUTES)
         self._held: deque[bytes] = deque()
         self._wake = threading.Event()
         self._draining = threading.Lock()
@@ -378,11 +398,17 @@ class Tracing:
         """Write an ended span and queue it to be sent; dropped and counted when
         :data:`MAX_HELD` wait already (a collector slower than the traffic)."""
         held = self._held
-        if len(held) >= MAX_HELD:
+        if len(held) >= MAX_HELD or self._closed:
             self.dropped += 1
             self._warn("dropped")
             return
-        held.append(self._encoder.span(span))
+        try:
+            encoded = self._encoder.span(span)
+        except Exception:  # a span must never fail the request it describes
+            logger.exception("tracing: a span could not be encoded")
+            self.dropped += 1
+            return
+        held.append(encoded)
         if len(held) == EXPORT_BATCH:
             self._wake.set()
 
@@ -429,11 +455,13 @@ class Tracing:
             return
         self._warned_at = now
         logger.warning(
-            "tracing: spans lost so far: %d dropped (queue full), %d not taken "
-            "by the collector (last: %s)",
+            "tracing: spans lost so far: %d dropped (queue full, closed or not "
+            "encodable), %d not taken by the collector (last: %s; the "
+            "collector's last failure: %s)",
             self.dropped,
             self.undelivered,
             what,
+            getattr(self.sink, "last_failure", None) or "none",
         )
 
 

@@ -69,3 +69,11 @@ def test_a_bad_endpoint_error_hides_its_credentials() -> None:
         parse_spec(spec(otlp_endpoint="ftp://user:hunter2@collector/v1?key=k"))
     assert "hunter2" not in str(raised.value)
     assert "key=k" not in str(raised.value)
+
+
+def test_an_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(spec(otlp_endpoint="http://user:s3cret@collector:4318/v1/traces"))
+    assert "args.tracing.otlp_endpoint: " in str(raised.value)
+    assert "OTEL_EXPORTER_OTLP_TRACES_HEADERS" in str(raised.value)
+    assert "s3cret" not in str(raised.value)

@@ -23,8 +23,17 @@ from rayfleet.platform.tracing.otlp import (
     SpanEvent,
     headers_from_env,
 )
-from rayfleet.platform.tracing.tracer import EXPORT_BATCH, MAX_HELD
-from tests.unit.platform.tracing.memory import ENDPOINT, decode
+from rayfleet.platform.tracing.tracer import (
+    EXPORT_BATCH,
+    MAX_HELD,
+    REPEATED_ATTRIBUTES,
+)
+from tests.unit.platform.tracing.memory import (
+    ENDPOINT,
+    MemoryTracing,
+    decode,
+    memory_tracing,
+)
 
 keys = st.text(min_size=1, max_size=20)
 values = st.one_of(
@@ -264,3 +273,58 @@ def test_spans_reach_a_collector_over_http(collector: Collector) -> None:
     (span,) = decode(body)
     assert span.attributes == {"url.path": "/v2"}
     assert span.resource.attributes["service.name"] == "rayfleet"
+
+
+def test_a_lone_surrogate_in_an_error_is_sent_replaced_and_fails_nothing() -> None:
+    with memory_tracing() as memory:
+        with pytest.raises(RuntimeError), memory.tracing.request_span({}, {}):
+            raise RuntimeError("bad byte \udcff from the model")
+        (span,) = memory.spans()
+    (event,) = span.events
+    assert event.attributes["exception.message"] == "bad byte ? from the model"
+
+
+def test_spans_ended_after_close_are_dropped_and_counted() -> None:
+    memory = MemoryTracing()
+    memory.tracing.close()
+    with memory.tracing.request_span({}, {}):
+        pass
+    assert memory.tracing.dropped == 1
+    assert memory.collected.spans == []
+
+
+def test_only_repeated_short_values_are_cached() -> None:
+    encoder = SpanEncoder(REPEATED_ATTRIBUTES)
+    for index in range(5000):
+        span = FinishedSpan(
+            "s",
+            KIND_SERVER,
+            1,
+            2,
+            None,
+            False,
+            None,
+            0,
+            1,
+            {
+                "rayfleet.model": "digits",
+                "rayfleet.request_id": f"{index:032x}",
+                "url.path": f"/v2/models/{'m' * 200}{index}/infer",
+            },
+        )
+        encoder.span(span)
+    # One cached pair, the model: ids, and paths too long to cache, are not held.
+    assert len(encoder._pairs) == 1
+
+
+def test_a_redirect_is_a_failure_not_a_delivery(collector: Collector) -> None:
+    collector.statuses = [302]
+    sender = OtlpHttpSender(collector.url, headers={}, sleep=lambda s: None)
+    assert sender(b"body") is False
+    assert sender.last_failure == "HTTP 302"
+    assert len(collector.bodies) == 1
+
+
+def test_a_header_value_that_is_not_printable_is_skipped() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_HEADERS": "a=ok,b=x%0D%0AInjected:%201"}
+    assert headers_from_env(environ) == {"a": "ok"}
