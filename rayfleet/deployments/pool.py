@@ -98,10 +98,13 @@ class _Loaded:
 @serve.deployment
 class PoolReplica:
     """Serves every version placed in one pool, loading each on its first
-    request here. Healthy as soon as it is up: a version's first request waits
-    for its load (and warm-up), later ones find it warm."""
+    request here: that request waits for the load (and warm-up), later ones find
+    it warm. Canaries are the exception: each is loaded before the replica is
+    up (:meth:`_warm_canaries`)."""
 
-    def __init__(
+    # Serve awaits an async constructor (replica.py, initialize_callable) and
+    # reports the replica up only after it: the canaries' loads happen here.
+    async def __init__(  # type: ignore[misc]
         self,
         pool: dict[str, Any],
         versions: dict[str, dict[str, Any]],
@@ -145,12 +148,35 @@ class PoolReplica:
             self.background.start("idle unloading", self._unload_idle_forever)
         if validator is not None:
             self._start_reports(validator, report_every_s)
+        await self._warm_canaries()
         logger.info(
             "pool %s: up, serving %d versions on demand (at most %d loaded)",
             self.spec.name,
             len(self.versions),
             self.spec.max_loaded_versions,
         )
+
+    async def _warm_canaries(self) -> None:
+        """Load the pool's canaries, in the spec's order and as many as the pool
+        holds, before this replica reports ready.
+
+        A canary's rollout is judged on its latency, and starts only once its
+        pool's deployment is healthy: loaded here, its first requests do not
+        carry its load into the end-to-end gate. A canary that fails to load
+        does not stop the replica; its requests meet the load's failure (and
+        its retry) as on any other replica."""
+        canaries = [key for key, v in self.versions.items() if v.spec.canary]
+        for key in canaries[: self.spec.max_loaded_versions]:
+            try:
+                async with self.cache.use(key):
+                    pass
+            except RayfleetError as error:
+                logger.warning(
+                    "pool %s: canary %s not loaded ahead of its traffic: %s",
+                    self.spec.name,
+                    key,
+                    error.message,
+                )
 
     async def infer(
         self, inputs: Inputs, trace: dict[str, str] | None = None

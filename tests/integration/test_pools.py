@@ -216,7 +216,10 @@ def test_lru_eviction_then_reload_answers_right_then_idle_unload(
     url: str, store: Path
 ) -> None:
     expected = onnx_labels(store, "v3")
+    double(url, "tenant", "a")
     np.testing.assert_array_equal(digits(url, "v3"), expected)
+    # Both held and warm; v3 becomes the least recently used a moment before b
+    # arrives, so a slow load of a cannot leave it idle past unload_after_s.
     double(url, "tenant", "a")
     # A third version in a pool of two: v3, the least recently used, goes.
     double(url, "tenant", "b")

@@ -64,7 +64,9 @@ def controller(monkeypatch: pytest.MonkeyPatch) -> Controller:
     return told
 
 
-def make_pool(store: Path, **pool: Any) -> Any:
+async def make_pool(store: Path, canaries: tuple[str, ...] = (), **pool: Any) -> Any:
+    """A replica built as Serve builds it: ``__new__``, then the awaited
+    ``__init__``."""
     versions = {}
     for name in ("a", "b", "broken"):
         manifest = Manifest.model_validate_json(
@@ -75,11 +77,14 @@ def make_pool(store: Path, **pool: Any) -> Any:
             placement="pool",
             pool="p",
             batching={"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S},  # type: ignore[arg-type]
+            canary=name in canaries,
         )
         versions[f"m/{name}"] = PooledVersion("m", spec, manifest, 100).to_dict()
     cls: Any = PoolReplica.func_or_class  # type: ignore[attr-defined]
     spec = PoolSpec(name="p", **pool).model_dump(mode="json")
-    return cls(spec, versions, str(store), None, 5.0, None)
+    replica = cls.__new__(cls)
+    await replica.__init__(spec, versions, str(store), None, 5.0, None)
+    return replica
 
 
 async def call(replica: Any, key: str, x: float, rows: int = 1) -> Any:
@@ -94,7 +99,7 @@ async def call(replica: Any, key: str, x: float, rows: int = 1) -> Any:
 
 def test_a_batch_never_mixes_versions(store: Path, controller: Controller) -> None:
     async def scenario() -> list[Any]:
-        replica = make_pool(store)
+        replica = await make_pool(store)
         keys = ["m/a", "m/b"] * 4
         return await asyncio.gather(
             *(call(replica, key, float(i)) for i, key in enumerate(keys))
@@ -112,7 +117,7 @@ def test_serve_hears_what_the_replica_holds(
     store: Path, controller: Controller
 ) -> None:
     async def scenario() -> None:
-        replica = make_pool(store, max_loaded_versions=1)
+        replica = await make_pool(store, max_loaded_versions=1)
         await call(replica, "m/a", 1.0)
         await asyncio.sleep(0.3)
         await call(replica, "m/b", 1.0)
@@ -130,7 +135,7 @@ def test_a_failed_load_is_a_503_and_the_replica_serves_on(
     store: Path, controller: Controller
 ) -> None:
     async def scenario() -> Any:
-        replica = make_pool(store)
+        replica = await make_pool(store)
         with pytest.raises(ServiceUnavailable, match="m/broken could not be loaded"):
             await call(replica, "m/broken", 1.0)
         # The next request hears the same failure without loading again.
@@ -143,3 +148,28 @@ def test_a_failed_load_is_a_503_and_the_replica_serves_on(
         return await call(replica, "m/a", 2.0)
 
     assert asyncio.run(scenario()).outputs["y"].tolist() == [[4.0, 4.0]]
+
+
+def test_canaries_are_loaded_before_the_replica_is_up(
+    store: Path, controller: Controller
+) -> None:
+    async def scenario() -> tuple[list[str], Any]:
+        replica = await make_pool(store, canaries=("b", "broken"))
+        return replica.cache.keys(), await call(replica, "m/b", 2.0)
+
+    held, result = asyncio.run(scenario())
+    # The broken canary failed to load and did not stop the replica; the good
+    # one was held before its first request, and that request found it warm.
+    assert held == ["m/b"]
+    assert result.outputs["y"].tolist() == [[6.0, 6.0]]
+
+
+def test_no_more_canaries_are_warmed_than_the_pool_holds(
+    store: Path, controller: Controller
+) -> None:
+    async def scenario() -> list[str]:
+        replica = await make_pool(store, canaries=("a", "b"), max_loaded_versions=1)
+        held: list[str] = replica.cache.keys()
+        return held
+
+    assert asyncio.run(scenario()) == ["m/a"]
