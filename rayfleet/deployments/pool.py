@@ -129,6 +129,7 @@ class PoolReplica:
         # executor, a few cold versions would take every thread the warm
         # versions' model calls run on.
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="pool-load")
+        self._stopping = False
         self.cache: VersionPool[_Loaded] = VersionPool(
             PoolLimits(
                 self.spec.max_loaded_versions,
@@ -230,7 +231,13 @@ class PoolReplica:
 
     def _unload(self, loaded: _Loaded) -> None:
         loaded.runner.close()
-        self._loader.submit(loaded.files.discard_files)
+        if self._stopping:
+            # From __del__, which the garbage collector may run inside another
+            # executor's submit, holding the lock every submit takes: deleting
+            # here cannot deadlock, submitting could.
+            loaded.files.discard_files()
+        else:
+            self._loader.submit(loaded.files.discard_files)
 
     def _holdings_changed(self) -> None:
         self._push_holdings = True
@@ -344,13 +351,14 @@ class PoolReplica:
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown: the loops stop, the versions'
         # copies of a remote store's files go, and the spans still held leave.
+        self._stopping = True
         self.background.cancel()
-        cache = getattr(self, "cache", None)
-        if cache is not None:
-            cache.close()
         loader = getattr(self, "_loader", None)
         if loader is not None:
             loader.shutdown(wait=False)
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            cache.close()
         tracing = getattr(self, "tracing", None)
         if tracing is not None:
             tracing.close()

@@ -438,7 +438,10 @@ class Tracing:
             return
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        # A replica's __del__ may run on any thread the garbage collector
+        # interrupts, this one's included, which cannot wait for itself.
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
 
     def _send_loop(self) -> None:
         while True:
