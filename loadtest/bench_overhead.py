@@ -123,6 +123,12 @@ def targets(only: Sequence[str] = ()) -> list[Target]:
         Target("serve-bare (rayfleet's Serve env)", target("serve-bare"), fast),
         Target("rayfleet (hop to replica)", target("rayfleet"), fast, both),
         Target(
+            "rayfleet (direct to replica)",
+            target("rayfleet", "--transport", "direct"),
+            fast,
+            both,
+        ),
+        Target(
             "rayfleet (in-router)",
             target("rayfleet", "--placement", "router"),
             fast,

@@ -9,7 +9,8 @@ logging, metrics, the model, ...), so the table reads as "share of the process's
 busy samples". Samples that end in a wait inside C (a thread parked in Ray's core
 worker or a pool) cannot be told apart from real work and are counted separately.
 
-    .venv/bin/python -m loadtest.profile_hop [-c 1 32] [--seconds 10]
+    .venv/bin/python -m loadtest.profile_hop [-c 1 32] [--seconds 10] \
+        [--transport direct]
 
 Needs py-spy (a dev dependency) and permission to read other processes' memory
 (root, or ptrace allowed). Loopback only; stops its server at the end.
@@ -43,6 +44,7 @@ CATEGORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("pickling", r"cloudpickle|serialization\.py|\bpickle"),
         ("rayfleet codecs and checks", r"rayfleet/platform/(protocol|ingress/codec)"),
         ("rayfleet batching", r"rayfleet/platform/serving/(batcher|stacking)"),
+        ("rayfleet direct channel", r"rayfleet/platform/serving/channel/"),
         ("rayfleet other", r"rayfleet/"),
         ("Serve handle routing", r"ray/serve/_private/(router|request_router)"),
         ("gRPC", r"grpc/"),
@@ -162,10 +164,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--transport", choices=["handle", "direct"], default="handle")
     args = parser.parse_args()
     target = Target(
-        "rayfleet (hop to replica)",
-        target_command("rayfleet", model="digits"),
+        f"rayfleet (hop to replica, {args.transport})",
+        target_command("rayfleet", "--transport", args.transport, model="digits"),
         rayfleet_env(),
     )
     runs = {}

@@ -41,6 +41,7 @@ def bench_args(
     model: str = "digits",
     max_batch_size: int = 16,
     placement: str = "replica",
+    transport: str = "handle",
     validation: bool = True,
     num_gpus: float = 0.0,
     replicas: int = 1,
@@ -67,6 +68,7 @@ def bench_args(
                     {
                         "name": "v1",
                         "placement": placement,
+                        "transport": transport,
                         "num_cpus": 0.5,
                         "num_gpus": num_gpus,
                         "max_ongoing_requests": max_ongoing_requests,
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, help="also serve v2 gRPC here")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--placement", choices=["replica", "router"], default="replica")
+    parser.add_argument("--transport", choices=["handle", "direct"], default="handle")
     parser.add_argument(
         "--no-validation", action="store_true", help="no Validator, no observations"
     )
@@ -136,6 +139,7 @@ def main() -> None:
         model=args.model,
         max_batch_size=args.max_batch_size,
         placement=args.placement,
+        transport=args.transport,
         validation=not args.no_validation,
         num_gpus=args.num_gpus,
         replicas=args.replicas,

@@ -51,6 +51,7 @@ from rayfleet.autoscaling.policy import PolicyState, RequestCountPolicy, decide
 from rayfleet.platform.config.spec import AutoscalingSpec
 
 __all__ = [
+    "DIRECT_ONGOING_METRIC",
     "LOOK_BACK_PERIOD_S",
     "METRICS_INTERVAL_S",
     "POLICY_FUNCTION",
@@ -69,6 +70,9 @@ STATE_KEY = "rayfleet"
 METRICS_INTERVAL_S = 1.0
 # Half the default panic window, and above METRICS_INTERVAL_S as Serve requires.
 LOOK_BACK_PERIOD_S = 3.0
+# The custom metric a replica reports (Serve's ``record_autoscaling_stats``) for
+# the calls running over its direct channel, which Serve does not count.
+DIRECT_ONGOING_METRIC = "rayfleet_direct_ongoing"
 
 
 class RequestCountAutoscaler:
@@ -86,14 +90,24 @@ class RequestCountAutoscaler:
         by them would order again capacity already ordered.
         """
         now = ctx.current_time if ctx.current_time is not None else time.time()
-        demand = float(ctx.total_num_requests)
-        if not math.isfinite(demand) or demand < 0:
-            demand = 0.0
+        demand = _finite(ctx.total_num_requests) + _direct_ongoing(ctx)
         state = PolicyState.from_dict(ctx.policy_state.get(STATE_KEY, {}))
         replicas, state = decide(
             now, demand, ctx.target_num_replicas, state, self.policy
         )
         return replicas, {STATE_KEY: state.to_dict()}
+
+
+def _finite(count: float) -> float:
+    count = float(count)
+    return count if math.isfinite(count) and count > 0 else 0.0
+
+
+def _direct_ongoing(ctx: AutoscalingContext) -> float:
+    """The calls replicas report running over their direct channels: the same
+    window mean Serve takes of its own count, summed over replicas."""
+    per_replica = (ctx.aggregated_metrics or {}).get(DIRECT_ONGOING_METRIC, {})
+    return sum(_finite(count) for count in per_replica.values())
 
 
 def policy_for(scaling: AutoscalingSpec, target: float) -> RequestCountPolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,12 +10,14 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from rayfleet.autoscaling.serve_policy import DIRECT_ONGOING_METRIC
 from rayfleet.deployments.health import deployment_name
 from rayfleet.deployments.reporting import report_forever
 from rayfleet.deployments.serve_logs import send_to_serve
 from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import TracingSpec, VersionSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
+from rayfleet.platform.serving.channel import ChannelServer
 from rayfleet.platform.serving.loading import load_version
 from rayfleet.platform.serving.runner import VersionRunner
 from rayfleet.platform.serving.service import ReplicaResult
@@ -59,6 +62,8 @@ class ModelReplica:
             self.spec.batching,
             tracing=self.tracing,
         )
+        self.channel: ChannelServer | None = None
+        self._channel_started = asyncio.Lock()
         if validator is not None:
             replica = serve.get_replica_context().replica_id.unique_id
             node_id = ray.get_runtime_context().get_node_id()
@@ -101,20 +106,62 @@ class ModelReplica:
         """
         return await self.runner.infer(inputs, trace)
 
+    async def channel_address(self) -> dict[str, Any] | None:
+        """Where a router connects for ``transport: direct`` (host, port, token,
+        and this replica's id); ``None`` for a version on the handle.
+
+        Routers ask every replica through Serve's handle (``broadcast``), so
+        only a holder of the handle learns the token. The server starts on the
+        first ask, on the node's address, where Ray's own calls reach it.
+        """
+        if self.spec.transport != "direct":
+            return None
+        async with self._channel_started:
+            if self.channel is None:
+                node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+                channel = ChannelServer(self.runner.infer, node_ip)
+                await channel.start()
+                self.channel = channel
+                logger.info(
+                    "%s/%s: direct channel on %s:%d",
+                    self.model,
+                    self.spec.name,
+                    channel.host,
+                    channel.port,
+                )
+        replica = serve.get_replica_context().replica_id.unique_id
+        return {"replica": replica, **self.channel.address()}
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's hook for custom autoscaling metrics: the calls running over
+        the direct channel, which Serve's own count of ongoing requests misses
+        (:class:`~rayfleet.autoscaling.serve_policy.RequestCountAutoscaler` adds
+        them)."""
+        if self.channel is None:
+            return {}
+        return {DIRECT_ONGOING_METRIC: float(self.channel.in_flight)}
+
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown (and Python again on collection):
         # the spans still held leave before the process does.
         self.background.cancel()
+        channel: ChannelServer | None = getattr(self, "channel", None)
+        if channel is not None:
+            # Routers send what arrives from now on to another replica; Serve
+            # stopped listing this one to them before it called this.
+            channel.stop_accepting()
         tracing = getattr(self, "tracing", None)
         if tracing is not None:
             tracing.close()
 
     def stats(self) -> dict[str, Any]:
-        """Counters of this replica: requests, errors, batch sizes, warm-up time,
-        and the execution provider it runs on."""
+        """Counters of this replica: requests (``direct_requests`` of them over
+        the direct channel), errors, batch sizes, warm-up time, and the execution
+        provider it runs on."""
         counters = self.runner.counters
         return {
             "requests": counters.requests,
+            "direct_requests": self.channel.calls if self.channel else 0,
             "errors": counters.errors,
             "batch_sizes": dict(counters.batches),
             "warm_s": self.warm_s,

@@ -34,6 +34,8 @@ from rayfleet.platform.background import BackgroundTasks
 from rayfleet.platform.config.spec import PlatformSpec
 from rayfleet.platform.config.store import Manifest, ModelStore
 from rayfleet.platform.constants import (
+    CHANNEL_DISCOVER_EVERY_S,
+    CHANNEL_DISCOVER_TIMEOUT_S,
     DROPS_LOG_EVERY_S,
     FLUSH_CHECK_S,
     INGEST_TIMEOUT_S,
@@ -49,6 +51,7 @@ from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.requestlog import RequestLog, StoreSink
 from rayfleet.platform.serving.buffer import DropReport, ObservationBuffer
+from rayfleet.platform.serving.channel import DirectChannel, Endpoint, NoReplica
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
 from rayfleet.platform.serving.traffic import TrafficPlan
@@ -71,6 +74,11 @@ class ServeBackend:
 
     ``traced``: each call carries the current span's context (``traceparent``)
     to the replica, whose span of the run becomes its child.
+
+    ``direct``: the channels of versions with ``transport: direct``. Their
+    replicas are learnt by asking each through the handle every
+    ``CHANNEL_DISCOVER_EVERY_S``, from the first request on; until one is known,
+    calls take the handle.
     """
 
     def __init__(
@@ -81,6 +89,7 @@ class ServeBackend:
         *,
         traced: bool = False,
         pooled: Mapping[tuple[str, str], str] | None = None,
+        direct: Mapping[tuple[str, str], DirectChannel] | None = None,
     ) -> None:
         self.handles = handles
         self.local = local
@@ -88,6 +97,8 @@ class ServeBackend:
         self.traced = traced
         # (model, version) -> its pool's deployment, for versions in a pool.
         self.pooled = dict(pooled or {})
+        self.direct = dict(direct or {})
+        self.background = BackgroundTasks("router: direct channels")
 
     def _is_local(self, model: str, version: str) -> bool:
         return version in self.local.runtimes.get(model, {})
@@ -98,9 +109,15 @@ class ServeBackend:
         """One call to a replica of the version; Ray's failures become typed errors."""
         if self._is_local(model, version):
             return await self.local.infer(model, version, inputs)
-        call = self.handles[model][version].infer.remote
         # Untraced, the call is the one replicas have always taken.
         trace = trace_headers() if self.traced else None
+        channel = self.direct.get((model, version))
+        if channel is not None:
+            try:
+                return await channel.infer(inputs, trace)
+            except NoReplica:
+                self._discover(model, version, channel)
+        call = self.handles[model][version].infer.remote
         attempts_left = REPLICA_CALL_ATTEMPTS
         while True:
             attempts_left -= 1
@@ -128,6 +145,18 @@ class ServeBackend:
             except (BackPressureError, DeploymentUnavailableError) as error:
                 raise _unavailable(model, version, error) from error
 
+    def close(self) -> None:
+        """Stop learning replicas and drop the direct connections."""
+        self.background.cancel()
+        for channel in self.direct.values():
+            channel.close()
+
+    def _discover(self, model: str, version: str, channel: DirectChannel) -> None:
+        handle = self.handles[model][version]
+        self.background.start(
+            f"{model}/{version}", lambda: _discover_forever(handle, channel)
+        )
+
     async def ready(self, model: str, version: str) -> bool:
         """Whether the version can take requests: loaded here, or its deployment
         (its own or its pool's) reported healthy by Serve."""
@@ -135,6 +164,30 @@ class ServeBackend:
             return True
         serving = self.pooled.get((model, version)) or deployment_name(model, version)
         return serving in await self.health.healthy()
+
+
+async def _discover_forever(
+    handle: DeploymentHandle[Any], channel: DirectChannel
+) -> None:
+    """Tell ``channel`` the replicas Serve runs, and their addresses, until
+    cancelled. A replica that fails to answer is left out until it does; a
+    round that fails as a whole keeps what the last one found."""
+    while True:
+        try:
+            addresses = await handle.broadcast("channel_address").results_async(
+                timeout_s=CHANNEL_DISCOVER_TIMEOUT_S, return_exceptions=True
+            )
+        except Exception as error:  # a slow or restarting controller: try again
+            logger.debug("%s: no replica list this round: %r", channel.name, error)
+        else:
+            channel.update(
+                [
+                    Endpoint.from_address(str(address["replica"]), address)
+                    for address in addresses
+                    if isinstance(address, dict)
+                ]
+            )
+        await asyncio.sleep(CHANNEL_DISCOVER_EVERY_S)
 
 
 def _unavailable(model: str, version: str, error: Exception) -> ServiceUnavailable:
@@ -289,6 +342,22 @@ class ValidatorLink:
             self.background.cancel()
 
 
+def _direct_channels(spec: PlatformSpec) -> dict[tuple[str, str], DirectChannel]:
+    """A channel for each version with ``transport: direct``, its limits the
+    version's own."""
+    return {
+        (model.name, version.name): DirectChannel(
+            f"{model.name}/{version.name}",
+            version.replica_max_ongoing_requests,
+            version.max_queued_requests,
+            attempts=REPLICA_CALL_ATTEMPTS,
+        )
+        for model in spec.models
+        for version in model.versions
+        if version.transport == "direct"
+    }
+
+
 @serve.deployment
 @serve.ingress()
 class Router(GrpcInference):
@@ -331,18 +400,20 @@ class Router(GrpcInference):
                 router_id,
                 log=logger,
             )
+        self.backend = ServeBackend(
+            handles,
+            local,
+            DeploymentHealth(
+                serve.get_replica_context().app_name, ROUTER_READY_CACHE_S
+            ),
+            traced=self.tracing is not None,
+            pooled=pooled,
+            direct=_direct_channels(platform_spec),
+        )
         self.service = InferenceService(
             platform_spec,
             typed,
-            ServeBackend(
-                handles,
-                local,
-                DeploymentHealth(
-                    serve.get_replica_context().app_name, ROUTER_READY_CACHE_S
-                ),
-                traced=self.tracing is not None,
-                pooled=pooled,
-            ),
+            self.backend,
             recorder=self.buffer if validator is not None else None,
             request_log=self.request_log,
             tracing=self.tracing,
@@ -354,6 +425,9 @@ class Router(GrpcInference):
             )
 
     def __del__(self) -> None:
+        backend: ServeBackend | None = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
         # Serve calls this on graceful shutdown: the log's last rows reach the
         # store, if it answers. Absent when __init__ failed before making it.
         request_log: RequestLog | None = getattr(self, "request_log", None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib import metadata
 
 __all__ = [
+    "CHANNEL_DISCOVER_EVERY_S",
+    "CHANNEL_DISCOVER_TIMEOUT_S",
     "DEFAULT_EVALUATE_EVERY_S",
     "DEFAULT_VALIDATION_WINDOW_S",
     "DROPS_LOG_EVERY_S",
@@ -88,6 +90,11 @@ ROUTER_TARGET_ONGOING_REQUESTS = 64.0
 # it; inference has no side effects, so it is sent once more, and Serve's handle,
 # which has by then taken the dead replica out of its set, picks a live one.
 REPLICA_CALL_ATTEMPTS = 2
+# How often a router asks a direct-transport version's replicas for their
+# channels: a new replica takes calls within about this long, and one Serve
+# stopped takes none after it (it answers GOING_AWAY meanwhile).
+CHANNEL_DISCOVER_EVERY_S = 1.0
+CHANNEL_DISCOVER_TIMEOUT_S = 5.0
 # How often a pool replica tells Serve's controller which versions it holds,
 # when that changed: Serve's own interval for @serve.multiplexed, so routing to
 # a replica that is loading a version starts as early as Serve's would.

@@ -60,6 +60,7 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 Runtime = Literal["onnx", "python", "triton"]
 Placement = Literal["replica", "router", "pool"]
+Transport = Literal["handle", "direct"]
 # Ray node labels a deployment's replicas must match, passed to Serve as the
 # actor option of the same name; Ray checks the syntax when the app is built.
 LabelSelector = dict[str, str]
@@ -203,6 +204,15 @@ class VersionSpec(Spec):
     ``num_gpus > 0`` and is for onnx versions only (python and triton versions
     pick their device themselves, out of rayfleet's sight). ``/metrics`` shows
     what each replica runs on (``rayfleet_replica_info``).
+
+    ``transport`` says how a router reaches a version in its own replicas.
+    ``handle`` (the default): Serve's deployment handle, a Ray actor call.
+    ``direct``: a TCP connection the replica opens and announces through Serve,
+    so the tensors skip the actor call and its bookkeeping; Serve still places,
+    scales and health-checks the replicas, and the router falls back to the handle
+    while it knows no replica (a version scaled to zero starts as before). It
+    needs ``placement: replica`` and the ``rayfleet`` autoscaling policy, which
+    counts the calls each replica reports running over its channel.
     """
 
     name: str
@@ -210,6 +220,7 @@ class VersionSpec(Spec):
     runtime: Runtime | None = None
     triton: TritonTarget | None = None
     placement: Placement = "replica"
+    transport: Transport = "handle"
     pool: str | None = None
     num_cpus: NonNegativeFloat = 1.0
     num_gpus: NonNegativeFloat = 0.0
@@ -239,7 +250,22 @@ class VersionSpec(Spec):
             )
         if self.require_gpu:
             self._check_require_gpu()
+        if self.transport == "direct":
+            self._check_direct()
         return self
+
+    def _check_direct(self) -> None:
+        if self.placement != "replica":
+            raise ValueError(
+                f"transport: direct is for versions in their own replicas; a "
+                f"version with placement: {self.placement} has no replica of its "
+                "own to connect to"
+            )
+        if self.autoscaling.policy != "rayfleet":
+            raise ValueError(
+                "transport: direct needs autoscaling.policy: rayfleet: Serve's "
+                "own policy would not see the requests that skip its handle"
+            )
 
     def _check_pool(self) -> None:
         if self.placement == "pool" and self.pool is None:

@@ -10,6 +10,7 @@ from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
 from rayfleet.autoscaling.policy import PolicyState, RequestCountPolicy
 from rayfleet.autoscaling.serve_policy import (
+    DIRECT_ONGOING_METRIC,
     LOOK_BACK_PERIOD_S,
     METRICS_INTERVAL_S,
     POLICY_FUNCTION,
@@ -40,6 +41,7 @@ def context(
     target: int,
     running: int | None = None,
     state: dict[str, Any] | None = None,
+    custom: dict[str, dict[Any, float]] | None = None,
 ) -> AutoscalingContext:
     """A context shaped as the controller builds it (``get_autoscaling_context``)."""
     return AutoscalingContext(
@@ -51,7 +53,7 @@ def context(
         running_replicas=[],
         total_num_requests=lambda: demand,
         total_queued_requests=lambda: 0.0,
-        aggregated_metrics=None,
+        aggregated_metrics=custom,
         raw_metrics=None,
         capacity_adjusted_min_replicas=config.min_replicas,
         capacity_adjusted_max_replicas=config.max_replicas,
@@ -120,6 +122,26 @@ def test_adapter_contract_with_a_real_context() -> None:
     restored = PolicyState.from_dict(state[STATE_KEY])
     assert restored.panicking(100.0)
     assert restored.demand == ((100.0, 12.0),)
+
+
+def test_requests_on_direct_channels_count_with_serves_own() -> None:
+    config = config_for(max_replicas=8)
+    policy = RequestCountAutoscaler(**config.policy.policy_kwargs)
+    # Serve sees 2 (the handle's); the replicas report 6 and 4 on their channels.
+    direct = {DIRECT_ONGOING_METRIC: {"r1": 6.0, "r2": 4.0}, "other": {"r1": 99.0}}
+    replicas, state = policy(
+        context(config, now=100.0, demand=2.0, target=1, custom=direct)
+    )
+    assert PolicyState.from_dict(state[STATE_KEY]).demand == ((100.0, 12.0),)
+    assert replicas == 3
+
+
+def test_a_bad_direct_report_counts_as_nothing() -> None:
+    config = config_for(max_replicas=8)
+    policy = RequestCountAutoscaler(**config.policy.policy_kwargs)
+    direct = {DIRECT_ONGOING_METRIC: {"r1": float("nan"), "r2": -3.0}}
+    _, state = policy(context(config, now=100.0, demand=4.0, target=1, custom=direct))
+    assert PolicyState.from_dict(state[STATE_KEY]).demand == ((100.0, 4.0),)
 
 
 def test_the_count_in_effect_is_the_target_not_the_running_replicas() -> None:

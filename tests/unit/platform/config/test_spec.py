@@ -173,6 +173,40 @@ def test_require_gpu_without_a_gpu_to_require_is_a_config_error(
     assert message in str(raised.value)
 
 
+def test_transport_defaults_to_the_handle_and_direct_parses() -> None:
+    spec = parse_spec(versions({"name": "v1"}, {"name": "v2", "transport": "direct"}))
+    model = spec.model("digits")
+    assert model.version("v1").transport == "handle"
+    assert model.version("v2").transport == "direct"
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (
+            {"name": "v1", "placement": "router", "transport": "direct"},
+            "transport: direct is for versions in their own replicas",
+        ),
+        (
+            {
+                "name": "v1",
+                "transport": "direct",
+                "autoscaling": {"policy": "serve"},
+            },
+            "transport: direct needs autoscaling.policy: rayfleet",
+        ),
+        ({"name": "v1", "transport": "grpc"}, "transport"),
+    ],
+)
+def test_direct_transport_where_it_cannot_work_is_a_config_error(
+    version: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(versions(version))
+    assert "args.models.0.versions.0" in str(raised.value)
+    assert message in str(raised.value)
+
+
 def test_weights_canaries_start_at_zero_and_the_rest_share() -> None:
     model = parse_spec(
         versions(

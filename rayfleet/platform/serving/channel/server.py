@@ -1,0 +1,156 @@
+"""The replica's end of the direct channel: a TCP server that runs calls.
+
+Serve still places the replica, scales it and checks its health; only the
+tensors skip Serve's handle. Each call runs as its own task on the replica's
+event loop, so requests on one connection batch together exactly as handle
+calls do, and one call that fails fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from rayfleet.platform.errors import ModelError, RayfleetError
+from rayfleet.platform.serving.channel.wire import (
+    MAGIC,
+    TOKEN_BYTES,
+    Kind,
+    ProtocolError,
+    encode_frame,
+    read_frame,
+)
+from rayfleet.platform.serving.service import ReplicaResult
+
+__all__ = ["ChannelServer", "Handler"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[
+    [dict[str, np.ndarray], dict[str, str] | None], Awaitable[ReplicaResult]
+]
+
+# How long a connection may take to send its handshake.
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+class ChannelServer:
+    """Listens on ``host`` (port chosen by the OS) and runs each call with
+    ``handler``; ``token`` is what a client must present, a fresh random one
+    unless given."""
+
+    def __init__(self, handler: Handler, host: str, token: bytes | None = None) -> None:
+        self.handler = handler
+        self.host = host
+        self.token = token if token is not None else secrets.token_bytes(TOKEN_BYTES)
+        if len(self.token) != TOKEN_BYTES:
+            raise ValueError(f"a channel token is {TOKEN_BYTES} bytes")
+        self.port = 0
+        self.in_flight = 0
+        # Calls run over the channel since it started, answered or failed.
+        self.calls = 0
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        """Start listening; returns the port."""
+        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def address(self) -> dict[str, Any]:
+        """Where and how to connect: what a router needs, token included."""
+        return {"host": self.host, "port": self.port, "token": self.token.hex()}
+
+    def stop_accepting(self) -> None:
+        """From now on, answer calls with GOING_AWAY so routers send them to
+        another replica; calls already running finish."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop accepting, wait up to ``timeout_s`` for running calls, then drop
+        every connection."""
+        self.stop_accepting()
+        if self._calls:
+            await asyncio.wait(set(self._calls), timeout=timeout_s)
+        for writer in list(self._writers):
+            writer.close()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            hello = await asyncio.wait_for(
+                reader.readexactly(len(MAGIC) + TOKEN_BYTES), HANDSHAKE_TIMEOUT_S
+            )
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            writer.close()
+            return
+        if not (
+            hello.startswith(MAGIC)
+            and hmac.compare_digest(hello[len(MAGIC) :], self.token)
+        ):
+            # Says nothing about why: a wrong token learns nothing.
+            logger.warning("direct channel: refused a connection without the token")
+            writer.close()
+            return
+        self._writers.add(writer)
+        try:
+            while True:
+                request_id, kind, body = await read_frame(reader)
+                if kind is not Kind.CALL:
+                    raise ProtocolError(f"a replica takes only calls, not {kind.name}")
+                if self.stopping:
+                    writer.write(encode_frame(request_id, Kind.GOING_AWAY, None))
+                    continue
+                task = asyncio.create_task(self._call(request_id, body, writer))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the router closed the connection
+        except ProtocolError as error:
+            logger.warning("direct channel: closing a connection: %s", error)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _call(
+        self, request_id: int, body: Any, writer: asyncio.StreamWriter
+    ) -> None:
+        self.in_flight += 1
+        self.calls += 1
+        try:
+            inputs, trace = body
+            result = await self.handler(inputs, trace)
+            frame = encode_frame(
+                request_id,
+                Kind.RESULT,
+                (result.outputs, result.model_ms, result.batch_size),
+            )
+        except RayfleetError as error:
+            frame = encode_frame(request_id, Kind.ERROR, type(error)(error.message))
+        except Exception as error:
+            # The handle path would raise it in the router as a RayTaskError and
+            # answer 500; here it is a ModelError, with the replica's log saying more.
+            logger.exception("direct channel: a call failed")
+            failure = ModelError(f"the replica failed: {type(error).__name__}")
+            frame = encode_frame(request_id, Kind.ERROR, failure)
+        finally:
+            self.in_flight -= 1
+        if writer.is_closing():
+            return
+        writer.write(frame)
+        # A router that went away resends elsewhere what it still wants.
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
