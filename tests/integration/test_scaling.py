@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from ray import serve
 from rayfleet.deployments.app import build
 from rayfleet.platform.rollout.telemetry import replica_requests
 from rayfleet.platform.serving.counters import balance_ratio
+from tests.models import write_python_version
 
 from .conftest import delete_app, wait_ready
 
@@ -35,9 +37,35 @@ def _sleep_ms(ms: int) -> dict[str, object]:
     return {"inputs": [tensor]}
 
 
+# The same model on the direct channel: Serve sees none of its requests, so it
+# scales only on what the replicas report running on their channels.
+ELASTIC_DIRECT = "elastic-direct"
+
+
+def _elastic(name: str, transport: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": [
+            {
+                "name": "v1",
+                "num_cpus": 0.05,
+                "transport": transport,
+                "autoscaling": {
+                    "min_replicas": 1,
+                    "max_replicas": 3,
+                    "target_ongoing_requests": 1,
+                    "stable_window_s": 4,
+                    "scale_down_delay_s": 2,
+                },
+            }
+        ],
+    }
+
+
 @pytest.fixture(scope="module")
 def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
     replica = {"num_cpus": 0.05}
+    write_python_version(store, ELASTIC_DIRECT, "v1")
     args = {
         "store": str(store),
         "router": {"num_cpus": 0.1, "request_timeout_s": 5},
@@ -53,22 +81,13 @@ def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
                     }
                 ],
             },
-            {
-                "name": "elastic",
-                "versions": [
-                    {
-                        "name": "v1",
-                        **replica,
-                        "autoscaling": {
-                            "min_replicas": 1,
-                            "max_replicas": 3,
-                            "target_ongoing_requests": 1,
-                            "stable_window_s": 4,
-                            "scale_down_delay_s": 2,
-                        },
-                    }
-                ],
-            },
+            *(
+                _elastic(name, transport)
+                for name, transport in (
+                    ("elastic", "handle"),
+                    (ELASTIC_DIRECT, "direct"),
+                )
+            ),
         ],
     }
     serve.run(build(args), name=APP, route_prefix=PREFIX)
@@ -82,6 +101,13 @@ def scaling_url(serve_url: str, store: Path) -> Iterator[str]:
 
 def _replica_requests(url: str, model: str) -> dict[str, float]:
     return replica_requests(httpx.get(f"{url}/metrics", timeout=10).text, model, "v1")
+
+
+def _direct_requests(model: str) -> int:
+    """Requests the version's replicas ran over their direct channels."""
+    handle = serve.get_deployment_handle(f"{model}:v1", APP)
+    stats = handle.broadcast("stats").results(timeout_s=30)
+    return sum(int(s["direct_requests"]) for s in stats)
 
 
 def _running(deployment: str) -> int:
@@ -128,14 +154,26 @@ def test_uniform_load_is_balanced_across_four_replicas(scaling_url: str) -> None
     assert ratio is not None and ratio <= 1.5, served
 
 
-def test_load_scales_a_version_up_and_back_down(scaling_url: str) -> None:
-    deployment = "elastic:v1"
+@pytest.mark.parametrize("model", ["elastic", ELASTIC_DIRECT])
+def test_load_scales_a_version_up_and_back_down(scaling_url: str, model: str) -> None:
+    deployment = f"{model}:v1"
     assert _running(deployment) == 1
+    if model == ELASTIC_DIRECT:
+        # One client at a time (no reason to scale) until the router knows the
+        # channel: from then on Serve sees none of the load below.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            response = httpx.post(
+                f"{scaling_url}/v2/models/{model}/infer", json=_sleep_ms(0), timeout=30
+            )
+            assert response.status_code == 200
+        assert _direct_requests(model) > 0
+        assert _running(deployment) == 1
     stop = threading.Event()
     codes: list[int] = []
 
     def drive() -> None:
-        codes.extend(asyncio.run(_load(scaling_url, "elastic", 6, stop, 50_000)))
+        codes.extend(asyncio.run(_load(scaling_url, model, 6, stop, 50_000)))
 
     loader = threading.Thread(target=drive)
     loader.start()
@@ -157,3 +195,6 @@ def test_load_scales_a_version_up_and_back_down(scaling_url: str) -> None:
         assert time.monotonic() < deadline, "the version never scaled back down"
         time.sleep(1)
     assert codes and set(codes) == {200}, sorted(set(codes))
+    if model == ELASTIC_DIRECT:
+        # The replicas left ran what they got over the channel.
+        assert _direct_requests(model) > 0

@@ -19,8 +19,10 @@ from rayfleet.platform.config.spec import BatchingSpec
 from rayfleet.platform.constants import UNBATCHED_CONCURRENCY
 from rayfleet.platform.errors import RayfleetError
 from rayfleet.platform.runtimes import Runtime, guarded_predict
+from rayfleet.platform.runtimes.device import CPU
 from rayfleet.platform.serving.batcher import DynamicBatcher
 from rayfleet.platform.serving.counters import ReplicaCounters
+from rayfleet.platform.serving.inline import InlineRule
 from rayfleet.platform.serving.service import ReplicaResult
 from rayfleet.platform.serving.stacking import BatchRunner, Inputs
 from rayfleet.platform.tracing import Tracing
@@ -39,7 +41,8 @@ class VersionRunner:
     ``counters`` count what it serves (new ones unless given). With
     ``tracing``, each request is a ``rayfleet.replica`` span (labelled
     ``placement``) under the router's, and a batch runs under its first
-    request's span, whose ``traceparent`` a Triton runtime sends on.
+    request's span, whose ``traceparent`` a Triton runtime sends on. An onnx
+    model on CPU that has proved fast runs on the event loop (:mod:`.inline`).
     """
 
     def __init__(
@@ -63,6 +66,9 @@ class VersionRunner:
         # its totals never go back when the version is unloaded and reloaded.
         self.counters = counters if counters is not None else ReplicaCounters()
         self.batched = batching.max_batch_size > 1 and signature.batchable
+        # Only onnxruntime on CPU: its time for a batch size is steady, while a
+        # python model's is the user's own and a remote one waits on the network.
+        self.inline = InlineRule() if runtime.device.provider == CPU else None
         run = BatchRunner(signature, self._predict, self.counters)
         traced = tracing is not None
         self.batcher: DynamicBatcher[Inputs, ReplicaResult] = (
@@ -108,12 +114,20 @@ class VersionRunner:
     async def _predict(self, inputs: Inputs) -> tuple[Inputs, float]:
         where = f"{self.model}/{self.version}"
         try:
-            # Off the event loop, so requests keep queueing for the next batch
-            # while this one runs.
-            return await asyncio.to_thread(guarded_predict, self.runtime, inputs, where)
+            if self.inline is not None and self.inline.inline:
+                outputs, model_ms = guarded_predict(self.runtime, inputs, where)
+            else:
+                # Off the event loop, so requests keep queueing for the next
+                # batch while this one runs.
+                outputs, model_ms = await asyncio.to_thread(
+                    guarded_predict, self.runtime, inputs, where
+                )
         except RayfleetError as error:
             logger.warning("%s: %s", where, error.message)
             raise
+        if self.inline is not None:
+            self.inline.observe(model_ms)
+        return outputs, model_ms
 
     def close(self) -> None:
         """Stop the batcher's workers; called once no request uses the version."""

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.config.spec import BatchingSpec
+from rayfleet.platform.runtimes.device import CPU, PYTHON, Device
+from rayfleet.platform.serving.inline import INLINE_BELOW_MS, InlineRule
+from rayfleet.platform.serving.runner import VersionRunner
+
+SIGNATURE = Signature(
+    inputs=(TensorSpec(name="x", datatype="FP32", shape=(-1, 2)),),
+    outputs=(TensorSpec(name="y", datatype="FP32", shape=(-1, 2)),),
+)
+
+
+def test_a_new_rule_runs_in_the_thread_until_it_has_seen_enough() -> None:
+    rule = InlineRule(settle=3)
+    for _ in range(2):
+        rule.observe(0.05)
+        assert not rule.inline
+    rule.observe(0.05)
+    assert rule.inline
+    assert rule.mean_ms == pytest.approx(0.05)
+
+
+def test_one_slow_batch_sends_a_fast_model_back_to_the_thread() -> None:
+    rule = InlineRule(settle=1, smoothing=0.1)
+    rule.observe(0.1)
+    assert rule.inline
+    # 0.1 + 0.1 * (10 - 0.1) = 1.09 ms: over the 1 ms limit at once.
+    rule.observe(10.0)
+    assert rule.mean_ms == pytest.approx(1.09)
+    assert not rule.inline
+    # Fast again, it comes back once the mean is under the limit.
+    rule.observe(0.1)
+    assert rule.mean_ms == pytest.approx(0.991)
+    assert rule.inline
+
+
+def test_a_model_at_the_limit_stays_in_the_thread() -> None:
+    rule = InlineRule(settle=1)
+    rule.observe(INLINE_BELOW_MS)
+    assert not rule.inline
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"below_ms": 0.0}, {"settle": 0}, {"smoothing": 0.0}, {"smoothing": 1.5}],
+)
+def test_nonsense_settings_are_refused(arguments: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        InlineRule(**arguments)  # type: ignore[arg-type]
+
+
+@given(st.lists(st.floats(0, 1e4), min_size=1, max_size=200))
+def test_the_mean_stays_within_what_was_seen(times: list[float]) -> None:
+    rule = InlineRule()
+    for model_ms in times:
+        rule.observe(model_ms)
+    assert min(times) - 1e-9 <= rule.mean_ms <= max(times) + 1e-9
+    assert rule.batches == len(times)
+    assert rule.inline == (len(times) >= 16 and rule.mean_ms < INLINE_BELOW_MS)
+
+
+class ThreadNoting:
+    """A runtime that records which thread ran each batch."""
+
+    def __init__(self, provider: str, sleep_s: float = 0.0) -> None:
+        self._device = Device(provider, False)
+        self.sleep_s = sleep_s
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def device(self) -> Device:
+        return self._device
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread())
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return {"y": inputs["x"] * 2}
+
+
+def run_requests(runtime: ThreadNoting, count: int) -> None:
+    async def scenario() -> None:
+        runner = VersionRunner(
+            "m", "v1", runtime, SIGNATURE, BatchingSpec(max_batch_size=1)
+        )
+        try:
+            for i in range(count):
+                x = np.full((1, 2), i, dtype=np.float32)
+                result = await runner.infer({"x": x})
+                np.testing.assert_array_equal(result.outputs["y"], x * 2)
+        finally:
+            runner.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_fast_onnx_model_on_cpu_moves_onto_the_event_loop() -> None:
+    runtime = ThreadNoting(CPU)
+    run_requests(runtime, 20)
+    loop_thread = threading.main_thread()
+    assert all(t is not loop_thread for t in runtime.threads[:16])
+    assert all(t is loop_thread for t in runtime.threads[16:])
+
+
+def test_a_slow_model_stays_in_the_thread() -> None:
+    runtime = ThreadNoting(CPU, sleep_s=0.002)
+    run_requests(runtime, 20)
+    assert threading.main_thread() not in runtime.threads
+
+
+def test_a_python_model_always_runs_in_the_thread() -> None:
+    runtime = ThreadNoting(PYTHON)
+    run_requests(runtime, 20)
+    assert threading.main_thread() not in runtime.threads
