@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -64,6 +65,8 @@ logger = logging.getLogger("ray.serve")
 # How long a stopping router waits for its request log's last part: one PUT, well
 # within the 20 s Serve allows a replica to stop.
 REQUEST_LOG_CLOSE_S = 5.0
+# A router that cannot list a version's replicas says so at most once a minute.
+DISCOVER_WARN_EVERY_S = 60.0
 
 Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
@@ -99,6 +102,7 @@ class ServeBackend:
         self.pooled = dict(pooled or {})
         self.direct = dict(direct or {})
         self.background = BackgroundTasks("router: direct channels")
+        self.closed = False
 
     def _is_local(self, model: str, version: str) -> bool:
         return version in self.local.runtimes.get(model, {})
@@ -147,11 +151,14 @@ class ServeBackend:
 
     def close(self) -> None:
         """Stop learning replicas and drop the direct connections."""
+        self.closed = True
         self.background.cancel()
         for channel in self.direct.values():
             channel.close()
 
     def _discover(self, model: str, version: str, channel: DirectChannel) -> None:
+        if self.closed:
+            return
         handle = self.handles[model][version]
         self.background.start(
             f"{model}/{version}", lambda: _discover_forever(handle, channel)
@@ -170,24 +177,41 @@ async def _discover_forever(
     handle: DeploymentHandle[Any], channel: DirectChannel
 ) -> None:
     """Tell ``channel`` the replicas Serve runs, and their addresses, until
-    cancelled. A replica that fails to answer is left out until it does; a
-    round that fails as a whole keeps what the last one found."""
+    cancelled. A replica whose answer is an error or unreadable is left out
+    until it answers; a round that times out as a whole keeps what the last
+    one found, and one that finds no replica running forgets them all."""
+    warned_at = -DISCOVER_WARN_EVERY_S
     while True:
         try:
-            addresses = await handle.broadcast("channel_address").results_async(
+            answers = await handle.broadcast("channel_address").results_async(
                 timeout_s=CHANNEL_DISCOVER_TIMEOUT_S, return_exceptions=True
             )
-        except Exception as error:  # a slow or restarting controller: try again
-            logger.debug("%s: no replica list this round: %r", channel.name, error)
+        except DeploymentUnavailableError:
+            channel.update([])
+        except Exception as error:  # a slow replica or a restarting controller
+            now = time.monotonic()
+            if now - warned_at >= DISCOVER_WARN_EVERY_S:
+                warned_at = now
+                logger.warning(
+                    "%s: no replica list this round, keeping the last one: %s",
+                    channel.name,
+                    type(error).__name__,
+                )
         else:
-            channel.update(
-                [
-                    Endpoint.from_address(str(address["replica"]), address)
-                    for address in addresses
-                    if isinstance(address, dict)
-                ]
-            )
+            channel.update(_endpoints(channel.name, answers))
         await asyncio.sleep(CHANNEL_DISCOVER_EVERY_S)
+
+
+def _endpoints(version: str, answers: list[Any]) -> list[Endpoint]:
+    found = []
+    for answer in answers:
+        if not isinstance(answer, dict):
+            continue  # that replica's call failed: it is asked again next round
+        try:
+            found.append(Endpoint.from_address(str(answer["replica"]), answer))
+        except (KeyError, TypeError, ValueError):
+            logger.warning("%s: a replica's channel address is unreadable", version)
+    return found
 
 
 def _unavailable(model: str, version: str, error: Exception) -> ServiceUnavailable:

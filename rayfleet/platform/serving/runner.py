@@ -14,6 +14,8 @@ import asyncio
 import logging
 import time
 
+import numpy as np
+
 from rayfleet.platform.config.signature import Signature
 from rayfleet.platform.config.spec import BatchingSpec
 from rayfleet.platform.constants import UNBATCHED_CONCURRENCY
@@ -113,8 +115,9 @@ class VersionRunner:
 
     async def _predict(self, inputs: Inputs) -> tuple[Inputs, float]:
         where = f"{self.model}/{self.version}"
+        elements = sum(int(np.size(tensor)) for tensor in inputs.values())
         try:
-            if self.inline is not None and self.inline.inline:
+            if self.inline is not None and self.inline.inline_for(elements):
                 outputs, model_ms = guarded_predict(self.runtime, inputs, where)
             else:
                 # Off the event loop, so requests keep queueing for the next
@@ -126,7 +129,7 @@ class VersionRunner:
             logger.warning("%s: %s", where, error.message)
             raise
         if self.inline is not None:
-            self.inline.observe(model_ms)
+            self.inline.observe(model_ms, elements)
         return outputs, model_ms
 
     def close(self) -> None:

@@ -4,9 +4,11 @@ A :class:`DirectChannel` knows the replicas it was last told of
 (:meth:`DirectChannel.update`, fed by Serve: see :mod:`rayfleet.deployments.router`),
 keeps one connection to each, and sends every call to the less loaded of two
 replicas drawn at random, as Serve's own router does. A replica runs at most
-``max_ongoing`` of this router's calls at once; past that, calls wait here, at
-most ``max_queued`` of them (-1: no bound), and the next one gets
-:class:`~rayfleet.platform.errors.ServiceUnavailable`, as from Serve's handle.
+``max_ongoing`` of this router's calls at once; past that, calls wait here in
+order of arrival, at most ``max_queued`` of them (-1: no bound), and the next one
+gets :class:`~rayfleet.platform.errors.ServiceUnavailable`, as from Serve's handle.
+Connections send TCP keepalives, so a replica on a node that vanished fails its
+calls over within seconds rather than at the request's deadline.
 
 With no replica known, :meth:`DirectChannel.infer` raises :class:`NoReplica`, and
 the caller takes Serve's handle instead: the channel only ever speeds a version
@@ -16,21 +18,28 @@ up, and the handle still starts a version that scaled to zero.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import random
+import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
+from rayfleet.platform.errors import ModelError, RayfleetError, ServiceUnavailable
 from rayfleet.platform.serving.channel.wire import (
     MAGIC,
+    NONCE_BYTES,
+    PROOF_BYTES,
+    BodyError,
     Kind,
     ProtocolError,
     encode_frame,
+    proof,
     read_frame,
 )
 from rayfleet.platform.serving.service import ReplicaResult
@@ -44,6 +53,13 @@ __all__ = [
 ]
 
 CONNECT_TIMEOUT_S = 2.0
+# A connection with calls on it and nothing heard for KEEPALIVE_IDLE_S is probed
+# every KEEPALIVE_INTERVAL_S; KEEPALIVE_PROBES unanswered ones close it (about
+# 11 s), and sent data unacknowledged for UNACKED_TIMEOUT_MS does too.
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_PROBES = 3
+UNACKED_TIMEOUT_MS = 11_000
 # A replica that refused a connection is left alone this long, unless Serve
 # reports it again after restarting it under the same id.
 RETRY_CONNECT_S = 5.0
@@ -72,7 +88,7 @@ class Endpoint:
     replica: str
     host: str
     port: int
-    token: bytes
+    token: bytes = field(repr=False)
 
     @classmethod
     def from_address(cls, replica: str, address: dict[str, Any]) -> Endpoint:
@@ -99,6 +115,22 @@ def pick_replica(
     return first if loads[first] <= loads[second] else second
 
 
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # Linux names; elsewhere the system's defaults (hours) apply.
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+        ("TCP_USER_TIMEOUT", UNACKED_TIMEOUT_MS),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
 class _Connection:
     """One TCP connection to one replica, carrying many calls at once."""
 
@@ -114,10 +146,27 @@ class _Connection:
 
     @classmethod
     async def open(cls, endpoint: Endpoint) -> _Connection:
+        """Connect and prove, both ways, that each end holds the token."""
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(endpoint.host, endpoint.port), CONNECT_TIMEOUT_S
         )
-        writer.write(MAGIC + endpoint.token)
+        try:
+            _keep_alive(writer)
+            router_nonce = secrets.token_bytes(NONCE_BYTES)
+            writer.write(MAGIC + router_nonce)
+            answer = await asyncio.wait_for(
+                reader.readexactly(NONCE_BYTES + PROOF_BYTES), CONNECT_TIMEOUT_S
+            )
+            replica_nonce, theirs = answer[:NONCE_BYTES], answer[NONCE_BYTES:]
+            expected = proof(endpoint.token, "replica", router_nonce, replica_nonce)
+            if not hmac.compare_digest(theirs, expected):
+                raise ConnectionRefusedError(
+                    f"{endpoint.host}:{endpoint.port} is not replica {endpoint.replica}"
+                )
+            writer.write(proof(endpoint.token, "router", router_nonce, replica_nonce))
+        except BaseException:
+            writer.close()
+            raise
         return cls(reader, writer)
 
     async def call(
@@ -135,8 +184,8 @@ class _Connection:
             self._writer.write(encode_frame(request_id, Kind.CALL, (inputs, trace)))
             await self._writer.drain()
             kind, body = await reply
-        except ConnectionError as error:
-            raise ChannelClosed(str(error)) from error
+        except OSError as error:  # ConnectionError, and a timeout of the socket's
+            raise ChannelClosed(f"{type(error).__name__}: {error}") from error
         finally:
             self._pending.pop(request_id, None)
         if kind is Kind.RESULT:
@@ -149,22 +198,29 @@ class _Connection:
         raise ProtocolError(f"a reply of kind {kind.name} carried {type(body)}")
 
     async def _read_replies(self) -> None:
-        reason: Exception
+        reason = "closed by the router"
         try:
             while True:
-                request_id, kind, body = await read_frame(self._reader)
+                try:
+                    request_id, kind, body = await read_frame(self._reader)
+                except BodyError as error:
+                    # The frame was whole: only its own call fails.
+                    request_id, kind = error.request_id, Kind.ERROR
+                    body = ModelError(f"the router could not read the reply: {error}")
                 reply = self._pending.get(request_id)
                 if reply is not None and not reply.done():
                     reply.set_result((kind, body))
-        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError) as error:
-            reason = error
-        except asyncio.CancelledError:
-            reason = ChannelClosed("closed by the router")
-        self.closed = True
-        for reply in self._pending.values():
-            if not reply.done():
-                reply.set_exception(ChannelClosed(f"the replica went away: {reason!r}"))
-        self._writer.close()
+        except (asyncio.IncompleteReadError, OSError, ProtocolError) as error:
+            reason = f"{type(error).__name__}: {error}"
+        finally:
+            # However reading ends, no call is left waiting on it.
+            self.closed = True
+            for reply in self._pending.values():
+                if not reply.done():
+                    reply.set_exception(
+                        ChannelClosed(f"the replica went away: {reason}")
+                    )
+            self._writer.close()
 
     def close(self) -> None:
         self._reading.cancel()
@@ -195,11 +251,21 @@ class DirectChannel:
         self._connections: dict[Endpoint, asyncio.Task[_Connection]] = {}
         self._refused_until: dict[Endpoint, float] = {}
         self._waiting: deque[asyncio.Future[None]] = deque()
+        # Waiters woken for a free slot that have not run yet: a call arriving
+        # meanwhile queues behind them rather than take their slot.
+        self._woken = 0
+        self.closed = False
 
     @property
     def replicas(self) -> list[str]:
-        """The replicas calls can go to now."""
-        return list(self._endpoints)
+        """The replicas calls can go to now (one that refused a connection
+        lately is left out)."""
+        now = time.monotonic()
+        return [
+            replica
+            for replica, endpoint in self._endpoints.items()
+            if self._refused_until.get(endpoint, 0.0) <= now
+        ]
 
     def update(self, endpoints: Collection[Endpoint]) -> None:
         """The replicas Serve runs now. Calls already on any other finish there
@@ -216,7 +282,9 @@ class DirectChannel:
         self._wake(everyone=True)
 
     def close(self) -> None:
-        """Drop every connection, failing the calls on them over."""
+        """Drop every connection, failing the calls on them over; from now on
+        every call raises :class:`NoReplica`."""
+        self.closed = True
         self._endpoints.clear()
         for endpoint in list(self._connections):
             self._disconnect(endpoint)
@@ -232,6 +300,8 @@ class DirectChannel:
         ``ServiceUnavailable`` when the wait queue is full, and the replica's
         own ``RayfleetError`` as it was raised there.
         """
+        if self.closed:
+            raise NoReplica(self.name)
         attempts_left = self.attempts
         # Replicas that answered "going away" or refused the connection are
         # dropped or skipped, so the rounds are bounded by how many there are.
@@ -256,7 +326,9 @@ class DirectChannel:
         raise NoReplica(self.name)
 
     async def _acquire(self) -> Endpoint:
-        """A replica with a free slot, taking the slot; waits when all are full."""
+        """A replica with a free slot, taking the slot; waits in order of
+        arrival when all are full."""
+        woken = False
         while True:
             now = time.monotonic()
             usable = [
@@ -269,25 +341,32 @@ class DirectChannel:
                 # rather than wait for a release that may never come.
                 self._wake()
                 raise NoReplica(self.name)
-            chosen = pick_replica(
-                [self._loads[e] for e in usable], self.max_ongoing, self._rng
-            )
+            chosen = None
+            if woken or not (self._waiting or self._woken):
+                chosen = pick_replica(
+                    [self._loads[e] for e in usable], self.max_ongoing, self._rng
+                )
             if chosen is not None:
                 endpoint = usable[chosen]
                 self._loads[endpoint] += 1
                 return endpoint
-            if 0 <= self.max_queued <= len(self._waiting):
+            if not woken and 0 <= self.max_queued <= len(self._waiting):
                 raise ServiceUnavailable(
                     f"{self.name}: {len(self._waiting)} requests already wait "
                     "for a replica"
                 )
             turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.append(turn)
+            # A waiter that found no slot after its wake-up keeps its place.
+            if woken:
+                self._waiting.appendleft(turn)
+            else:
+                self._waiting.append(turn)
             try:
                 await turn
             except asyncio.CancelledError:
-                # Woken, but leaving: the turn goes to the next waiter.
                 if turn.done() and not turn.cancelled():
+                    # Woken, but leaving: the turn goes to the next waiter.
+                    self._woken -= 1
                     self._wake()
                 raise
             finally:
@@ -295,6 +374,8 @@ class DirectChannel:
                     turn.cancel()
                 if turn in self._waiting:
                     self._waiting.remove(turn)
+            self._woken -= 1
+            woken = True
 
     def _release(self, endpoint: Endpoint) -> None:
         self._loads[endpoint] -= 1
@@ -311,6 +392,7 @@ class DirectChannel:
             turn = self._waiting.popleft()
             if not turn.done():
                 turn.set_result(None)
+                self._woken += 1
                 if not everyone:
                     return
 

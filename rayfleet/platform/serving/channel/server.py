@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,10 +22,14 @@ import numpy as np
 from rayfleet.platform.errors import ModelError, RayfleetError
 from rayfleet.platform.serving.channel.wire import (
     MAGIC,
+    NONCE_BYTES,
+    PROOF_BYTES,
     TOKEN_BYTES,
+    BodyError,
     Kind,
     ProtocolError,
     encode_frame,
+    proof,
     read_frame,
 )
 from rayfleet.platform.serving.service import ReplicaResult
@@ -37,8 +42,13 @@ Handler = Callable[
     [dict[str, np.ndarray], dict[str, str] | None], Awaitable[ReplicaResult]
 ]
 
-# How long a connection may take to send its handshake.
-HANDSHAKE_TIMEOUT_S = 5.0
+# How long a connection may take over each step of its handshake: a router on
+# the same cluster answers in milliseconds, and a stranger holds a socket no
+# longer than this.
+HANDSHAKE_TIMEOUT_S = 2.0
+# At most one warning a minute about refused connections: a port scan must not
+# flood the replica's log.
+REFUSED_WARN_EVERY_S = 60.0
 
 
 class ChannelServer:
@@ -60,6 +70,8 @@ class ChannelServer:
         self._server: asyncio.Server | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self.refused = 0
+        self._refused_warned_at = -REFUSED_WARN_EVERY_S
 
     async def start(self) -> int:
         """Start listening; returns the port."""
@@ -73,7 +85,8 @@ class ChannelServer:
 
     def stop_accepting(self) -> None:
         """From now on, answer calls with GOING_AWAY so routers send them to
-        another replica; calls already running finish."""
+        another replica. Calls already running go on; if the process stops
+        before they end, their routers resend them."""
         self.stopping = True
         if self._server is not None:
             self._server.close()
@@ -90,25 +103,21 @@ class ChannelServer:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        try:
-            hello = await asyncio.wait_for(
-                reader.readexactly(len(MAGIC) + TOKEN_BYTES), HANDSHAKE_TIMEOUT_S
-            )
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            writer.close()
-            return
-        if not (
-            hello.startswith(MAGIC)
-            and hmac.compare_digest(hello[len(MAGIC) :], self.token)
-        ):
-            # Says nothing about why: a wrong token learns nothing.
-            logger.warning("direct channel: refused a connection without the token")
+        if not await self._handshake(reader, writer):
+            self._refuse()
             writer.close()
             return
         self._writers.add(writer)
         try:
             while True:
-                request_id, kind, body = await read_frame(reader)
+                try:
+                    request_id, kind, body = await read_frame(reader)
+                except BodyError as error:
+                    failure = ModelError(
+                        f"the replica could not read the call: {error}"
+                    )
+                    writer.write(encode_frame(error.request_id, Kind.ERROR, failure))
+                    continue
                 if kind is not Kind.CALL:
                     raise ProtocolError(f"a replica takes only calls, not {kind.name}")
                 if self.stopping:
@@ -124,6 +133,40 @@ class ChannelServer:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Whether the peer proved it holds the token (see the wire module)."""
+        try:
+            hello = await asyncio.wait_for(
+                reader.readexactly(len(MAGIC) + NONCE_BYTES), HANDSHAKE_TIMEOUT_S
+            )
+            if not hello.startswith(MAGIC):
+                return False
+            router_nonce = hello[len(MAGIC) :]
+            replica_nonce = secrets.token_bytes(NONCE_BYTES)
+            mine = proof(self.token, "replica", router_nonce, replica_nonce)
+            writer.write(replica_nonce + mine)
+            theirs = await asyncio.wait_for(
+                reader.readexactly(PROOF_BYTES), HANDSHAKE_TIMEOUT_S
+            )
+        except (asyncio.IncompleteReadError, TimeoutError, OSError):
+            return False
+        expected = proof(self.token, "router", router_nonce, replica_nonce)
+        return hmac.compare_digest(theirs, expected)
+
+    def _refuse(self) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refused_warned_at >= REFUSED_WARN_EVERY_S:
+            self._refused_warned_at = now
+            # Says nothing about why: a stranger learns nothing.
+            logger.warning(
+                "direct channel: refused %d connection(s) that did not prove "
+                "they hold the token",
+                self.refused,
+            )
 
     async def _call(
         self, request_id: int, body: Any, writer: asyncio.StreamWriter

@@ -1,39 +1,50 @@
 """The direct channel's wire format: a handshake, then length-prefixed frames.
 
-A router opens one TCP connection per replica and sends :data:`MAGIC` and the
-replica's token; the replica closes any connection that does not. After that
-both sides send frames, and a connection carries many requests at once: each
-frame names its request, so replies come back in whatever order the replica
-finishes them.
+A router opens one TCP connection per replica, and each side proves that it
+holds the replica's token without sending it (:func:`proof`): the router sends
+:data:`MAGIC` and a nonce, the replica answers with a nonce of its own and its
+proof, and the router, once it has checked that, sends its proof. Either side
+closes a connection whose peer fails. After that both sides send frames, and a
+connection carries many requests at once: each frame names its request, so
+replies come back in whatever order the replica finishes them.
 
 A frame is a :data:`HEADER` (request id, kind, body length) and a pickled body.
-Pickle is safe here because both ends are rayfleet's own processes, and only a
-holder of the token (handed out through Serve's handle, see
-:mod:`rayfleet.deployments.replica`) can write to a replica: the same trust Ray's
-own actor calls rest on, which pickle their arguments too.
+Pickle is safe here because only rayfleet's own processes get past the
+handshake: the token is handed out through Serve's handle (see
+:mod:`rayfleet.deployments.replica`), the same trust Ray's own actor calls rest
+on, which pickle their arguments too. The frames are not encrypted: on a
+cluster that runs Ray with TLS, keep versions on ``transport: handle``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
+import hmac
 import pickle
 import struct
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "HEADER",
     "MAGIC",
     "MAX_BODY_BYTES",
+    "NONCE_BYTES",
+    "PROOF_BYTES",
     "TOKEN_BYTES",
+    "BodyError",
     "Kind",
     "ProtocolError",
     "encode_frame",
+    "proof",
     "read_frame",
 ]
 
-MAGIC = b"RFCH\x01"
+MAGIC = b"RFCH\x02"
 TOKEN_BYTES = 32
+NONCE_BYTES = 16
+PROOF_BYTES = hashlib.sha256().digest_size
 # request id, kind, body length
 HEADER = struct.Struct("!QBI")
 # A body past this is a corrupt length, not a tensor: the router's own
@@ -55,7 +66,30 @@ class Kind(enum.IntEnum):
 
 
 class ProtocolError(Exception):
-    """The peer sent something that is not a frame of this protocol."""
+    """The peer sent something that is not a frame of this protocol: the
+    connection cannot be read any further."""
+
+
+class BodyError(Exception):
+    """A frame arrived whole but its body did not unpickle: only its request
+    fails, and the connection reads on."""
+
+    def __init__(self, request_id: int, kind: Kind, reason: str) -> None:
+        super().__init__(reason)
+        self.request_id = request_id
+        self.kind = kind
+
+
+def proof(
+    token: bytes,
+    role: Literal["replica", "router"],
+    router_nonce: bytes,
+    replica_nonce: bytes,
+) -> bytes:
+    """What ``role`` sends to show it holds ``token``: an HMAC of both nonces,
+    so no proof can be replayed on another connection or reflected back."""
+    message = role.encode() + router_nonce + replica_nonce
+    return hmac.new(token, message, hashlib.sha256).digest()
 
 
 def encode_frame(request_id: int, kind: Kind, body: Any) -> bytes:
@@ -70,8 +104,9 @@ def encode_frame(request_id: int, kind: Kind, body: Any) -> bytes:
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, Kind, Any]:
     """The next frame from ``reader``: request id, kind, body.
 
-    Raises ``asyncio.IncompleteReadError`` when the connection ends and
-    :class:`ProtocolError` on an unknown kind or a body that does not unpickle.
+    Raises ``asyncio.IncompleteReadError`` when the connection ends,
+    :class:`ProtocolError` on an unknown kind, and :class:`BodyError` on a
+    body that does not unpickle.
     """
     request_id, raw_kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
     payload = await reader.readexactly(length)
@@ -82,5 +117,6 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, Kind, Any]:
     try:
         body = pickle.loads(payload)
     except Exception as error:
-        raise ProtocolError(f"a frame body did not unpickle: {error!r}") from error
+        reason = f"a frame body did not unpickle: {type(error).__name__}"
+        raise BodyError(request_id, kind, reason) from error
     return request_id, kind, body

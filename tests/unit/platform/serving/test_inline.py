@@ -25,31 +25,40 @@ SIGNATURE = Signature(
 def test_a_new_rule_runs_in_the_thread_until_it_has_seen_enough() -> None:
     rule = InlineRule(settle=3)
     for _ in range(2):
-        rule.observe(0.05)
-        assert not rule.inline
-    rule.observe(0.05)
-    assert rule.inline
+        rule.observe(0.05, 8)
+        assert not rule.inline_for(8)
+    rule.observe(0.05, 8)
+    assert rule.inline_for(8)
     assert rule.mean_ms == pytest.approx(0.05)
 
 
 def test_one_slow_batch_sends_a_fast_model_back_to_the_thread() -> None:
     rule = InlineRule(settle=1, smoothing=0.1)
-    rule.observe(0.1)
-    assert rule.inline
+    rule.observe(0.1, 8)
+    assert rule.inline_for(8)
     # 0.1 + 0.1 * (10 - 0.1) = 1.09 ms: over the 1 ms limit at once.
-    rule.observe(10.0)
+    rule.observe(10.0, 8)
     assert rule.mean_ms == pytest.approx(1.09)
-    assert not rule.inline
+    assert not rule.inline_for(8)
     # Fast again, it comes back once the mean is under the limit.
-    rule.observe(0.1)
+    rule.observe(0.1, 8)
     assert rule.mean_ms == pytest.approx(0.991)
-    assert rule.inline
+    assert rule.inline_for(8)
+
+
+def test_a_batch_far_larger_than_those_seen_runs_in_the_thread() -> None:
+    rule = InlineRule(settle=1)
+    # 0.1 ms for 8 elements: 0.0125 ms each, so 80 elements would take 1 ms.
+    rule.observe(0.1, 8)
+    assert rule.inline_for(79)
+    assert not rule.inline_for(80)
+    assert not rule.inline_for(250_000)
 
 
 def test_a_model_at_the_limit_stays_in_the_thread() -> None:
     rule = InlineRule(settle=1)
-    rule.observe(INLINE_BELOW_MS)
-    assert not rule.inline
+    rule.observe(INLINE_BELOW_MS, 1)
+    assert not rule.inline_for(1)
 
 
 @pytest.mark.parametrize(
@@ -61,14 +70,29 @@ def test_nonsense_settings_are_refused(arguments: dict[str, float]) -> None:
         InlineRule(**arguments)  # type: ignore[arg-type]
 
 
-@given(st.lists(st.floats(0, 1e4), min_size=1, max_size=200))
-def test_the_mean_stays_within_what_was_seen(times: list[float]) -> None:
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1e4), st.integers(1, 10**6)), min_size=1, max_size=200
+    ),
+    st.integers(0, 10**6),
+)
+def test_the_means_stay_within_what_was_seen(
+    batches: list[tuple[float, int]], elements: int
+) -> None:
     rule = InlineRule()
-    for model_ms in times:
-        rule.observe(model_ms)
+    for model_ms, size in batches:
+        rule.observe(model_ms, size)
+    times = [model_ms for model_ms, _ in batches]
+    per_element = [model_ms / size for model_ms, size in batches]
     assert min(times) - 1e-9 <= rule.mean_ms <= max(times) + 1e-9
-    assert rule.batches == len(times)
-    assert rule.inline == (len(times) >= 16 and rule.mean_ms < INLINE_BELOW_MS)
+    assert min(per_element) * (1 - 1e-9) <= rule.mean_ms_per_element
+    assert rule.mean_ms_per_element <= max(per_element) * (1 + 1e-9)
+    assert rule.batches == len(batches)
+    assert rule.inline_for(elements) == (
+        len(batches) >= 16
+        and rule.mean_ms < INLINE_BELOW_MS
+        and rule.mean_ms_per_element * elements < INLINE_BELOW_MS
+    )
 
 
 class ThreadNoting:
