@@ -10,9 +10,6 @@ test model, which fails on negative input) in one.
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +24,7 @@ from rayfleet.deployments.app import build
 from tests.models import write_python_version
 
 from .conftest import delete_app, wait_ready
-from .test_faults import TELLING_MODEL
+from .test_faults import TELLING_MODEL, kill_the_replica_under_a_slow_request
 
 APP = "direct"
 DIRECT = {"num_cpus": 0.05, "transport": "direct"}
@@ -154,25 +151,11 @@ def test_a_request_on_a_killed_replica_is_answered_by_another(
     url: str, busy_file: Path
 ) -> None:
     wait_direct(url, "tell", replicas=2)
-    busy_file.unlink(missing_ok=True)
     replicas = actor_pids(f":{APP}:tell:v1")
     assert len(replicas) == 2, replicas
-    answers: list[httpx.Response] = []
-    thread = threading.Thread(target=lambda: answers.append(infer(url, "tell", 4000)))
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not busy_file.exists() or not busy_file.read_text():
-        assert time.monotonic() < deadline, "the slow request never started"
-        time.sleep(0.05)
-    victim = int(busy_file.read_text())
-    assert victim in replicas
-    os.kill(victim, signal.SIGKILL)
-    thread.join(timeout=60)
-    (answer,) = answers
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["outputs"][0]["data"] == [8000, 2]
-    # The request ran to the end once more, in the replica that was left.
-    assert int(busy_file.read_text()) in set(replicas) - {victim}
+    kill_the_replica_under_a_slow_request(
+        lambda x: infer(url, "tell", x), busy_file, replicas
+    )
     # And the requests after it are answered while Serve replaces the victim.
     for x in range(20):
         assert infer(url, "tell", x).status_code == 200

@@ -146,15 +146,17 @@ class SpanEncoder:
         if key not in self.repeated or (
             isinstance(value, str) and len(value) > _CACHED_VALUE_MAX
         ):
-            return _field(tag, self._key(key) + _field(b"\x12", _any_value(value)))
+            return self._encode_pair(tag, key, value)
         pair = (tag, key, type(value), value)
         cached = self._pairs.get(pair)
         if cached is None:
             if len(self._pairs) >= _CACHE_LIMIT:
                 self._pairs.clear()
-            cached = _field(tag, self._key(key) + _field(b"\x12", _any_value(value)))
-            self._pairs[pair] = cached
+            cached = self._pairs[pair] = self._encode_pair(tag, key, value)
         return cached
+
+    def _encode_pair(self, tag: bytes, key: str, value: AttributeValue) -> bytes:
+        return _field(tag, self._key(key) + _field(b"\x12", _any_value(value)))
 
     def _key(self, key: str) -> bytes:
         encoded = self._keys.get(key)

@@ -286,8 +286,8 @@ class Tracing:
         # TraceIdRatioBased's rule: a new trace is kept when the low 64 bits of
         # its id fall under the rate's share of them.
         self._bound = round(spec.sample_rate * (_ID_BITS_LOW + 1))
-        # The SDK's resource detection, once: it adds the telemetry.sdk.* keys
-        # and honours OTEL_RESOURCE_ATTRIBUTES.
+        # The SDK's resource detection, once: it honours
+        # OTEL_RESOURCE_ATTRIBUTES (the spec's service name wins over it).
         detected = Resource.create({SERVICE_NAME: spec.service_name}).attributes
         self.resource: dict[str, AttributeValue] = {
             key: value if isinstance(value, str | bool | int | float) else str(value)
