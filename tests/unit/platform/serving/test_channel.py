@@ -244,6 +244,29 @@ def test_a_failing_call_fails_alone_and_the_server_keeps_serving() -> None:
     asyncio.run(scenario())
 
 
+def test_a_call_arriving_as_a_slot_frees_queues_behind_the_woken_waiter() -> None:
+    # No server needed: slots are taken and freed by hand, so the newcomer's
+    # first step is scheduled before the woken waiter resumes, which is the
+    # order in which a busy router meets them.
+    async def scenario() -> None:
+        replica = Endpoint("A", HOST, 1, bytes(32))
+        direct = DirectChannel("m/v", 1, rng=random.Random(7))
+        direct.update([replica])
+        assert await direct._acquire() == replica
+        waiter = asyncio.create_task(direct._acquire())
+        await asyncio.sleep(0)
+        newcomer = asyncio.create_task(direct._acquire())
+        direct._release(replica)
+        await asyncio.sleep(0.01)
+        assert waiter.done() and waiter.result() == replica
+        assert not newcomer.done()
+        direct._release(replica)
+        assert await asyncio.wait_for(newcomer, PATIENCE_S) == replica
+        direct.close()
+
+    asyncio.run(scenario())
+
+
 # --- replicas that refuse, stop or die -------------------------------------------
 
 
