@@ -20,7 +20,7 @@ from rayfleet.deployments.health import (
     pooled_version_id,
 )
 from rayfleet.deployments.pool import PooledVersion, PoolReplica
-from rayfleet.deployments.replica import ModelReplica
+from rayfleet.deployments.replica import DirectModelReplica, ModelReplica
 from rayfleet.deployments.router import Router
 from rayfleet.deployments.validator import Validator
 from rayfleet.platform.config.spec import (
@@ -103,7 +103,8 @@ def _replica(
 ) -> Application:
     # serve.deployment is typed as leaving the class unchanged: mypy cannot see
     # the Deployment it returns, so each .options call is ignored by name.
-    replica: Application = ModelReplica.options(  # type: ignore[attr-defined]
+    deployment = DirectModelReplica if version.transport == "direct" else ModelReplica
+    replica: Application = deployment.options(  # type: ignore[attr-defined]
         **_shutdown_options(spec),
         name=deployment_name(model, version.name),
         ray_actor_options=_actor_options(

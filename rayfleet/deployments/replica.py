@@ -24,13 +24,12 @@ from rayfleet.platform.serving.service import ReplicaResult
 from rayfleet.platform.serving.stacking import Inputs
 from rayfleet.platform.tracing import tracing_for
 
-__all__ = ["ModelReplica"]
+__all__ = ["DirectModelReplica", "ModelReplica"]
 
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment
-class ModelReplica:
+class _ModelReplica:
     """Serves one version. Serve marks it healthy only once the constructor is
     done, and the constructor loads the model and runs it once per batch size, so
     a new replica never meets its first client cold."""
@@ -132,15 +131,6 @@ class ModelReplica:
         replica = serve.get_replica_context().replica_id.unique_id
         return {"replica": replica, **self.channel.address()}
 
-    async def record_autoscaling_stats(self) -> dict[str, float]:
-        """Serve's hook for custom autoscaling metrics: the calls running over
-        the direct channel, which Serve's own count of ongoing requests misses
-        (:class:`~rayfleet.autoscaling.serve_policy.RequestCountAutoscaler` adds
-        them)."""
-        if self.channel is None:
-            return {}
-        return {DIRECT_ONGOING_METRIC: float(self.channel.in_flight)}
-
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown (and Python again on collection):
         # the spans still held leave before the process does.
@@ -167,3 +157,23 @@ class ModelReplica:
             "warm_s": self.warm_s,
             "provider": self.runner.runtime.device.provider,
         }
+
+
+class _DirectModelReplica(_ModelReplica):
+    """A version with ``transport: direct``: the same replica, reporting what
+    runs on its channel to the autoscaler. Only these replicas have the hook:
+    with it, Serve pushes a metrics report from every replica each interval,
+    which a replica on the handle has no use for."""
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's hook for custom autoscaling metrics: the calls running over
+        the direct channel, which Serve's own count of ongoing requests misses
+        (:class:`~rayfleet.autoscaling.serve_policy.RequestCountAutoscaler` adds
+        them)."""
+        if self.channel is None:
+            return {}
+        return {DIRECT_ONGOING_METRIC: float(self.channel.in_flight)}
+
+
+ModelReplica = serve.deployment(_ModelReplica)
+DirectModelReplica = serve.deployment(_DirectModelReplica)
