@@ -18,7 +18,8 @@ version answered to the same rows before any fault), the seconds from the kill t
 the last failure, and the seconds until Serve reports every deployment running its
 replicas again::
 
-    .venv/bin/python -m loadtest.chaos [--rps 40] [--after-s 40] [--faults ...]
+    .venv/bin/python -m loadtest.chaos [--rps 40] [--after-s 40] [--faults ...] \
+        [--transport direct]
 
 Loopback only; bounded (every phase has a deadline); shuts its own Ray down.
 """
@@ -57,8 +58,9 @@ RECOVERY_LIMIT_S = 120.0
 FAULTS = ("replica", "validator", "router2", "controller", "router1")
 
 
-def spec(store: str, routers: int) -> dict[str, Any]:
-    """The demo's layout without a rollout: v1 in the router, v2 in two replicas."""
+def spec(store: str, routers: int, transport: str = "handle") -> dict[str, Any]:
+    """The demo's layout without a rollout: v1 in the router, v2 in two replicas
+    reached over ``transport``."""
     fixed = {"min_replicas": routers, "max_replicas": routers}
     return {
         "store": store,
@@ -72,6 +74,7 @@ def spec(store: str, routers: int) -> dict[str, Any]:
                     {
                         "name": "v2",
                         "num_cpus": 0.25,
+                        "transport": transport,
                         "weight": 50,
                         "autoscaling": {"min_replicas": 2, "max_replicas": 2},
                     },
@@ -369,6 +372,9 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=40.0)
     parser.add_argument("--after-s", type=float, default=40.0)
     parser.add_argument("--faults", type=lambda s: s.split(","), default=list(FAULTS))
+    parser.add_argument(
+        "--transport", choices=["handle", "direct"], default="handle", help="v2's"
+    )
     args = parser.parse_args()
     unknown = set(args.faults) - set(FAULTS)
     if unknown:
@@ -390,7 +396,9 @@ def main() -> None:
         truth = None
         for fault in args.faults:
             routers = 1 if fault == "router1" else 2
-            serve.run(build(spec(store, routers)), name=APP, route_prefix="/")
+            serve.run(
+                build(spec(store, routers, args.transport)), name=APP, route_prefix="/"
+            )
             wait_until(all_running, RECOVERY_LIMIT_S)
             if truth is None:
                 truth = ground_truth(url, batches)
