@@ -358,7 +358,8 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace) -> str:
     ]
     command = (
         f".venv/bin/python -m loadtest.chaos --rps {args.rps:g} "
-        f"--after-s {args.after_s:g} --faults {','.join(args.faults)}"
+        f"--after-s {args.after_s:g} --faults {','.join(args.faults)} "
+        f"--transport {args.transport}"
     )
     return (
         f"{markdown_table(header, rows, right=range(1, 9))}\n\n"
