@@ -53,8 +53,8 @@ REFUSED_WARN_EVERY_S = 60.0
 
 class ChannelServer:
     """Listens on ``host`` (port chosen by the OS) and runs each call with
-    ``handler``; ``token`` is what a client must present, a fresh random one
-    unless given."""
+    ``handler``; ``token`` is what a router must prove it holds (and this
+    server proves in turn), a fresh random one unless given."""
 
     def __init__(self, handler: Handler, host: str, token: bytes | None = None) -> None:
         self.handler = handler
