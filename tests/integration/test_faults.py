@@ -92,11 +92,12 @@ def faults_url(
     delete_app(APP)
 
 
-def infer(url: str, x: float) -> httpx.Response:
+def infer(url: str, x: float, model: str = "tell") -> httpx.Response:
+    """``model`` (a python test model taking ``x``, 1x2) on ``[x, 0]``."""
     body = {
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [x, 0]}]
     }
-    return httpx.post(f"{url}/v2/models/tell/infer", json=body, timeout=60)
+    return httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=60)
 
 
 def kill_the_replica_under_a_slow_request(
@@ -119,7 +120,7 @@ def kill_the_replica_under_a_slow_request(
     thread.join(timeout=60)
     (answer,) = answers
     assert answer.status_code == 200, answer.text
-    assert answer.json()["outputs"][0]["data"][0] == 8000
+    assert answer.json()["outputs"][0]["data"] == [8000, 0]
     # The request ran to the end once more, in the replica that was left.
     assert int(busy_file.read_text()) in set(replicas) - {victim}
 

@@ -260,12 +260,7 @@ class DirectChannel:
     def replicas(self) -> list[str]:
         """The replicas calls can go to now (one that refused a connection
         lately is left out)."""
-        now = time.monotonic()
-        return [
-            replica
-            for replica, endpoint in self._endpoints.items()
-            if self._refused_until.get(endpoint, 0.0) <= now
-        ]
+        return [endpoint.replica for endpoint in self._usable()]
 
     def update(self, endpoints: Collection[Endpoint]) -> None:
         """The replicas Serve runs now. Calls already on any other finish there
@@ -330,12 +325,7 @@ class DirectChannel:
         arrival when all are full."""
         woken = False
         while True:
-            now = time.monotonic()
-            usable = [
-                e
-                for e in self._endpoints.values()
-                if self._refused_until.get(e, 0.0) <= now
-            ]
+            usable = self._usable()
             if not usable:
                 # The next waiter would find none either: it fails now too,
                 # rather than wait for a release that may never come.
@@ -376,6 +366,14 @@ class DirectChannel:
                     self._waiting.remove(turn)
             self._woken -= 1
             woken = True
+
+    def _usable(self) -> list[Endpoint]:
+        now = time.monotonic()
+        return [
+            e
+            for e in self._endpoints.values()
+            if self._refused_until.get(e, 0.0) <= now
+        ]
 
     def _release(self, endpoint: Endpoint) -> None:
         self._loads[endpoint] -= 1
