@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from rayfleet.platform.validation.observation import (
     Observation,
@@ -151,3 +155,74 @@ def test_an_empty_input_leaves_the_others_summarized() -> None:
         "x": np.array([[1.0, 2.0]], dtype=np.float32),
     }
     assert summarize_inputs(inputs) == (1.0, 2.0)
+
+
+# The request path's summaries take shortcuts for the common cases; they must give
+# exactly what the general batch functions give for the first item.
+
+_DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_]
+
+
+@st.composite
+def _tensor_maps(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    names = draw(
+        st.lists(
+            st.sampled_from(["label", "probabilities", "x", "y"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
+    return {
+        name: draw(
+            hnp.arrays(
+                dtype=draw(st.sampled_from(_DTYPES)),
+                shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+            )
+        )
+        for name in names
+    }
+
+
+def _first_items(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: a[:1] if a.ndim else a for name, a in arrays.items()}
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (
+        a is not None and b is not None and math.isnan(a) and math.isnan(b)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(_tensor_maps(), st.integers(min_value=-2, max_value=6))
+def test_input_summary_is_the_batch_summary_of_the_first_item(
+    inputs: dict[str, np.ndarray], max_features: int
+) -> None:
+    # Image statistics of generated extremes overflow; both sides alike.
+    with np.errstate(all="ignore"):
+        summary = summarize_batch(_first_items(inputs), max_features)
+        got = summarize_inputs(inputs, max_features)
+    expected = (
+        None
+        if summary is None or summary.shape[1] == 0
+        else tuple(float(v) for v in summary[0])
+    )
+    assert (got is None) == (expected is None)
+    if got is not None and expected is not None:
+        assert len(got) == len(expected)
+        assert all(_same(a, b) for a, b in zip(got, expected, strict=True))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_tensor_maps())
+def test_output_summary_is_the_batch_prediction_of_the_first_item(
+    outputs: dict[str, np.ndarray],
+) -> None:
+    classes, confidence = batch_predictions(_first_items(outputs))
+    expected = (
+        float(classes[0]) if classes is not None and classes.size else None,
+        float(confidence[0]) if confidence is not None and confidence.size else None,
+    )
+    got = summarize_outputs(outputs)
+    assert _same(got[0], expected[0]) and _same(got[1], expected[1])
