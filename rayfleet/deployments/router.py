@@ -51,7 +51,8 @@ from rayfleet.platform.ingress.asgi import ForwardedResponse, Headers
 from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.requestlog import RequestLog, StoreSink
-from rayfleet.platform.serving.buffer import DropReport, ObservationBuffer
+from rayfleet.platform.serving.aggregate import ObservationAggregator
+from rayfleet.platform.serving.buffer import DropReport
 from rayfleet.platform.serving.channel import DirectChannel, Endpoint, NoReplica
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
@@ -259,7 +260,7 @@ class ValidatorLink:
         self,
         service: InferenceService,
         validator: DeploymentHandle[Any],
-        buffer: ObservationBuffer,
+        observed: ObservationAggregator,
         router_id: str,
         local: InProcessBackend,
         request_log: RequestLog | None = None,
@@ -267,7 +268,7 @@ class ValidatorLink:
         self.service = service
         self.local = local
         self.validator = validator
-        self.buffer = buffer
+        self.observed = observed
         self.router_id = router_id
         self.request_log = request_log
         self._log_counts_sent: dict[str, Any] | None = None
@@ -277,35 +278,36 @@ class ValidatorLink:
         self.drops = DropReport(EventLog(logger), router_id, DROPS_LOG_EVERY_S)
 
     async def flush_loop(self) -> None:
-        """Send buffered observations every ``flush_every_s`` or when enough wait."""
+        """Send what was observed every ``flush_every_s``, or sooner when
+        ``flush_max`` requests wait."""
         every = self.observations.flush_every_s
         while True:
             waited = 0.0
-            while waited < every and len(self.buffer) < self.observations.flush_max:
+            while waited < every and len(self.observed) < self.observations.flush_max:
                 await asyncio.sleep(min(FLUSH_CHECK_S, every))
                 waited += min(FLUSH_CHECK_S, every)
-            self.drops.update(self.buffer.dropped)
-            rows = self.buffer.drain(self.observations.flush_max)
+            self.drops.update(self.observed.dropped)
+            summary = self.observed.take()
             log_counts = (
                 None
                 if self.request_log is None
                 else self.request_log.counts().to_dict()
             )
-            if not rows and log_counts == self._log_counts_sent:
+            if not summary.versions and log_counts == self._log_counts_sent:
                 continue
             try:
                 await asyncio.wait_for(
                     self.validator.ingest.remote(
-                        rows, self.router_id, self.buffer.dropped, log_counts
+                        summary, self.router_id, self.observed.dropped, log_counts
                     ),
                     timeout=INGEST_TIMEOUT_S,
                 )
             except Exception as error:  # any failure: count the loss, carry on
-                self.buffer.lose(len(rows))
+                self.observed.lose(summary)
                 # The loss itself reaches the log as the rate-limited
                 # observations_dropped line; one warning per failed flush would
                 # repeat it twice a second while the Validator is down.
-                logger.debug("observations lost (%d): %r", len(rows), error)
+                logger.debug("observations lost (%d): %r", summary.observations, error)
             else:
                 self._log_counts_sent = log_counts
 
@@ -409,7 +411,7 @@ class Router(GrpcInference):
         local = InProcessBackend(
             load_runtimes(platform_spec, typed), tracing=self.tracing
         )
-        self.buffer = ObservationBuffer(platform_spec.observations.buffer_size)
+        self.observed = ObservationAggregator(platform_spec.observations)
         router_id = serve.get_replica_context().replica_id.unique_id
         self.request_log: RequestLog | None = None
         if platform_spec.request_log.enabled:
@@ -438,14 +440,19 @@ class Router(GrpcInference):
             platform_spec,
             typed,
             self.backend,
-            recorder=self.buffer if validator is not None else None,
+            recorder=self.observed if validator is not None else None,
             request_log=self.request_log,
             tracing=self.tracing,
         )
         self.link: ValidatorLink | None = None
         if validator is not None:
             self.link = ValidatorLink(
-                self.service, validator, self.buffer, router_id, local, self.request_log
+                self.service,
+                validator,
+                self.observed,
+                router_id,
+                local,
+                self.request_log,
             )
 
     def __del__(self) -> None:

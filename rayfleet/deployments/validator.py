@@ -36,10 +36,10 @@ from rayfleet.platform.rollout import machine as ro
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.store_writer import BackgroundWriter
 from rayfleet.platform.rollout.webhooks import WebhookSender
+from rayfleet.platform.serving.aggregate import ObservationSummary
 from rayfleet.platform.serving.counters import PoolReport, ReplicaReport
 from rayfleet.platform.validation.compare import reference_features
 from rayfleet.platform.validation.jobs import Job, JobQueue
-from rayfleet.platform.validation.observation import ObservationRow
 from rayfleet.platform.validation.predeploy import validate_versions
 
 __all__ = ["VALIDATOR_NAME", "Validator"]
@@ -164,15 +164,15 @@ class Validator:
 
     async def ingest(
         self,
-        rows: list[ObservationRow],
+        summary: ObservationSummary,
         router: str,
         dropped: int,
         request_log: dict[str, Any] | None = None,
     ) -> int:
-        """Take a batch of observations from a router, and its request log's
-        counts when it keeps one."""
+        """Take what a router observed since its last flush, and its request
+        log's counts when it keeps one."""
         self._ensure_loop()
-        return self.core.ingest(rows, router, dropped, request_log)
+        return self.core.ingest(summary, router, dropped, request_log)
 
     async def replica_report(self, reports: list[dict[str, Any]]) -> None:
         """Take the request counters of one replica (a model or router replica)."""

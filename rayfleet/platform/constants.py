@@ -40,8 +40,8 @@ PACKAGE_VERSION: str = metadata.version("rayfleet")
 # that a full buffer leaves within a twentieth of a second, coarse enough to cost
 # nothing while idle.
 FLUSH_CHECK_S = 0.05
-# One batch of observations: a Validator that takes longer is restarting or
-# overloaded, and the rows are counted as dropped rather than piling up behind it.
+# One flush of observations: a Validator that takes longer is restarting or
+# overloaded, and the flush is counted as dropped rather than piling up behind it.
 INGEST_TIMEOUT_S = 5.0
 # A router writes at most one line about dropped observations per this many
 # seconds: a Validator down for an hour makes every request drop one, and the log

@@ -7,7 +7,7 @@ Four kinds of event are written, each under a stable ``event`` value:
 - :data:`WEBHOOK_DELIVERY_FAILED`: a rollout event a webhook did not receive
   (:mod:`rayfleet.platform.rollout.webhooks`);
 - :data:`OBSERVATIONS_DROPPED`: observations a router dropped since its last such
-  line (:mod:`rayfleet.platform.serving.buffer`).
+  line (:mod:`rayfleet.platform.serving.aggregate`).
 
 Under Serve the lines land in the replica's log file, written in the encoding of
 the application's ``logging_config``. With ``encoding: JSON`` Serve writes every

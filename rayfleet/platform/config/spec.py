@@ -519,9 +519,12 @@ class ObservationSpec(Spec):
     """How requests are observed, and the Validator that keeps what they show.
 
     Routers summarize each request (version, latency, status, prediction; input
-    features for ``sample_rate`` of them), buffer up to ``buffer_size`` and send
-    them to the Validator every ``flush_every_s`` or ``flush_max`` records; a full
-    buffer drops and counts. Routers ask for the traffic plan every
+    features for ``sample_rate`` of them), add it to per-version statistics and
+    send those, summed up, to the Validator every ``flush_every_s`` or once
+    ``flush_max`` requests wait. The rows of shadow pairs, which the Validator
+    matches one by one, wait in a buffer of ``buffer_size``; a full buffer drops
+    and counts them, as a flush the Validator does not take counts its requests.
+    Routers ask for the traffic plan every
     ``plan_poll_s`` and keep the last one when the Validator does not answer.
     Every replica, of a version or of the router, sends its request counters every
     ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``). A page

@@ -2,8 +2,8 @@
 
 1. :mod:`.controller` (:class:`~.controller.ValidatorCore`) takes the routers'
    observations, and every ``evaluate_every_s`` summarises the step's window of
-   traffic as a :class:`WindowComparison` (with :mod:`.snapshot` and
-   :mod:`.totals` it also answers the dashboard and ``/metrics``).
+   traffic as a :class:`WindowComparison` (with :mod:`.snapshot` and the
+   validation package's counters it also answers the dashboard and ``/metrics``).
 2. :mod:`.gates` checks that window against the model's
    :class:`~rayfleet.platform.config.rollout.GateSpec`: one :class:`GateResult`
    per gate, failing only on evidence (the latency gates on the confidence

@@ -40,7 +40,7 @@ from rayfleet.platform.rollout.history import (
 from rayfleet.platform.rollout.snapshot import build_snapshot
 from rayfleet.platform.rollout.state_store import StateStore
 from rayfleet.platform.rollout.store_writer import StoreWriter, SynchronousWriter
-from rayfleet.platform.rollout.totals import Totals
+from rayfleet.platform.serving.aggregate import ObservationSummary, windowed_stats
 from rayfleet.platform.serving.counters import (
     PoolReport,
     PoolTable,
@@ -51,7 +51,8 @@ from rayfleet.platform.serving.service import initial_plans
 from rayfleet.platform.serving.traffic import TrafficPlan
 from rayfleet.platform.validation.agreement import AgreementTracker
 from rayfleet.platform.validation.compare import Comparison, compare
-from rayfleet.platform.validation.observation import Observation, ObservationRow
+from rayfleet.platform.validation.observation import Observation
+from rayfleet.platform.validation.totals import Totals
 from rayfleet.platform.validation.window import VersionStats, WindowedStats
 
 __all__ = ["ValidatorCore", "window_comparison"]
@@ -125,9 +126,7 @@ class ValidatorCore:
         for model in spec.models:
             for version in model.versions:
                 key = (model.name, version.name)
-                self.stats[key] = WindowedStats(
-                    bucket_s=observations.bucket_s, horizon_s=observations.horizon_s
-                )
+                self.stats[key] = windowed_stats(observations)
                 self.totals[key] = Totals()
         self.agreement = {model.name: AgreementTracker() for model in spec.models}
         self.stable: dict[str, str] = {}
@@ -222,29 +221,30 @@ class ValidatorCore:
 
     def ingest(
         self,
-        rows: Iterable[ObservationRow],
+        summary: ObservationSummary,
         router: str = "",
         dropped: int = 0,
         request_log: Mapping[str, Any] | None = None,
     ) -> int:
-        """Account for a batch of observation rows from one router.
+        """Merge one router's :class:`ObservationSummary`; the count it held.
 
-        ``dropped`` is that router's running count of observations its full buffer
-        dropped; ``request_log`` its request log's running counts
-        (:meth:`RequestLogCounts.to_dict`), when it keeps one. Rows for unknown
-        models or versions are skipped.
+        ``dropped`` is that router's running count of observations it lost;
+        ``request_log`` its request log's running counts
+        (:meth:`RequestLogCounts.to_dict`), when it keeps one. Versions this spec
+        does not declare are skipped.
         """
         count = 0
-        for row in rows:
-            observation = Observation.from_row(row)
-            key = (observation.model, observation.version)
+        for key, part in summary.versions.items():
             stats = self.stats.get(key)
             if stats is None:
                 continue
-            stats.add(observation)
-            self.totals[key].add(observation)
-            self.agreement[observation.model].add(observation)
-            count += 1
+            stats.merge(part.stats)
+            self.totals[key].merge(part.totals)
+            count += part.observations
+        for row in summary.pairs:
+            observation = Observation.from_row(row)
+            if (observation.model, observation.version) in self.stats:
+                self.agreement[observation.model].add(observation)
         self.ingested += count
         if router:
             self.routers_dropped[router] = dropped

@@ -26,9 +26,9 @@ from prometheus_client.registry import Collector
 from rayfleet.platform.requestlog.writer import DROP_REASONS
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.machine import Phase
-from rayfleet.platform.rollout.totals import LATENCY_BUCKETS_MS
 from rayfleet.platform.serving.pool import UNLOAD_REASONS
 from rayfleet.platform.validation.drift import DriftReport, feature_drift
+from rayfleet.platform.validation.totals import LATENCY_BUCKETS_MS
 from rayfleet.platform.validation.window import VersionStats
 
 __all__ = ["CONTENT_TYPE", "render_metrics", "replica_requests"]
@@ -104,7 +104,8 @@ class _ValidatorCollector(Collector):
         yield from self._rollouts()
         dropped = CounterMetricFamily(
             "rayfleet_observations_dropped",
-            "Observations routers dropped because their buffer was full.",
+            "Observations routers lost: flushes the Validator did not take, "
+            "and shadow-pair rows past their buffer.",
             labels=["router"],
         )
         for router, count in sorted(core.routers_dropped.items()):

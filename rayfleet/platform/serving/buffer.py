@@ -1,4 +1,5 @@
-"""The router's bounded buffer of observations, drained in batches.
+"""A bounded buffer of observations, drained in batches: the router's shadow-pair
+rows, which the Validator matches one by one (:mod:`.aggregate` sums up the rest).
 
 Recording never waits and never grows without bound: when the Validator is slow or
 down and the buffer is full, new observations are dropped and counted, and

@@ -67,6 +67,7 @@ from rayfleet.platform.validation.predeploy import LABEL_COLUMN, validate_versio
 from rayfleet.platform.validation.report import OfflineReport, RunSummary
 from rayfleet.platform.validation.reservoir import Reservoir
 from rayfleet.platform.validation.sketch import LatencySketch
+from rayfleet.platform.validation.totals import LATENCY_BUCKETS_MS, Totals
 from rayfleet.platform.validation.window import (
     BucketPoint,
     VersionStats,
@@ -76,6 +77,7 @@ from rayfleet.platform.validation.window import (
 
 __all__ = [
     "LABEL_COLUMN",
+    "LATENCY_BUCKETS_MS",
     "NON_FEATURE_COLUMNS",
     "Agreement",
     "AgreementTracker",
@@ -94,6 +96,7 @@ __all__ = [
     "PredictionDrift",
     "Reservoir",
     "RunSummary",
+    "Totals",
     "ValidationRequest",
     "VersionStats",
     "VersionSummary",

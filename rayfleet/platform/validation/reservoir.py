@@ -11,7 +11,6 @@ Vitter's algorithm R, is uniform too but does not merge exactly.)
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -36,7 +35,9 @@ class Reservoir(Generic[T]):
         # A max-heap on priority via negation; the counter breaks ties so items
         # (numpy arrays, say) are never compared.
         self._heap: list[tuple[float, int, T]] = []
-        self._counter = itertools.count()
+        # A plain int, not itertools.count: routers pickle reservoirs to the
+        # Validator, and counters stop pickling in Python 3.14.
+        self._counter = 0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -55,7 +56,8 @@ class Reservoir(Generic[T]):
     def add(self, priority: float, item: T) -> None:
         """Offer one item with its priority in [0, 1)."""
         self.seen += 1
-        entry = (-priority, next(self._counter), item)
+        self._counter += 1
+        entry = (-priority, self._counter, item)
         if len(self._heap) < self.capacity:
             heapq.heappush(self._heap, entry)
         elif priority < -self._heap[0][0]:
@@ -66,7 +68,10 @@ class Reservoir(Generic[T]):
         self.seen += other.seen
         pooled = [(-p, item) for p, _, item in (*self._heap, *other._heap)]
         kept = heapq.nsmallest(self.capacity, pooled, key=lambda entry: entry[0])
-        self._heap = [(-p, next(self._counter), item) for p, item in kept]
+        self._heap = [
+            (-p, self._counter + i, item) for i, (p, item) in enumerate(kept, 1)
+        ]
+        self._counter += len(kept)
         heapq.heapify(self._heap)
 
     def clear(self) -> None:

@@ -6,9 +6,8 @@ The rollout's windows forget old traffic; Prometheus wants counters that only gr
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from rayfleet.platform.validation.observation import Observation
 
@@ -35,10 +34,27 @@ class Totals:
             self.by_status.get(observation.status, 0) + 1
         )
         latency = observation.latency_ms
-        index = int(np.searchsorted(LATENCY_BUCKETS_MS, latency, side="left"))
+        # bisect, not numpy: routers count every request (5 us a call against
+        # 0.3); NaN goes past the last bound, as numpy's sort order puts it.
+        index = (
+            bisect.bisect_left(LATENCY_BUCKETS_MS, latency)
+            if latency == latency
+            else len(LATENCY_BUCKETS_MS)
+        )
         self.latency_buckets[index] += 1
         self.latency_sum_ms += latency
         self.latency_count += 1
+
+    def merge(self, other: Totals) -> None:
+        """Add everything ``other`` counted to this (``other`` is unchanged)."""
+        for status, count in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + count
+        self.latency_buckets = [
+            a + b
+            for a, b in zip(self.latency_buckets, other.latency_buckets, strict=True)
+        ]
+        self.latency_sum_ms += other.latency_sum_ms
+        self.latency_count += other.latency_count
 
     @property
     def requests(self) -> int:

@@ -116,27 +116,35 @@ class VersionStats:
 
     def add(self, observation: Observation) -> None:
         """Account for one observation."""
+        # Every router runs this once per request: plain comparisons and locals
+        # rather than the observation's properties and min()/max().
         obs = observation
+        status = obs.status
         self.requests += 1
-        self.statuses[obs.status] = self.statuses.get(obs.status, 0) + 1
-        if obs.is_error:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status >= 500:
             self.errors += 1
-        elif obs.is_client_error:
+        elif status >= 400:
             self.client_errors += 1
         if obs.shadow_of is not None:
             self.shadow_requests += 1
-        if obs.status < 400:
+        if status < 400:
             _add_latency(self.latency, obs.latency_ms)
             _add_latency(self.model_latency, obs.model_ms)
-        self.first_ts = obs.ts if self.first_ts is None else min(self.first_ts, obs.ts)
-        self.last_ts = obs.ts if self.last_ts is None else max(self.last_ts, obs.ts)
+        ts = obs.ts
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
         priority = self._rng.random()
-        if obs.prediction is not None and math.isfinite(obs.prediction):
-            self._add_prediction(float(obs.prediction), priority)
-        if obs.confidence is not None and math.isfinite(obs.confidence):
-            index = int(min(max(obs.confidence, 0.0), 1.0) * CONFIDENCE_BINS)
+        prediction = obs.prediction
+        if prediction is not None and math.isfinite(prediction):
+            self._add_prediction(float(prediction), priority)
+        confidence = obs.confidence
+        if confidence is not None and math.isfinite(confidence):
+            index = int(min(max(confidence, 0.0), 1.0) * CONFIDENCE_BINS)
             self.confidence_bins[min(index, CONFIDENCE_BINS - 1)] += 1
-            self.confidence_sum += obs.confidence
+            self.confidence_sum += confidence
         # Only rows the sample keeps are worth converting to an array.
         if obs.features is not None and priority < self.features.threshold:
             self.features.add(priority, np.asarray(obs.features, dtype=np.float32))

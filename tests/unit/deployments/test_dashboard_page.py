@@ -40,6 +40,7 @@ from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.validation.observation import Observation, ObservationRow
 from tests.browser import dump_dom, ensure_chromium, screenshot
+from tests.observations import ingest_rows
 
 ROOT = Path(__file__).resolve().parents[3]
 PAGE = ROOT / "rayfleet" / "deployments" / "dashboard.html"
@@ -172,7 +173,7 @@ def _simulate(core: ValidatorCore, seed: int = 7) -> None:
                     request_id=primary.request_id,
                 )
                 rows.append(shadow.to_row())
-        core.ingest(rows, router="router-a", dropped=3 * (second // 100))
+        ingest_rows(core, rows, router="router-a", dropped=3 * (second // 100))
         if second % 5 == 4:
             core.tick(now + 1, ready)
 

@@ -32,6 +32,7 @@ from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.validation.observation import Observation
 from rayfleet.platform.validation.sketch import LatencySketch
+from tests.observations import ingest_rows
 
 ACCURACY = 0.01
 
@@ -153,11 +154,12 @@ def answer(validator: ValidatorCore, now: float) -> dict[str, object]:
 
 
 def ingest(validator: ValidatorCore, version: str, ts: float, e2e: list[float]) -> None:
-    validator.ingest(
+    ingest_rows(
+        validator,
         [
             Observation("digits", version, ts, value, value / 2, 200).to_row()
             for value in e2e
-        ]
+        ],
     )
 
 
@@ -169,7 +171,9 @@ def test_the_recorder_slices_exactly_the_requests_between_answers() -> None:
     # Same bucket as before, a late one, and the next bucket: all in this slice.
     ingest(validator, "v1", 1001.5, [5.0, 30.0])
     ingest(validator, "v2", 1003.0, [7.0])
-    validator.ingest([Observation("digits", "v2", 1003.5, 1.0, 0.5, 500).to_row()])
+    ingest_rows(
+        validator, [Observation("digits", "v2", 1003.5, 1.0, 0.5, 500).to_row()]
+    )
     ingest(validator, "v1", 1011.0, [6.0])
     first = recorder.observe(answer(validator, 1012.0))
     assert first is not None

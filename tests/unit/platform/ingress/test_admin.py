@@ -37,6 +37,7 @@ from rayfleet.platform.validation.jobs import JobQueue
 from rayfleet.platform.validation.observation import Observation
 from rayfleet.platform.validation.sketch import LatencySketch
 from tests.fuzz_strategies import HttpCase, admin_requests, fuzz_settings, send
+from tests.observations import ingest_rows
 
 TOKEN = "s3cret-token"
 
@@ -324,7 +325,7 @@ def test_validation_shows_latency_sketches_only_when_asked(
     ]
     # An error is counted but not timed, as in the window's own summary.
     rows.append(Observation("digits", "v1", now, 1.0, 0.5, 500).to_row())
-    admin.core.ingest(rows)
+    ingest_rows(admin.core, rows)
     plain = client.get("/-/validation", params={"window_s": 60}).json()
     assert "sketches" not in plain
     assert client.get("/-/validation?sketches=false").json().keys() == plain.keys()

@@ -24,6 +24,7 @@ from rayfleet.platform.rollout import Event, Phase
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.validation.observation import Observation
+from tests.observations import ingest_rows
 
 T0 = 1_000_000.0
 APP = "shop"
@@ -71,7 +72,7 @@ def serve(
             for version, weight in weights.items()
             for i in range(round(PER_SECOND * weight / 100))
         ]
-        core.ingest(rows, router="router-a")
+        ingest_rows(core, rows, router="router-a")
 
 
 def moves(events: list[Event]) -> list[tuple[str, str, str, float]]:

@@ -6,6 +6,7 @@ deploy tests read."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rayfleet.platform.requestlog.writer import RequestLogCounts
@@ -15,6 +16,7 @@ from rayfleet.platform.rollout.telemetry import render_metrics
 from rayfleet.platform.runtimes.device import CPU, CUDA
 from rayfleet.platform.serving.counters import PoolReport, ReplicaReport
 from rayfleet.platform.validation.observation import Observation, ObservationRow
+from tests.observations import ingest_rows
 from tests.unit.platform.rollout.test_controller import READY, platform, serve
 from tests.unit.platform.rollout.test_history import T0, roll_back_v2
 
@@ -94,7 +96,8 @@ def rolled_out_core(
     now = roll_back_v2(core)
     core.tick(now, READY)  # v3, started by the rollback, enters its first step
     serve(core, now, SERVED_S)
-    core.ingest(
+    ingest_rows(
+        core,
         _inputs(now + SERVED_S / 2),
         router="router-b",
         dropped=7,
@@ -209,7 +212,7 @@ def test_request_log_counters_are_shown_per_router_and_reason() -> None:
         for reason, count in (("full", 16), ("store", 8), ("shape", 0))
     }
     # A flush without counts (a router without a request log) keeps them.
-    core.ingest([], router="router-b", dropped=7)
+    ingest_rows(core, [], router="router-b", dropped=7)
     assert len(samples(core, now, name)) == 3
 
 
@@ -279,3 +282,32 @@ def test_the_pool_families_are_on_the_page_without_a_pool() -> None:
     assert all(f.documentation and not f.samples for f in families.values())
     # Counters are named as Prometheus reads them, with their _total.
     assert "# TYPE rayfleet_pool_loads_total counter" in text
+
+
+def test_request_counters_count_every_ingested_request() -> None:
+    # Routers send their observations summed up; the counters must still count
+    # each request once, by status, and its latency in the histogram.
+    core = ValidatorCore(platform(), "shop", MemoryStateStore(), REFERENCES, now=T0)
+    latencies = (0.5, 3.0, 3.0, 40.0, 700.0)
+    rows = [
+        Observation("iris", "v1", T0, ms, ms / 2, status).to_row()
+        for ms, status in zip(latencies, (200, 200, 404, 200, 503), strict=True)
+    ]
+    ingest_rows(core, rows[:2], router="router-a")
+    ingest_rows(core, rows[2:], router="router-b")
+    requests = samples(core, T0, "rayfleet_requests_total")
+    assert {labels: value for (_, labels), value in requests.items()} == {
+        (("code", "200"), ("model", "iris"), ("version", "v1")): 3,
+        (("code", "404"), ("model", "iris"), ("version", "v1")): 1,
+        (("code", "503"), ("model", "iris"), ("version", "v1")): 1,
+    }
+    buckets = samples(core, T0, "rayfleet_request_latency_seconds_bucket")
+    by_bound = {
+        dict(labels)["le"]: value
+        for (_, labels), value in buckets.items()
+        if dict(labels)["version"] == "v1" and dict(labels)["model"] == "iris"
+    }
+    assert (by_bound["0.001"], by_bound["0.005"], by_bound["0.05"]) == (1, 3, 4)
+    assert by_bound["+Inf"] == 5
+    total = samples(core, T0, "rayfleet_request_latency_seconds_sum")
+    assert sum(total.values()) == pytest.approx(sum(latencies) / 1000)
