@@ -16,19 +16,23 @@ Variants: ``off`` (the defaults: request log and tracing off), ``request log
 a sink in this process, which reads and drops what it gets), and ``validation
 off`` (no observations and no Validator: ``off`` observes every request, as
 shipped, so validation on against off is the inverse of its ratio). Prints a markdown
-table of the median ratio and its range per variant, and writes it to
+table of the median ratio and its range per variant, and the CPU time the
+variant's router and Validator processes spent per request (median over rounds;
+CPU time, unlike requests/s, barely moves with a busy neighbour), and writes it to
 loadtest/out/operability.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from loadtest.bench_overhead import ROWS, digits_payloads
 from loadtest.common import (
     OUT,
     STORE,
+    actor_pids,
     ensure_digits_store,
     free_port,
     markdown_table,
@@ -121,6 +126,34 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
 
+# The processes whose CPU time a variant's requests cost: its own router and
+# Validator (every variant is an application of its own).
+ROLES = ("Router", "Validator")
+
+
+def _cpu_s(app: str) -> dict[str, float]:
+    """User and system CPU seconds so far of each role's replicas of ``app``."""
+    import psutil
+
+    spent = {}
+    for role in ROLES:
+        total = 0.0
+        for pid in actor_pids(f"ServeReplica:{app}:{role}"):
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+        spent[role] = total
+    return spent
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One variant's load in one round, and what it cost its processes."""
+
+    load: LoadResult
+    cpu_us: dict[str, float]
+
+
 def _serve_variants(store: str, sink: str, port: int, names: list[str]) -> None:
     import ray
     from ray import serve
@@ -137,20 +170,24 @@ def _serve_variants(store: str, sink: str, port: int, names: list[str]) -> None:
         serve.run(build(args), name=_slug(name), route_prefix=f"/{_slug(name)}")
 
 
-def _table(names: list[str], rounds: list[dict[str, LoadResult]], c: int) -> str:
+def _table(names: list[str], rounds: list[dict[str, _Run]], c: int) -> str:
     base = names[0]
     lines = []
     for name in names:
-        rps = [each[name].rps for each in rounds]
-        ratios = [each[name].rps / each[base].rps for each in rounds]
+        runs = [each[name] for each in rounds]
+        ratios = [each[name].load.rps / each[base].load.rps for each in rounds]
         lines.append(
             [
                 name,
-                f"{statistics.median(rps):.0f}",
-                f"{statistics.median(r.p50_ms for r in (e[name] for e in rounds)):.2f}",
+                f"{statistics.median(r.load.rps for r in runs):.0f}",
+                f"{statistics.median(r.load.p50_ms for r in runs):.2f}",
                 f"{statistics.median(ratios):.2f}x",
                 f"{min(ratios):.2f}-{max(ratios):.2f}",
-                str(sum(sum(each[name].errors.values()) for each in rounds)),
+                *(
+                    f"{statistics.median(r.cpu_us[role] for r in runs):.0f}"
+                    for role in ROLES
+                ),
+                str(sum(sum(r.load.errors.values()) for r in runs)),
             ]
         )
     header = [
@@ -159,6 +196,7 @@ def _table(names: list[str], rounds: list[dict[str, LoadResult]], c: int) -> str
         "p50 ms (median)",
         f"vs {base} (median)",
         "range over rounds",
+        *(f"{role} CPU us/request" for role in ROLES),
         "errors",
     ]
     return markdown_table(header, lines) + "\n"
@@ -188,19 +226,26 @@ def main() -> None:
         store = Path(scratch, "store")
         shutil.copytree(STORE / "digits", store / "digits")
         _serve_variants(str(store), sink, port, names)
-        rounds: list[dict[str, LoadResult]] = []
+        rounds: list[dict[str, _Run]] = []
         for index in range(args.rounds):
             order = names[index % len(names) :] + names[: index % len(names)]
             results = {}
             for name in order:
                 url = f"http://127.0.0.1:{port}/{_slug(name)}/v2/models/digits/infer"
-                results[name] = run_load_subprocess(
+                before = _cpu_s(_slug(name))
+                load = run_load_subprocess(
                     url, body, headers, args.concurrency, args.duration, scratch
                 )
+                after = _cpu_s(_slug(name))
+                cpu_us = {
+                    role: (after[role] - before[role]) / max(load.requests, 1) * 1e6
+                    for role in ROLES
+                }
+                results[name] = _Run(load, cpu_us)
                 print(
-                    f"round {index + 1} {name:16} {results[name].rps:7.0f} rps  "
-                    f"p50 {results[name].p50_ms:6.2f} ms  "
-                    f"errors {sum(results[name].errors.values())}",
+                    f"round {index + 1} {name:16} {load.rps:7.0f} rps  "
+                    f"p50 {load.p50_ms:6.2f} ms  errors {sum(load.errors.values())}  "
+                    + "  ".join(f"{role} {cpu_us[role]:.0f} us" for role in ROLES),
                     flush=True,
                 )
             rounds.append(results)
