@@ -520,10 +520,11 @@ class ObservationSpec(Spec):
 
     Routers summarize each request (version, latency, status, prediction; input
     features for ``sample_rate`` of them), add it to per-version statistics and
-    send those, summed up, to the Validator every ``flush_every_s`` or once
-    ``flush_max`` requests wait. The rows of shadow pairs, which the Validator
-    matches one by one, wait in a buffer of ``buffer_size``; a full buffer drops
-    and counts them, as a flush the Validator does not take counts its requests.
+    send those, summed up, to the Validator every ``flush_every_s``. The rows of
+    shadow pairs, which the Validator matches one by one, wait in a buffer of
+    ``buffer_size`` (those past it count as unpaired in the agreement figures),
+    and a router flushes as soon as ``flush_max`` of them wait. A flush the
+    Validator does not take is dropped and counted.
     Routers ask for the traffic plan every
     ``plan_poll_s`` and keep the last one when the Validator does not answer.
     Every replica, of a version or of the router, sends its request counters every

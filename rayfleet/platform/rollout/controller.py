@@ -238,6 +238,17 @@ class ValidatorCore:
             stats = self.stats.get(key)
             if stats is None:
                 continue
+            # A router of another spec (a redeploy under way) may cut other
+            # buckets: its part is left out whole, never merged halfway.
+            if part.stats.bucket_s != stats.bucket_s:
+                logger.warning(
+                    "observations of %s/%s skipped: %g s buckets, the Validator's "
+                    "are %g s",
+                    *key,
+                    part.stats.bucket_s,
+                    stats.bucket_s,
+                )
+                continue
             stats.merge(part.stats)
             self.totals[key].merge(part.totals)
             count += part.observations
@@ -245,6 +256,9 @@ class ValidatorCore:
             observation = Observation.from_row(row)
             if (observation.model, observation.version) in self.stats:
                 self.agreement[observation.model].add(observation)
+        for model, unpaired in summary.unpaired.items():
+            if model in self.agreement:
+                self.agreement[model].lose(unpaired)
         self.ingested += count
         if router:
             self.routers_dropped[router] = dropped

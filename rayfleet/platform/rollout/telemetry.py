@@ -104,8 +104,7 @@ class _ValidatorCollector(Collector):
         yield from self._rollouts()
         dropped = CounterMetricFamily(
             "rayfleet_observations_dropped",
-            "Observations routers lost: flushes the Validator did not take, "
-            "and shadow-pair rows past their buffer.",
+            "Observations routers lost: flushes the Validator did not take.",
             labels=["router"],
         )
         for router, count in sorted(core.routers_dropped.items()):

@@ -4,21 +4,25 @@ A router adds each request's :class:`Observation` to per-version statistics of i
 own (the Validator's :class:`~rayfleet.platform.validation.window.WindowedStats`
 with the same buckets, and the Prometheus counters of
 :class:`~rayfleet.platform.validation.totals.Totals`) and ships them every flush as
-one :class:`ObservationSummary`; the Validator merges them. Everything in those
-statistics merges exactly: counts and histograms add, latency sketches of the
-same accuracy add bin by bin, and the feature and prediction samples are bottom-k
-samples, whose merge is the sample of every router's traffic together. So the
-Validator's windows are what they were with one row per request, while its work
-no longer grows with the request rate.
+one :class:`ObservationSummary`; the Validator merges them. Those statistics
+merge exactly: counts and histograms add, latency sketches of the same accuracy
+add bin by bin, and the feature and prediction samples are bottom-k samples,
+whose merge is the sample of every router's traffic together. (One exception:
+past ``max_classes`` distinct classes in a bucket, which classes get their own
+count depends on the order summaries arrive in.) So the Validator's windows are
+what they were with one row per request, while a flush costs it what the
+versions and buckets it touches hold, at most a sample of 500 rows a bucket,
+whatever the number of requests in it.
 
 The one thing that does not sum is agreement, which pairs a shadow's answer with
 its primary's by request id: observations that carry a ``request_id`` are also
-kept as rows, in a bounded :class:`~rayfleet.platform.serving.buffer.ObservationBuffer`.
+kept as rows, in a bounded :class:`~rayfleet.platform.serving.buffer.ObservationBuffer`,
+and only they can make a router flush before ``flush_every_s``.
 """
 
 from __future__ import annotations
 
-import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,11 +63,13 @@ class ObservationSummary:
 
     ``versions`` holds the statistics by ``(model, version)``; ``pairs`` the rows of
     the observations with a ``request_id`` (shadow pairs), for agreement only: they
-    are counted in ``versions`` already.
+    are counted in ``versions`` already. ``unpaired`` counts, by model, the pair
+    rows the router's buffer had no room for: their partners can never match.
     """
 
     versions: dict[VersionKey, VersionPart] = field(default_factory=dict)
     pairs: list[ObservationRow] = field(default_factory=list)
+    unpaired: dict[str, int] = field(default_factory=dict)
 
     @property
     def observations(self) -> int:
@@ -71,19 +77,23 @@ class ObservationSummary:
         return sum(part.observations for part in self.versions.values())
 
 
+def _fresh_seed() -> int:
+    # From the OS, not the random module: a model in the router may seed that
+    # (ML code often does), and then every summary would repeat its priorities.
+    return secrets.randbits(63)
+
+
 class ObservationAggregator:
     """The router's recorder: sums observations up until :meth:`take`.
 
     Recording never waits. Memory is bounded whatever the traffic: the statistics
-    by their buckets and samples, the pair rows by ``spec.buffer_size`` (a full
-    buffer drops and counts, in :attr:`dropped`, with summaries that could not be
-    delivered: :meth:`lose`).
+    by their buckets and samples, the pair rows by ``spec.buffer_size`` (those
+    past it go to ``unpaired``). :attr:`dropped` counts the observations of the
+    summaries that could not be delivered (:meth:`lose`).
     """
 
     def __init__(
-        self,
-        spec: ObservationSpec,
-        seed: Callable[[], int] = lambda: random.getrandbits(63),
+        self, spec: ObservationSpec, seed: Callable[[], int] = _fresh_seed
     ) -> None:
         self.spec = spec
         # Every summary's samples need priorities independent of every other's,
@@ -91,19 +101,14 @@ class ObservationAggregator:
         # would not give a uniform sample.
         self._seed = seed
         self._pairs = ObservationBuffer(spec.buffer_size)
+        self._unpaired: dict[str, int] = {}
         self._versions: dict[VersionKey, VersionPart] = {}
-        self._pending = 0
-        self._lost = 0
+        self.dropped = 0
 
     def __len__(self) -> int:
-        """Observations recorded since the last :meth:`take`."""
-        return self._pending
-
-    @property
-    def dropped(self) -> int:
-        """Observations lost so far: pair rows past the bound, and summaries that
-        could not be delivered."""
-        return self._pairs.dropped + self._lost
+        """Pair rows waiting: all the rest is bounded whatever the traffic, so
+        only these call for an early flush."""
+        return len(self._pairs)
 
     def record(self, observation: Observation) -> None:
         """Add ``observation`` to its version's statistics."""
@@ -115,19 +120,22 @@ class ObservationAggregator:
         part.stats.add(observation)
         part.totals.add(observation)
         part.observations += 1
-        self._pending += 1
         if observation.request_id is not None:
-            self._pairs.record(observation)
+            if len(self._pairs) < self._pairs.capacity:
+                self._pairs.record(observation)
+            else:
+                model = observation.model
+                self._unpaired[model] = self._unpaired.get(model, 0) + 1
 
     def take(self) -> ObservationSummary:
         """Everything recorded since the last call, and start afresh."""
         summary = ObservationSummary(
-            self._versions, self._pairs.drain(self.spec.buffer_size)
+            self._versions, self._pairs.drain(len(self._pairs)), self._unpaired
         )
         self._versions = {}
-        self._pending = 0
+        self._unpaired = {}
         return summary
 
     def lose(self, summary: ObservationSummary) -> None:
         """Count ``summary``'s observations as lost: it could not be delivered."""
-        self._lost += summary.observations
+        self.dropped += summary.observations

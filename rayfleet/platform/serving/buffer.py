@@ -54,7 +54,7 @@ class DropReport:
     """Writes one :data:`~rayfleet.platform.events_log.OBSERVATIONS_DROPPED` line
     per burst of dropped observations, and at most one every ``every_s`` seconds.
 
-    The router's flush loop passes its buffer's running count of drops to
+    The router's flush loop passes its running count of lost observations to
     :meth:`update` each time round; the request path never pays for it. A line
     says how many were dropped since the last one (``dropped``), over how many
     seconds (``interval_s``: from the last moment every drop had been reported,

@@ -48,7 +48,8 @@ class Agreement:
 
     ``pairs`` had a prediction on both sides and ``agreeing`` of them agreed;
     ``failed_pairs`` lacked a prediction on a side (an error, say) and count in
-    neither; ``evicted`` halves waited too long for their partner.
+    neither; ``evicted`` halves waited too long for their partner, or never
+    reached the Validator (a router's buffer of them was full).
     """
 
     pairs: int
@@ -115,6 +116,11 @@ class AgreementTracker:
         self.pairs += 1
         if predictions_agree(a, b, self.tolerance):
             self.agreeing += 1
+
+    def lose(self, halves: int) -> None:
+        """Count ``halves`` that will never arrive (a router had no room for
+        them) with the evicted: whatever they would have paired with cannot."""
+        self.evicted += halves
 
     def snapshot(self) -> Agreement:
         """The counts so far."""

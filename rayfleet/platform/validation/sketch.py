@@ -183,6 +183,14 @@ class LatencySketch:
         twin.merge(self)
         return twin
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled as the compact form: routers send sketches every flush, and
+        # the library's objects pickle every allocated bin and the mapping.
+        return self.to_dict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(LatencySketch.from_dict(state).__dict__)
+
     def to_dict(self) -> dict[str, Any]:
         """A compact JSON-safe form: parameters, exact sum and range, used bins."""
         return {

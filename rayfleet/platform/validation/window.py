@@ -114,6 +114,18 @@ class VersionStats:
     def __repr__(self) -> str:
         return f"VersionStats({self.summary()})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Routers pickle these to the Validator every flush; the generator's
+        # state is 3.8 KB of the few a small bucket holds, and a receiver only
+        # merges what it gets.
+        state = self.__dict__.copy()
+        del state["_rng"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rng = random.Random()
+
     def add(self, observation: Observation) -> None:
         """Account for one observation."""
         # Every router runs this once per request: plain comparisons and locals
@@ -420,14 +432,39 @@ class WindowedStats:
             )
         return points
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The template is empty, and rebuilt from its settings: one empty
+        # VersionStats less in every summary a router sends.
+        state = self.__dict__.copy()
+        template: VersionStats = state.pop("_template")
+        state["_template_settings"] = (
+            template.sample_size,
+            template.max_classes,
+            template.relative_accuracy,
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        sample_size, max_classes, relative_accuracy = state.pop("_template_settings")
+        self.__dict__.update(state)
+        self._template = VersionStats(
+            sample_size=sample_size,
+            max_classes=max_classes,
+            relative_accuracy=relative_accuracy,
+        )
+
     def merge(self, other: WindowedStats) -> None:
-        """Add ``other``'s buckets to this one's (same bucket width required)."""
+        """Add ``other``'s buckets to this one's (same bucket width required);
+        those past this one's horizon count in ``dropped_late``, as late
+        observations do."""
         if other.bucket_s != self.bucket_s:
             raise ValueError(
                 f"cannot merge buckets of {other.bucket_s} s into {self.bucket_s} s"
             )
+        self.dropped_late += other.dropped_late
         for index, bucket in sorted(other._buckets.items()):
             if self._newest is not None and index <= self._newest - self.max_buckets:
+                self.dropped_late += bucket.requests
                 continue
             if self._newest is None or index > self._newest:
                 self._newest = index

@@ -23,6 +23,10 @@ from rayfleet.platform.errors import Conflict, ModelNotFound
 from rayfleet.platform.rollout import Event, Phase
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
+from rayfleet.platform.serving.aggregate import (
+    ObservationAggregator,
+    ObservationSummary,
+)
 from rayfleet.platform.validation.observation import Observation
 from tests.observations import ingest_rows
 
@@ -252,3 +256,29 @@ def test_a_finished_rollout_refuses_promote_and_rollback() -> None:
         with pytest.raises(Conflict, match=f"it is {Phase.PROMOTED.value}"):
             core.act("digits", action, T0 + 3)
     assert core.stable["digits"] == "v3"
+
+
+def _summary(bucket_s: float, versions: tuple[str, ...]) -> ObservationSummary:
+    aggregator = ObservationAggregator(ObservationSpec(bucket_s=bucket_s))
+    for version in versions:
+        aggregator.record(Observation("digits", version, T0, 5.0, 4.0, 200))
+    return aggregator.take()
+
+
+def test_a_router_with_other_buckets_is_left_out_whole() -> None:
+    # During a redeploy that changes bucket_s, an old router's parts would not
+    # line up: none of them is merged, and the core's own keep their counts.
+    core = ValidatorCore(platform(), APP, MemoryStateStore(), {}, now=T0)
+    assert core.ingest(_summary(OBSERVATIONS.bucket_s, ("v1", "v2"))) == 2
+    assert core.ingest(_summary(10 * OBSERVATIONS.bucket_s, ("v1", "v2"))) == 0
+    assert [
+        core.stats[("digits", v)].window(60, T0).requests for v in ("v1", "v2")
+    ] == [1, 1]
+    assert core.ingested == 2
+
+
+def test_pairs_a_router_had_no_room_for_count_as_evicted() -> None:
+    core = ValidatorCore(platform(), APP, MemoryStateStore(), {}, now=T0)
+    summary = ObservationSummary(unpaired={"digits": 3, "gone": 2})
+    core.ingest(summary)
+    assert core.agreement["digits"].snapshot().evicted == 3

@@ -201,15 +201,24 @@ def test_take_starts_afresh_and_counts_what_it_held() -> None:
     aggregator = ObservationAggregator(SPEC)
     for index in range(5):
         aggregator.record(_request(index))
-    assert len(aggregator) == 5
     summary = aggregator.take()
     assert summary.observations == 5
     assert summary.versions[("m", "v1")].stats.window(60, T0 + 5).requests == 5
-    assert len(aggregator) == 0
     assert aggregator.take().versions == {}
 
 
-def test_undelivered_summaries_and_overflowing_pairs_count_as_dropped() -> None:
+def test_only_waiting_pair_rows_call_for_an_early_flush() -> None:
+    aggregator = ObservationAggregator(SPEC)
+    for index in range(50):
+        aggregator.record(_request(index))
+    assert len(aggregator) == 0
+    aggregator.record(_request(50, request_id="r50"))
+    assert len(aggregator) == 1
+    aggregator.take()
+    assert len(aggregator) == 0
+
+
+def test_pairs_past_the_bound_are_unpaired_and_lost_flushes_dropped() -> None:
     aggregator = ObservationAggregator(ObservationSpec(buffer_size=2))
     for index in range(4):
         aggregator.record(_request(index, request_id=f"r{index}"))
@@ -217,16 +226,27 @@ def test_undelivered_summaries_and_overflowing_pairs_count_as_dropped() -> None:
     # Every request is counted; only two of them can pair.
     assert summary.observations == 4
     assert len(summary.pairs) == 2
-    assert aggregator.dropped == 2
+    assert summary.unpaired == {"m": 2}
+    assert aggregator.dropped == 0
     aggregator.lose(summary)
-    assert aggregator.dropped == 6
+    assert aggregator.dropped == 4
+    assert aggregator.take().unpaired == {}
+
+
+def test_a_small_summary_pickles_small() -> None:
+    # Routers send one every half second per version they served.
+    aggregator = ObservationAggregator(SPEC)
+    aggregator.record(_request(0))
+    assert len(pickle.dumps(aggregator.take())) < 2_000
 
 
 def test_routers_sample_the_same_traffic_independently() -> None:
     # Shared priorities would keep the same positions of every router's traffic,
-    # and the sample merged from them would not be uniform.
+    # and the sample merged from them would not be uniform; a model in the router
+    # that seeds the random module must not make them shared.
     samples = []
     for _ in range(2):
+        random.seed(0)
         aggregator = ObservationAggregator(SPEC)
         for index in range(2000):
             aggregator.record(
