@@ -6,7 +6,12 @@ Pure CPU, one process, no Ray:
 - merging a 5-minute and a 1-hour window, and a 1-hour dashboard series;
 - ``feature_drift`` on 64 features for the sample sizes a rollout sees;
 - ``ks_2samp`` against scipy's (a development dependency) at a few sizes;
-- pickling a batch of observation rows, as routers send them.
+- pickling a batch of observation rows;
+- one router's observations reaching the Validator, as one row per request
+  against the summaries routers send (:mod:`rayfleet.platform.serving.aggregate`):
+  CPU per request on the router's side (record, pickle) and on the Validator's
+  (unpickle, account), for the same traffic at 2,000 requests/s, flushed every
+  half second.
 
     .venv/bin/python -m loadtest.bench_validation_stats [--observations 100000]
 
@@ -25,8 +30,12 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from rayfleet.platform.config.spec import ObservationSpec
+from rayfleet.platform.serving.aggregate import ObservationAggregator, windowed_stats
+from rayfleet.platform.serving.buffer import ObservationBuffer
 from rayfleet.platform.validation import (
     Observation,
+    Totals,
     WindowedStats,
     feature_drift,
     ks_2samp,
@@ -65,6 +74,107 @@ def _observations(count: int, rng: np.random.Generator) -> list[Observation]:
         )
         for i in range(count)
     ]
+
+
+def _router_traffic(
+    count: int, rate: float, rng: np.random.Generator
+) -> list[Observation]:
+    """``count`` requests at ``rate``/s, as the router observes them: features
+    for a quarter (the default ``sample_rate``), a class and its confidence."""
+    start = 1_700_000_000.0
+    latencies = rng.lognormal(1, 0.5, count)
+    pixels = rng.integers(0, 17, (count, FEATURES)).astype(float)
+    sampled = rng.random(count) < 0.25
+    return [
+        Observation(
+            "digits",
+            "v1",
+            start + i / rate,
+            float(latencies[i]),
+            float(latencies[i]) / 3,
+            200,
+            tuple(pixels[i].tolist()) if sampled[i] else None,
+            float(i % 10),
+            0.9,
+        )
+        for i in range(count)
+    ]
+
+
+def _per_request_us(
+    record: Callable[[Observation], None],
+    flush: Callable[[], bytes],
+    ingest: Callable[[bytes], None],
+    flushes: list[list[Observation]],
+) -> tuple[float, float]:
+    """Router and Validator CPU per request, in us, over ``flushes``."""
+    router = validator = 0.0
+    for batch in flushes:
+        began = time.process_time()
+        for observation in batch:
+            record(observation)
+        sent = flush()
+        router += time.process_time() - began
+        began = time.process_time()
+        ingest(sent)
+        validator += time.process_time() - began
+    requests = sum(len(batch) for batch in flushes)
+    return router / requests * 1e6, validator / requests * 1e6
+
+
+def _delivery(rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Rows against summaries: the same 20,000 requests, 1,000 per flush."""
+    spec = ObservationSpec()
+    traffic = _router_traffic(20_000, 2000.0, rng)
+    flushes = [traffic[i : i + 1000] for i in range(0, len(traffic), 1000)]
+
+    buffer = ObservationBuffer(spec.buffer_size)
+    row_windows, row_totals = windowed_stats(spec), Totals()
+
+    def ingest_rows(sent: bytes) -> None:
+        # What the Validator did with each row before routers summed them up.
+        for row in pickle.loads(sent):
+            observation = Observation.from_row(row)
+            row_windows.add(observation)
+            row_totals.add(observation)
+
+    aggregator = ObservationAggregator(spec)
+    summed_windows, summed_totals = windowed_stats(spec), Totals()
+
+    def ingest_summary(sent: bytes) -> None:
+        for part in pickle.loads(sent).versions.values():
+            summed_windows.merge(part.stats)
+            summed_totals.merge(part.totals)
+
+    results = []
+    for label, measure in (
+        (
+            "rows",
+            lambda: _per_request_us(
+                buffer.record,
+                lambda: pickle.dumps(buffer.drain(spec.buffer_size)),
+                ingest_rows,
+                flushes,
+            ),
+        ),
+        (
+            "summaries",
+            lambda: _per_request_us(
+                aggregator.record,
+                lambda: pickle.dumps(aggregator.take()),
+                ingest_summary,
+                flushes,
+            ),
+        ),
+    ):
+        router_us, validator_us = measure()
+        results.append(
+            (
+                f"delivery as {label}, per request: router / Validator CPU",
+                f"{router_us:.1f} us / {validator_us:.1f} us",
+            )
+        )
+    return results
 
 
 def main() -> None:
@@ -125,6 +235,8 @@ def main() -> None:
             f"{ms:.1f} ms, {len(pickle.dumps(batch)) / 1000:.0f} bytes a row",
         )
     )
+
+    rows.extend(_delivery(rng))
 
     table = "\n".join(
         ["| measurement | result |", "|---|---|"]
