@@ -29,9 +29,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/rayfleet check cluster.yaml configs/demo.yaml configs/gpu.yaml deploy/kuberay/rayservice.yaml
 
-# No Ray. The dashboard test installs Debian's chromium when it is missing.
+# No Ray. The dashboard test installs Debian's chromium when it is missing. Two
+# workers, one test file each at a time (so the chromium install happens once):
+# the suite is CPU-bound, and CI has two cores.
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -q
+	$(BIN)/python -m pytest tests/unit -q -n 2 --dist loadfile
 
 # One shared Ray instance for the whole integration suite. The slowest tests are
 # listed at the end: the suite's time is what CI's budget watches.
