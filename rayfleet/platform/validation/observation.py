@@ -193,6 +193,48 @@ def summarize_inputs(
     return tuple(float(v) for v in summary[0])
 
 
+def _label(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The integer ``label`` output, when it has a class to read."""
+    label = arrays.get("label")
+    # all(): a label with a zero-size trailing dimension has no class to read.
+    if (
+        label is not None
+        and label.dtype.kind in "biu"
+        and label.ndim >= 1
+        and all(label.shape[1:])
+    ):
+        return label
+    return None
+
+
+def _scores(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The class scores: ``probabilities``, else the first 2-D float output of
+    more than one column; ``None`` unless they are 2-D with a column."""
+    scores = arrays.get("probabilities")
+    if scores is None:
+        scores = next(
+            (
+                a
+                for a in arrays.values()
+                if a.ndim == 2 and a.dtype.kind == "f" and a.shape[1] > 1
+            ),
+            None,
+        )
+    if scores is not None and scores.ndim == 2 and scores.shape[1] > 0:
+        return scores
+    return None
+
+
+def _values(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """A regressor's output: the first 1-D (or ``[-1, 1]``) float output."""
+    for array in arrays.values():
+        if array.dtype.kind == "f" and (
+            array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
+        ):
+            return array
+    return None
+
+
 def batch_predictions(
     outputs: Mapping[str, np.ndarray],
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -205,40 +247,21 @@ def batch_predictions(
     output fits.
     """
     arrays = {name: np.asarray(value) for name, value in outputs.items()}
-    classes = None
-    label = arrays.get("label")
-    # all(): a label with a zero-size trailing dimension has no class to read.
-    if (
-        label is not None
-        and label.dtype.kind in "biu"
-        and label.ndim >= 1
-        and all(label.shape[1:])
-    ):
+    label, scores = _label(arrays), _scores(arrays)
+    classes = confidence = None
+    if label is not None:
         # Indexed, not reshaped: reshape(0, -1) is ambiguous for zero rows.
         first: tuple[slice | int, ...] = (slice(None), *[0] * (label.ndim - 1))
         classes = label[first].astype(np.float64)
-    scores = arrays.get("probabilities")
-    if scores is None:
-        scores = next(
-            (
-                a
-                for a in arrays.values()
-                if a.ndim == 2 and a.dtype.kind == "f" and a.shape[1] > 1
-            ),
-            None,
-        )
-    confidence = None
-    if scores is not None and scores.ndim == 2 and scores.shape[1] > 0:
+    if scores is not None:
         confidence = scores.max(axis=1).astype(np.float64)
         if classes is None:
             classes = scores.argmax(axis=1).astype(np.float64)
     if classes is not None:
         return classes, confidence
-    for array in arrays.values():
-        if array.dtype.kind == "f" and (
-            array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
-        ):
-            return array.reshape(-1).astype(np.float64), None
+    values = _values(arrays)
+    if values is not None:
+        return values.reshape(-1).astype(np.float64), None
     return None, None
 
 
@@ -252,41 +275,18 @@ def summarize_outputs(
     this costs about a quarter of running them on one-row arrays.
     """
     arrays = {name: np.asarray(value) for name, value in outputs.items()}
-    # Whether a rule has claimed the class, even from zero rows: then the
-    # float-value fallback does not apply.
-    classified = False
+    label, scores = _label(arrays), _scores(arrays)
     prediction = confidence = None
-    label = arrays.get("label")
-    if (
-        label is not None
-        and label.dtype.kind in "biu"
-        and label.ndim >= 1
-        and all(label.shape[1:])
-    ):
-        classified = True
-        if label.shape[0]:
-            prediction = float(label[(0,) * label.ndim])
-    scores = arrays.get("probabilities")
-    if scores is None:
-        scores = next(
-            (
-                a
-                for a in arrays.values()
-                if a.ndim == 2 and a.dtype.kind == "f" and a.shape[1] > 1
-            ),
-            None,
-        )
-    if scores is not None and scores.ndim == 2 and scores.shape[1] > 0:
-        if scores.shape[0]:
-            confidence = float(scores[0].max())
-            if not classified:
-                prediction = float(scores[0].argmax())
-        classified = True
-    if classified:
+    if label is not None and label.shape[0]:
+        prediction = float(label[(0,) * label.ndim])
+    if scores is not None and scores.shape[0]:
+        confidence = float(scores[0].max())
+        if label is None:
+            prediction = float(scores[0].argmax())
+    # A class rule that applies, even to zero rows, rules out the float values.
+    if label is not None or scores is not None:
         return prediction, confidence
-    for array in arrays.values():
-        if array.dtype.kind == "f" and (
-            array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
-        ):
-            return (float(array.reshape(-1)[0]) if array.size else None), None
+    values = _values(arrays)
+    if values is not None and values.size:
+        return float(values.reshape(-1)[0]), None
     return None, None

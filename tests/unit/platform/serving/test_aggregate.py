@@ -61,6 +61,16 @@ def _traffic(draw: st.DrawFn) -> list[Observation]:
     return observations
 
 
+# Traffic, then how many routers share it, how many times they flush in its
+# course, and the seed that picks who takes each request and who flushes when.
+DELIVERIES = (
+    _traffic(),
+    st.integers(min_value=1, max_value=3),
+    st.integers(min_value=0, max_value=12),
+    st.integers(min_value=0, max_value=2**16),
+)
+
+
 def _aggregated(
     observations: list[Observation], routers: int, flushes: int, seed: int
 ) -> tuple[dict[str, WindowedStats], dict[str, Totals], ObservationSummary]:
@@ -123,12 +133,7 @@ SPEC_ACCURACY = VersionStats().relative_accuracy
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    _traffic(),
-    st.integers(min_value=1, max_value=3),
-    st.integers(min_value=0, max_value=12),
-    st.integers(min_value=0, max_value=2**16),
-)
+@given(*DELIVERIES)
 def test_aggregated_windows_equal_the_windows_of_rows(
     observations: list[Observation], routers: int, flushes: int, seed: int
 ) -> None:
@@ -172,12 +177,7 @@ def test_aggregated_windows_equal_the_windows_of_rows(
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    _traffic(),
-    st.integers(min_value=1, max_value=3),
-    st.integers(min_value=0, max_value=12),
-    st.integers(min_value=0, max_value=2**16),
-)
+@given(*DELIVERIES)
 def test_shadow_pairs_agree_as_they_did_row_by_row(
     observations: list[Observation], routers: int, flushes: int, seed: int
 ) -> None:
