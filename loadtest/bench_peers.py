@@ -11,8 +11,9 @@ nice 19, closed loop), concurrency 1, 8, 32 and 64:
 - a bare one-deployment Serve app, model in the ingress replica, no batching
   (loadtest/targets.py serve-bare);
 - rayfleet, router plus an image replica one hop away, with dynamic batching
-  (``max_batch_size`` 16) and without (1); and with the model placed in the router
-  (no hop, no batching), in one router replica and in two.
+  (``max_batch_size`` 16) and without (1), and with batching over the direct
+  channel (``transport: direct``); and with the model placed in the router (no
+  hop, no batching), in one router replica and in two.
 
     .venv/bin/python -m loadtest.bench_peers [--duration 4] [-c 1 8 32 64]
 
@@ -58,6 +59,11 @@ def servers() -> list[Server]:
         Server(
             "rayfleet, no batching",
             target_command("rayfleet", "--max-batch-size", "1"),
+            rayfleet_env(),
+        ),
+        Server(
+            "rayfleet, direct, batching 16",
+            target_command("rayfleet", "--transport", "direct"),
             rayfleet_env(),
         ),
         Server(
