@@ -66,13 +66,17 @@ class Reservoir(Generic[T]):
     def merge(self, other: Reservoir[T]) -> None:
         """Make this the sample of both streams (``other`` is unchanged)."""
         self.seen += other.seen
-        pooled = [(-p, item) for p, _, item in (*self._heap, *other._heap)]
-        kept = heapq.nsmallest(self.capacity, pooled, key=lambda entry: entry[0])
-        self._heap = [
-            (-p, self._counter + i, item) for i, (p, item) in enumerate(kept, 1)
-        ]
-        self._counter += len(kept)
-        heapq.heapify(self._heap)
+        # Each of other's kept items offered in turn: the same smallest
+        # priorities as pooling both and cutting back, and once this one is full
+        # most are turned away at a glance (the Validator merges a router's
+        # samples into its buckets every flush).
+        for negated, _, item in other._heap:
+            if len(self._heap) < self.capacity:
+                self._counter += 1
+                heapq.heappush(self._heap, (negated, self._counter, item))
+            elif negated > self._heap[0][0]:
+                self._counter += 1
+                heapq.heapreplace(self._heap, (negated, self._counter, item))
 
     def clear(self) -> None:
         """Drop the kept items; ``seen`` still counts what was offered."""

@@ -99,10 +99,14 @@ def _export_store(store: CollapsingLowestDenseStore) -> dict[str, Any]:
 
 def _restore_store(store: CollapsingLowestDenseStore, state: dict[str, Any]) -> None:
     counts = state["counts"]
-    # The top key first sizes the bins once, rather than on every new key.
-    for offset in range(len(counts) - 1, -1, -1):
-        if counts[offset]:
-            store.add(state["first"] + offset, float(counts[offset]))
+    used = [offset for offset, count in enumerate(counts) if count]
+    # The lowest key, then the highest, size and place the bins once; every key
+    # between then fits. (The dense store shifts its bins for each key below its
+    # lowest so far: top-down, that was a shift per bin, on every summary a
+    # router sends.)
+    order = used[:1] + used[-1:] + used[1:-1] if len(used) > 1 else used
+    for offset in order:
+        store.add(state["first"] + offset, float(counts[offset]))
     store.is_collapsed = bool(state["collapsed"])
 
 

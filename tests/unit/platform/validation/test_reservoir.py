@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rayfleet.platform.validation.reservoir import Reservoir
 
@@ -58,3 +60,28 @@ def test_short_stream_is_kept_whole_and_clear_keeps_the_count() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         Reservoir(0)
+
+
+@given(
+    st.integers(min_value=0, max_value=60),
+    st.integers(min_value=0, max_value=60),
+    st.integers(min_value=1, max_value=30),
+    st.integers(min_value=0, max_value=2**16),
+)
+def test_merging_any_two_samples_keeps_the_smallest_priorities_of_both(
+    left_size: int, right_size: int, capacity: int, seed: int
+) -> None:
+    left, left_p = _filled(range(left_size), capacity, seed)
+    right, right_p = _filled(range(100, 100 + right_size), capacity, seed + 1)
+    left.merge(right)
+    priorities = {**left_p, **right_p}
+    kept = sorted(priorities, key=priorities.__getitem__)[:capacity]
+    assert sorted(left) == sorted(kept)
+    assert left.seen == left_size + right_size
+    full = len(kept) == capacity
+    assert left.threshold == (
+        max(priorities[i] for i in kept) if full else float("inf")
+    )
+    # Still a working sample: one more item below the threshold gets in.
+    left.add(-1.0, -1)
+    assert -1 in list(left)
