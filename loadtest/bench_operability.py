@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,11 @@ def _cpu_s(app: str) -> dict[str, float]:
     return spent
 
 
+def _read_cpu(readings: dict[str, dict[str, float]], app: str, edge: str) -> None:
+    """Keep ``app``'s CPU seconds so far under ``edge`` of a load window."""
+    readings[edge] = _cpu_s(app)
+
+
 @dataclass(frozen=True)
 class _Run:
     """One variant's load in one round, and what it cost its processes."""
@@ -232,11 +238,21 @@ def main() -> None:
             results = {}
             for name in order:
                 url = f"http://127.0.0.1:{port}/{_slug(name)}/v2/models/digits/infer"
-                before = _cpu_s(_slug(name))
+                readings: dict[str, dict[str, float]] = {}
+                read_cpu = partial(_read_cpu, readings, _slug(name))
+                # CPU read over the measured window only: the load generator's
+                # start-up and warm-up would add idle seconds and uncounted
+                # requests.
                 load = run_load_subprocess(
-                    url, body, headers, args.concurrency, args.duration, scratch
+                    url,
+                    body,
+                    headers,
+                    args.concurrency,
+                    args.duration,
+                    scratch,
+                    window=read_cpu,
                 )
-                after = _cpu_s(_slug(name))
+                before, after = readings["start"], readings["end"]
                 cpu_us = {
                     role: (after[role] - before[role]) / max(load.requests, 1) * 1e6
                     for role in ROLES

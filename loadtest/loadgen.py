@@ -43,6 +43,10 @@ __all__ = [
     "v2_request",
 ]
 
+# How the load generator's process tells its parent where the measured window
+# starts and ends, on lines of their own before its result.
+WINDOW_MARK = "window "
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -149,8 +153,14 @@ async def run_load(
     concurrency: int,
     duration_s: float,
     warmup_s: float = 1.0,
+    window: Callable[[str], None] | None = None,
 ) -> LoadResult:
-    """Drive ``url`` with ``concurrency`` closed-loop workers and measure."""
+    """Drive ``url`` with ``concurrency`` closed-loop workers and measure.
+
+    ``window`` is called with ``"start"`` and ``"end"`` as the measured window
+    (after the warm-up) opens and closes, for a caller that reads something else
+    over exactly that span.
+    """
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
@@ -178,9 +188,13 @@ async def run_load(
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
         await asyncio.sleep(warmup_s)
         measuring = True
+        if window is not None:
+            window("start")
         began = time.perf_counter()
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - began
+        if window is not None:
+            window("end")
     return LoadResult.from_latencies(concurrency, latencies, seconds, errors)
 
 
@@ -191,10 +205,13 @@ def run_load_subprocess(
     concurrency: int,
     duration_s: float,
     scratch: str,
+    window: Callable[[str], None] | None = None,
 ) -> LoadResult:
-    """Run :func:`run_load` in a fresh process at niceness 19."""
+    """Run :func:`run_load` in a fresh process at niceness 19; ``window`` as
+    there, called here as the process reports its window's edges."""
     import subprocess
     import tempfile
+    import threading
 
     with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
         file.write(body)
@@ -211,11 +228,26 @@ def run_load_subprocess(
     ]
     for key, value in headers.items():
         command += ["--header", f"{key}={value}"]
-    output = subprocess.run(
-        command, check=True, capture_output=True, text=True, timeout=duration_s + 120
-    ).stdout
-    os.unlink(file.name)
-    return LoadResult(**json.loads(output.strip().splitlines()[-1]))
+    lines = []
+    try:
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ) as process:
+            watchdog = threading.Timer(duration_s + 120, process.kill)
+            watchdog.start()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    if line.startswith(WINDOW_MARK) and window is not None:
+                        window(line.strip().removeprefix(WINDOW_MARK))
+                    lines.append(line.strip())
+            finally:
+                watchdog.cancel()
+        if process.returncode != 0:
+            raise subprocess.CalledProcessError(process.returncode, command)
+    finally:
+        os.unlink(file.name)
+    return LoadResult(**json.loads(lines[-1]))
 
 
 def infer_load(
@@ -250,7 +282,14 @@ def main() -> None:
     with open(args.body_file, "rb") as file:
         body = file.read()
     result = asyncio.run(
-        run_load(args.url, body, headers, args.concurrency, args.duration)
+        run_load(
+            args.url,
+            body,
+            headers,
+            args.concurrency,
+            args.duration,
+            window=lambda edge: print(WINDOW_MARK + edge, flush=True),
+        )
     )
     print(json.dumps(asdict(result)))
 

@@ -70,7 +70,8 @@ class Reservoir(Generic[T]):
         # priorities as pooling both and cutting back, and once this one is full
         # most are turned away at a glance (the Validator merges a router's
         # samples into its buckets every flush).
-        for negated, _, item in other._heap:
+        # A copy: merging a reservoir into itself must not walk a changing heap.
+        for negated, _, item in list(other._heap):
             if len(self._heap) < self.capacity:
                 self._counter += 1
                 heapq.heappush(self._heap, (negated, self._counter, item))

@@ -447,7 +447,8 @@ def test_calls_past_the_queue_bound_are_refused_at_once() -> None:
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable):
                 await direct.infer(row(3))
-            assert time.monotonic() - started < 0.1
+            # At once, not after the running call: that one waits on the gate.
+            assert time.monotonic() - started < 1.0
             model.gate.set()
             results = await asyncio.wait_for(
                 asyncio.gather(running, waiting), PATIENCE_S
