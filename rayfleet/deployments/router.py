@@ -279,7 +279,7 @@ class ValidatorLink:
 
     async def flush_loop(self) -> None:
         """Send what was observed every ``flush_every_s``, or sooner when
-        ``flush_max`` requests wait."""
+        ``flush_max`` shadow-pair rows wait."""
         every = self.observations.flush_every_s
         while True:
             waited = 0.0
