@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -54,6 +51,7 @@ from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
 from rayfleet.platform.rollout.telemetry import render_metrics
 from rayfleet.platform.serving.counters import PoolReport
+from tests.unit.loadtest.stub_server import PinnedModel, serving
 
 VERSIONS = version_names()
 
@@ -223,37 +221,10 @@ def test_the_warm_pass_primes_each_group_before_measuring_it() -> None:
 # -- the client --------------------------------------------------------------------
 
 
-class _Model(BaseHTTPRequestHandler):
-    """Answers pinned v2 requests: 200 for a version named v..., 404 otherwise."""
-
-    seen: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        found = re.fullmatch(r"/app/v2/models/tiny/versions/([^/]+)/infer", self.path)
-        version = found.group(1) if found else ""
-        self.seen.append(version)
-        status = 200 if version.startswith("v") else 404
-        self.send_response(status)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        del format, args
-
-
 @pytest.fixture
 def server() -> Iterator[str]:
-    _Model.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Model)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}/app"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving() as url:
+        yield url
 
 
 def test_steps_are_sent_in_order_with_a_pause_after_each(server: str) -> None:
@@ -266,7 +237,7 @@ def test_steps_are_sent_in_order_with_a_pause_after_each(server: str) -> None:
     began = time.perf_counter()
     output = asyncio.run(drive(plan))
     assert time.perf_counter() - began >= 0.4
-    assert _Model.seen == ["v01", "v02", "x", "v01"]
+    assert PinnedModel.seen == ["v01", "v02", "x", "v01"]
     assert [(r.version, r.phase, r.status) for r in output.records] == [
         ("v01", "cold", 200),
         ("v02", "cold", 200),
@@ -289,8 +260,8 @@ def test_the_closed_loop_draws_from_the_mix_for_its_duration(server: str) -> Non
     assert {r.status for r in output.records} == {200}
     assert {r.cold for r in output.records} == {None}
     # Warm-up requests are sent, not recorded; all were drawn from the mix in order.
-    assert output.sent == len(_Model.seen) > len(output.records)
-    assert sorted(_Model.seen) == sorted(mix.draws(output.sent))
+    assert output.sent == len(PinnedModel.seen) > len(output.records)
+    assert sorted(PinnedModel.seen) == sorted(mix.draws(output.sent))
     assert 0.4 <= output.seconds < 1.5
     assert output.span_s >= output.seconds + 0.15
 
