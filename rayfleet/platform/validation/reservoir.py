@@ -56,12 +56,7 @@ class Reservoir(Generic[T]):
     def add(self, priority: float, item: T) -> None:
         """Offer one item with its priority in [0, 1)."""
         self.seen += 1
-        self._counter += 1
-        entry = (-priority, self._counter, item)
-        if len(self._heap) < self.capacity:
-            heapq.heappush(self._heap, entry)
-        elif priority < -self._heap[0][0]:
-            heapq.heapreplace(self._heap, entry)
+        self._offer(-priority, item)
 
     def merge(self, other: Reservoir[T]) -> None:
         """Make this the sample of both streams (``other`` is unchanged)."""
@@ -69,15 +64,19 @@ class Reservoir(Generic[T]):
         # Each of other's kept items offered in turn: the same smallest
         # priorities as pooling both and cutting back, and once this one is full
         # most are turned away at a glance (the Validator merges a router's
-        # samples into its buckets every flush).
-        # A copy: merging a reservoir into itself must not walk a changing heap.
+        # samples into its buckets every flush). A copy: merging a reservoir
+        # into itself must not walk a changing heap.
         for negated, _, item in list(other._heap):
-            if len(self._heap) < self.capacity:
-                self._counter += 1
-                heapq.heappush(self._heap, (negated, self._counter, item))
-            elif negated > self._heap[0][0]:
-                self._counter += 1
-                heapq.heapreplace(self._heap, (negated, self._counter, item))
+            self._offer(negated, item)
+
+    def _offer(self, negated: float, item: T) -> None:
+        """Keep ``item`` (of priority ``-negated``) if it is among the smallest."""
+        if len(self._heap) < self.capacity:
+            self._counter += 1
+            heapq.heappush(self._heap, (negated, self._counter, item))
+        elif negated > self._heap[0][0]:
+            self._counter += 1
+            heapq.heapreplace(self._heap, (negated, self._counter, item))
 
     def clear(self) -> None:
         """Drop the kept items; ``seen`` still counts what was offered."""
