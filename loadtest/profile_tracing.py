@@ -34,7 +34,7 @@ from rayfleet.platform.config.spec import parse_spec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.config.tracing import TracingSpec
 from rayfleet.platform.ingress.http import build_http_app
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.tracing import Tracing
 from rayfleet.platform.tracing.tracer import EXPORT_BATCH
@@ -69,7 +69,6 @@ def _apps() -> dict[str, App]:
         }
     )
     manifests = {"digits": {"v1": ModelStore(spec.store).manifest("digits", "v1")}}
-    runtimes = load_runtimes(spec, manifests, placement=None)
     apps: dict[str, App] = {}
     for name, variant in VARIANTS.items():
         tracing = None
@@ -85,7 +84,9 @@ def _apps() -> dict[str, App]:
         service = InferenceService(
             spec,
             manifests,
-            InProcessBackend(runtimes, tracing=tracing),
+            InProcessBackend(
+                load_runners(spec, manifests, placement=None, tracing=tracing)
+            ),
             tracing=tracing,
         )
         apps[name] = build_http_app(service)

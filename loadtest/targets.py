@@ -29,7 +29,7 @@ from typing import Any
 from rayfleet.platform.config.spec import PlatformSpec, parse_spec
 from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.ingress.http import build_http_app
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService
 
 __all__ = ["bench_args", "inprocess_app"]
@@ -88,14 +88,14 @@ def bench_args(
 
 
 def inprocess_app(spec: PlatformSpec) -> Any:
-    """rayfleet's HTTP app over runtimes loaded in this process."""
+    """rayfleet's HTTP app over versions loaded in this process."""
     store = ModelStore(spec.store)
     manifests = {
         model.name: {v.name: store.manifest(model.name, v.name) for v in model.versions}
         for model in spec.models
     }
-    runtimes = load_runtimes(spec, manifests, placement=None)
-    return build_http_app(InferenceService(spec, manifests, InProcessBackend(runtimes)))
+    runners = load_runners(spec, manifests, placement=None)
+    return build_http_app(InferenceService(spec, manifests, InProcessBackend(runners)))
 
 
 def _serve_bare(spec_args: dict[str, Any]) -> Any:

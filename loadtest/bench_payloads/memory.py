@@ -19,7 +19,7 @@ from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.serving.buffer import ObservationBuffer
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.validation.observation import summarize_inputs
 
@@ -63,10 +63,10 @@ def _in_process_service() -> InferenceService:
     spec = parse_spec(args)
     store = ModelStore(spec.store)
     manifests = {"image": {"v1": store.manifest("image", "v1")}}
-    runtimes = load_runtimes(spec, manifests, placement=None)
+    runners = load_runners(spec, manifests, placement=None)
     # With the router's own recorder, so each request's observation is counted.
     return InferenceService(
-        spec, manifests, InProcessBackend(runtimes), recorder=ObservationBuffer(100)
+        spec, manifests, InProcessBackend(runners), recorder=ObservationBuffer(100)
     )
 
 

@@ -54,7 +54,7 @@ from rayfleet.platform.requestlog import RequestLog, StoreSink
 from rayfleet.platform.serving.aggregate import ObservationAggregator
 from rayfleet.platform.serving.buffer import DropReport
 from rayfleet.platform.serving.channel import DirectChannel, Endpoint, NoReplica
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService, ReplicaResult
 from rayfleet.platform.serving.traffic import TrafficPlan
 from rayfleet.platform.tracing import Tracing, trace_headers, tracing_for
@@ -106,7 +106,7 @@ class ServeBackend:
         self.closed = False
 
     def _is_local(self, model: str, version: str) -> bool:
-        return version in self.local.runtimes.get(model, {})
+        return version in self.local.runners.get(model, {})
 
     async def infer(
         self, model: str, version: str, inputs: dict[str, np.ndarray]
@@ -409,7 +409,7 @@ class Router(GrpcInference):
         # Versions placed in the router load and warm up here, so a router
         # replica is healthy only once it can serve them.
         local = InProcessBackend(
-            load_runtimes(platform_spec, typed), tracing=self.tracing
+            load_runners(platform_spec, typed, tracing=self.tracing)
         )
         self.observed = ObservationAggregator(platform_spec.observations)
         router_id = serve.get_replica_context().replica_id.unique_id

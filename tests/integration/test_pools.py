@@ -3,7 +3,7 @@ the replica that holds them, evicted and reloaded, unloaded when idle.
 
 One app, two pools. ``duo`` (two replicas) holds digits v2 and a python model
 that takes two seconds to load; ``solo`` (one replica, at most two versions
-loaded, idle versions unloaded after 6 s) holds digits v3 and two python models,
+loaded, idle versions unloaded after 10 s) holds digits v3 and two python models,
 so a third version evicts the least recently used one.
 """
 
@@ -30,7 +30,7 @@ from .conftest import delete_app, digits_body, wait_ready
 
 APP, PREFIX = "pools", "/pools"
 ROWS = digits_split()[1][:8]
-IDLE_S = 6.0
+IDLE_S = 10.0
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

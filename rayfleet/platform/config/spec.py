@@ -87,7 +87,8 @@ def _replica_max_ongoing(explicit: int | None, target: float) -> int:
 
 
 class BatchingSpec(Spec):
-    """Dynamic batching on a replica: ``max_batch_size: 1`` turns it off."""
+    """Dynamic batching of a version, in its replicas or in the router:
+    ``max_batch_size: 1`` turns it off."""
 
     max_batch_size: PositiveInt = 16
     # How long a request at an idle model waits for company; only a request that

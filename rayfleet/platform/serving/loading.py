@@ -2,7 +2,7 @@
 
 Both places a version runs use this one path: a replica of its own
 (:class:`rayfleet.deployments.replica.ModelReplica`) and the router's process
-(:func:`rayfleet.platform.serving.inprocess.load_runtimes`). Each finishes loading
+(:func:`rayfleet.platform.serving.inprocess.load_runners`). Each finishes loading
 before it reports healthy, so a version never meets its first client cold.
 """
 

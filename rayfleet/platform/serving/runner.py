@@ -1,11 +1,13 @@
-"""One loaded version in a replica process: its batcher, its counters, its spans.
+"""One loaded version in a process: its batcher, its counters, its spans.
 
 A replica of its own (:class:`rayfleet.deployments.replica.ModelReplica`) holds
 one :class:`VersionRunner` for its whole life; a pool replica
 (:class:`rayfleet.deployments.pool.PoolReplica`) holds one per version it has
-loaded, and closes it when the version is unloaded. Either way a request takes
-the same path: counted, queued in the version's own batcher (so a batch never
-mixes versions), run off the event loop, and traced when tracing is on.
+loaded, and closes it when the version is unloaded; a router holds one per
+version placed in it (:mod:`rayfleet.platform.serving.inprocess`). In each, a
+request takes the same path: counted, queued in the version's own batcher (so a
+batch never mixes versions), run off the event loop unless the model has proved
+fast (:mod:`.inline`), and traced when tracing is on.
 """
 
 from __future__ import annotations
@@ -92,12 +94,16 @@ class VersionRunner:
         """Run one request, batched with others of this version when allowed.
 
         ``trace``: the router's span context (``traceparent``), sent only when
-        tracing is on.
+        tracing is on. ``None`` in the router's own process: the run's span is
+        then a child of the request's, made only when that request is sampled
+        (a child of a request that is not kept would not be kept either).
         """
-        if self.tracing is None:
+        if self.tracing is None or (
+            trace is None and not self.tracing.request_sampled()
+        ):
             return await self._infer(inputs)
         with self.tracing.replica_span(
-            self.model, self.version, self.placement, trace or {}
+            self.model, self.version, self.placement, trace
         ) as span:
             started = time.perf_counter()
             result = await self._infer(inputs)

@@ -24,7 +24,7 @@ from rayfleet.platform.errors import ConfigError
 from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.requestlog import RequestLog, StoreSink
 from rayfleet.platform.scoring import plan_batch, score_table, split_scored
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.validation.compare import reference_features
 
@@ -52,9 +52,9 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         StoreSink(store),
         "router-a",
     )
-    runtimes = load_runtimes(spec, manifests, placement=None)
+    runners = load_runners(spec, manifests, placement=None)
     service = InferenceService(
-        spec, manifests, InProcessBackend(runtimes), request_log=log
+        spec, manifests, InProcessBackend(runners), request_log=log
     )
     with TestClient(build_http_app(service)) as client:
         for start in range(0, len(ROWS), 4):

@@ -29,7 +29,7 @@ from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.ingress.grpc import GrpcInference
 from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.serving.buffer import ObservationBuffer
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.testing import encode_infer_request
 from tests.fuzz_strategies import (
@@ -72,9 +72,9 @@ def build_service(store: Path) -> InferenceService:
     )
     model_store = ModelStore(spec.store)
     manifests = {"digits": {v: model_store.manifest("digits", v) for v in ("v1", "v2")}}
-    runtimes = load_runtimes(spec, manifests, placement=None)
+    runners = load_runners(spec, manifests, placement=None)
     return InferenceService(
-        spec, manifests, InProcessBackend(runtimes), recorder=ObservationBuffer(1000)
+        spec, manifests, InProcessBackend(runners), recorder=ObservationBuffer(1000)
     )
 
 

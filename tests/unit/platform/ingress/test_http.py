@@ -23,7 +23,7 @@ from rayfleet.platform.ingress.request_id import safe_request_id
 from rayfleet.platform.protocol import ARROW_CONTENT_TYPE
 from rayfleet.platform.runtimes import Runtime
 from rayfleet.platform.serving.buffer import ObservationBuffer
-from rayfleet.platform.serving.inprocess import InProcessBackend, load_runtimes
+from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.serving.traffic import TrafficPlan
 from rayfleet.platform.validation.observation import Observation
@@ -71,13 +71,11 @@ def app(
     manifests = {
         "digits": {v: model_store.manifest("digits", v) for v in ("v1", "v2", "v3")}
     }
-    runtimes: dict[str, dict[str, Runtime]] = load_runtimes(
-        spec, manifests, placement=None
-    )
-    runtimes["digits"]["v3"] = Broken()
+    runners = load_runners(spec, manifests, placement=None)
+    runners["digits"]["v3"].runtime = Broken()
     buffer = ObservationBuffer(100)
     service = InferenceService(
-        spec, manifests, InProcessBackend(runtimes), recorder=buffer
+        spec, manifests, InProcessBackend(runners), recorder=buffer
     )
     with TestClient(build_http_app(service)) as client:
         yield client, service, buffer
@@ -239,8 +237,8 @@ class RefusesEmptyBatches:
 
 def test_zero_rows_get_empty_outputs_without_the_model(app: tuple) -> None:
     client, service, buffer = app
-    runtime = RefusesEmptyBatches(service.backend.runtimes["digits"]["v1"])
-    service.backend.runtimes["digits"]["v1"] = runtime
+    runner = service.backend.runners["digits"]["v1"]
+    runtime = runner.runtime = RefusesEmptyBatches(runner.runtime)
     empty = np.zeros((0, 64), dtype=np.float32)
 
     as_json = client.post("/v2/models/digits/infer", json=v2_body(empty))

@@ -12,11 +12,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.testclient import TestClient
 
 from rayfleet.platform.config.signature import Signature, TensorSpec
-from rayfleet.platform.config.spec import parse_spec
+from rayfleet.platform.config.spec import BatchingSpec, parse_spec
 from rayfleet.platform.config.store import Manifest, PythonEntry
 from rayfleet.platform.ingress.http import build_http_app
 from rayfleet.platform.runtimes.device import PYTHON, Device
 from rayfleet.platform.serving.inprocess import InProcessBackend
+from rayfleet.platform.serving.runner import VersionRunner
 from rayfleet.platform.serving.service import InferenceService
 from rayfleet.platform.tracing import REPLICA_SPAN, REQUEST_SPAN, trace_headers
 from tests.unit.platform.tracing.memory import (
@@ -73,7 +74,20 @@ class App:
         self.v1, self.v2 = Summer(), Summer(fail=True)
         tracing = None if memory is None else memory.tracing
         backend = InProcessBackend(
-            {"summer": {"v1": self.v1, "v2": self.v2}}, tracing=tracing
+            {
+                "summer": {
+                    name: VersionRunner(
+                        "summer",
+                        name,
+                        runtime,  # type: ignore[arg-type]
+                        SIGNATURE,
+                        BatchingSpec(),
+                        placement="router",
+                        tracing=tracing,
+                    )
+                    for name, runtime in (("v1", self.v1), ("v2", self.v2))
+                }
+            }
         )
         manifests = {"summer": {"v1": MANIFEST, "v2": MANIFEST}}
         self.service = InferenceService(spec, manifests, backend, tracing=tracing)

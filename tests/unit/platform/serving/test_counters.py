@@ -14,7 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from rayfleet.platform.config.spec import ModelSpec, PlatformSpec, VersionSpec
+from rayfleet.platform.config.signature import Signature, TensorSpec
+from rayfleet.platform.config.spec import (
+    BatchingSpec,
+    ModelSpec,
+    PlatformSpec,
+    VersionSpec,
+)
 from rayfleet.platform.errors import ModelError
 from rayfleet.platform.rollout.controller import ValidatorCore
 from rayfleet.platform.rollout.state_store import MemoryStateStore
@@ -30,6 +36,7 @@ from rayfleet.platform.serving.counters import (
 )
 from rayfleet.platform.serving.inprocess import InProcessBackend
 from rayfleet.platform.serving.pool import UNLOAD_REASONS
+from rayfleet.platform.serving.runner import VersionRunner
 
 T0 = 1_700_000_000.0
 
@@ -269,7 +276,19 @@ class _Doubler:
 
 
 def test_in_process_backend_counts_per_version() -> None:
-    backend = InProcessBackend({"double": {"v1": _Doubler()}})  # type: ignore[dict-item]
+    signature = Signature(
+        inputs=(TensorSpec(name="x", datatype="FP64", shape=(-1,)),),
+        outputs=(TensorSpec(name="y", datatype="FP64", shape=(-1,)),),
+    )
+    runner = VersionRunner(
+        "double",
+        "v1",
+        _Doubler(),  # type: ignore[arg-type]
+        signature,
+        BatchingSpec(max_batch_size=1),
+        placement="router",
+    )
+    backend = InProcessBackend({"double": {"v1": runner}})
 
     async def run() -> None:
         for value in (1.0, 2.0):
