@@ -8,12 +8,12 @@ nice 19, closed loop), concurrency 1, 8, 32 and 64:
   compute limit; the same one intra-op thread as every server's session);
 - KServe 0.21 ``ModelServer`` (loadtest/peers/kserve_server.py, in the virtualenv
   bench_overhead.py builds);
-- a bare one-deployment Serve app, model in the ingress replica, no batching
-  (loadtest/targets.py serve-bare);
+- a bare one-deployment Serve app, model in the ingress replica (loadtest/targets.py
+  serve-bare: rayfleet's in-process app, so batched like a version in the router);
 - rayfleet, router plus an image replica one hop away, with dynamic batching
   (``max_batch_size`` 16) and without (1), and with batching over the direct
   channel (``transport: direct``); and with the model placed in the router (no
-  hop, no batching), in one router replica and in two.
+  hop; batched, the model in a worker thread), in one router replica and in two.
 
     .venv/bin/python -m loadtest.bench_peers [--duration 4] [-c 1 8 32 64]
 

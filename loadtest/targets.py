@@ -5,8 +5,9 @@
 
 KIND is one of:
 
-- ``starlette``: rayfleet's HTTP app and codecs on one uvicorn process, running the
-  model inline: no Ray at all, the HTTP limit of rayfleet's own stack.
+- ``starlette``: rayfleet's HTTP app and codecs on one uvicorn process, the model
+  in the same process as a version placed in the router runs (batched, a slow
+  model in a worker thread): no Ray at all, the HTTP limit of rayfleet's own stack.
 - ``serve-bare``: the same app as the single deployment of a Serve application, model
   inside the ingress replica: what a hand-rolled one-deployment Serve app costs.
 - ``rayfleet``: the real thing, router deployment plus one deployment per version.

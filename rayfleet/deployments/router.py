@@ -151,11 +151,13 @@ class ServeBackend:
                 raise _unavailable(model, version, error) from error
 
     def close(self) -> None:
-        """Stop learning replicas and drop the direct connections."""
+        """Stop learning replicas, drop the direct connections and stop the
+        in-router versions' batchers."""
         self.closed = True
         self.background.cancel()
         for channel in self.direct.values():
             channel.close()
+        self.local.close()
 
     def _discover(self, model: str, version: str, channel: DirectChannel) -> None:
         if self.closed:

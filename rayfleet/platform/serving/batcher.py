@@ -56,8 +56,10 @@ class _Pending(Generic[Item, Result]):
 class DynamicBatcher(Generic[Item, Result]):
     """Collects concurrent :meth:`submit` calls into batches for ``run``.
 
-    At most ``max_concurrent`` batches run at once (one per model instance). Must
-    be used from one event loop; its workers start with the first submission.
+    At most ``max_concurrent`` batches run at once (one per model instance). Its
+    workers start with the first submission, on that submission's event loop; a
+    submission from another loop (a script's second ``asyncio.run``) starts them
+    afresh there, and what still waited on the old loop is dropped.
     With ``max_concurrent`` above one, a free worker starts a batch of its own
     even while another worker's batch still waits for company. ``wait_alone``
     makes a lone request wait ``max_wait_s`` too (Serve's rule, and this one's
@@ -93,6 +95,7 @@ class DynamicBatcher(Generic[Item, Result]):
         self._queue: deque[_Pending[Item, Result]] = deque()
         self._arrival = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def __len__(self) -> int:
@@ -107,6 +110,7 @@ class DynamicBatcher(Generic[Item, Result]):
         """
         if self._closed:
             raise RuntimeError("DynamicBatcher is closed")
+        self._bind()
         self._start_workers()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         now = time.monotonic()
@@ -131,6 +135,17 @@ class DynamicBatcher(Generic[Item, Result]):
         # No worker will take these any more: nobody may be left waiting.
         while self._queue:
             self._queue.popleft().future.cancel()
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        # An Event and tasks belong to the loop they were first used on: the
+        # old loop's workers and waiters can never run again.
+        self._loop = loop
+        self._arrival = asyncio.Event()
+        self._workers = []
+        self._queue.clear()
 
     def _start_workers(self) -> None:
         if len(self._workers) == self.max_concurrent and not any(
@@ -187,6 +202,10 @@ class DynamicBatcher(Generic[Item, Result]):
                         f"a batch of {len(batch)} returned {len(results)} results"
                     )
             except Exception as error:  # the whole batch failed: each caller hears
+                if not batch:
+                    # Nothing was taken: the worker itself is broken, and
+                    # looping on would spin.
+                    raise
                 results = [error] * len(batch)
             except BaseException:
                 # The worker itself is ending (cancelled with its event loop):

@@ -56,6 +56,12 @@ class InProcessBackend:
         """Loaded versions are always ready."""
         return version in self.runners.get(model, {})
 
+    def close(self) -> None:
+        """Stop every runner's batcher: the router is shutting down."""
+        for versions in self.runners.values():
+            for runner in versions.values():
+                runner.close()
+
 
 def load_runners(
     spec: PlatformSpec,

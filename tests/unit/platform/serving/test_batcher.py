@@ -318,3 +318,18 @@ def test_close_before_any_request_and_twice_is_harmless() -> None:
             await batcher.submit(1)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 8])
+def test_a_batcher_serves_again_from_a_second_event_loop(max_batch_size: int) -> None:
+    # A script that calls asyncio.run twice on one app, or a test client that
+    # opens a loop per request: the second loop must not inherit the first's
+    # workers, whose Event would refuse it (and once spun its worker for ever).
+    model = SlowDoubler(0.0)
+    batcher = DynamicBatcher(model, max_batch_size=max_batch_size, max_wait_s=0.001)
+
+    async def one(item: int) -> int:
+        return await asyncio.wait_for(batcher.submit(item), timeout=5)
+
+    assert [asyncio.run(one(item)) for item in (1, 2, 3)] == [2, 4, 6]
+    assert model.batches == [[1], [2], [3]]

@@ -1,0 +1,168 @@
+"""The same rayfleet target from two source trees, in alternating rounds.
+
+A change's effect on this noisy machine shows only side by side: each round
+starts the target from one tree, loads it at every concurrency, stops it, then
+does the same from the other tree (the order flips every round, so neither
+always runs first). Prints each measurement, then the median requests/s of
+each tree, the ratio new / old per round, and the router process's CPU time
+per request (the less noisy number when both trees are CPU bound).
+
+    git worktree add /tmp/rf_old <commit>
+    .venv/bin/python -m loadtest.ab_trees --old /tmp/rf_old [--new .] \
+        [--model image] [--placement router] [--payload binary] \
+        [-c 8 32] [--rounds 4] [--duration 6]
+
+Each tree serves from its own code (``loadtest.targets`` run with that tree as
+its working directory and ``PYTHONPATH``), on this tree's benchmark store and
+Serve settings. Loopback only; every server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from loadtest.bench_overhead import digits_payloads
+from loadtest.common import (
+    OUT,
+    ROOT,
+    actor_pids,
+    ensure_digits_store,
+    ensure_image_model,
+    free_port,
+)
+from loadtest.loadgen import LoadResult, infer_load, v2_request
+from loadtest.servers import rayfleet_env, target_command
+
+__all__ = ["main"]
+
+READY_TIMEOUT_S = 240.0
+
+
+@contextlib.contextmanager
+def tree_target(
+    tree: Path, port: int, model: str, options: list[str]
+) -> Iterator[psutil.Process]:
+    """``loadtest.targets rayfleet`` from ``tree``'s code on ``port``; yields
+    its router's process once the target prints READY."""
+    command = [
+        part.replace("{port}", str(port))
+        for part in target_command("rayfleet", *options, model=model)
+    ]
+    log = open(OUT / f"ab-{tree.name}.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        command,
+        cwd=tree,
+        env={**os.environ, **rayfleet_env(), "PYTHONPATH": str(tree)},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if b"READY" in line:
+                break
+        else:
+            raise RuntimeError(f"the target from {tree} exited; see {log.name}")
+        (router,) = actor_pids("bench:Router")
+        yield psutil.Process(router)
+    finally:
+        # SIGINT lets the target shut its own Ray down; never `ray stop`.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def request(model: str, payload: str) -> tuple[bytes, dict[str, str]]:
+    """One v2 request body for ``model``: an image, or 4 digits rows."""
+    if model == "image":
+        ensure_image_model()
+        from rayfleet.cli.demo import image_batch
+
+        return v2_request(image_batch(1), binary=payload == "binary")
+    ensure_digits_store()
+    rows = np.random.default_rng(0).random((4, 64), dtype=np.float32)
+    return digits_payloads(rows)[payload]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--old", type=Path, required=True, help="the baseline tree")
+    parser.add_argument("--new", type=Path, default=ROOT, help="the changed tree")
+    parser.add_argument("--model", choices=["digits", "image"], default="image")
+    parser.add_argument("--placement", choices=["replica", "router"], default="router")
+    parser.add_argument("--payload", choices=["json", "binary"], default="binary")
+    parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=6.0)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    body, headers = request(args.model, args.payload)
+    options = ["--placement", args.placement]
+    rps: dict[tuple[str, int], list[float]] = {}
+    cpu_ms: dict[tuple[str, int], list[float]] = {}
+    for round_ in range(args.rounds):
+        order = ["old", "new"] if round_ % 2 == 0 else ["new", "old"]
+        for name in order:
+            port = free_port()
+            with tree_target(trees[name], port, args.model, options) as router:
+                # Warm: the first requests of a process are slow.
+                infer_load(port, body, headers, 8, 2.0, args.model)
+                for concurrency in args.concurrency:
+                    before = cpu_seconds(router)
+                    result: LoadResult = infer_load(
+                        port, body, headers, concurrency, args.duration, args.model
+                    )
+                    per_request = (cpu_seconds(router) - before) / max(
+                        result.requests, 1
+                    )
+                    rps.setdefault((name, concurrency), []).append(result.rps)
+                    cpu_ms.setdefault((name, concurrency), []).append(
+                        per_request * 1000
+                    )
+                    print(
+                        f"round {round_} {name} c={concurrency}: {result.rps:.0f} "
+                        f"requests/s, p50 {result.p50_ms:.1f} ms, router CPU "
+                        f"{per_request * 1000:.2f} ms/request",
+                        flush=True,
+                    )
+    print(
+        "| c | old req/s | new req/s | new / old | per round "
+        "| router CPU ms/request, old / new |"
+    )
+    print("|---:|---:|---:|---:|---|---|")
+    for concurrency in args.concurrency:
+        old, new = rps[("old", concurrency)], rps[("new", concurrency)]
+        rounds = ", ".join(f"{b / a:.2f}" for a, b in zip(old, new, strict=True))
+        print(
+            f"| {concurrency} | {statistics.median(old):.0f} | "
+            f"{statistics.median(new):.0f} | "
+            f"{statistics.median(new) / statistics.median(old):.2f}x | {rounds} | "
+            f"{statistics.median(cpu_ms[('old', concurrency)]):.2f} / "
+            f"{statistics.median(cpu_ms[('new', concurrency)]):.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
