@@ -10,7 +10,7 @@ per request (the less noisy number when both trees are CPU bound).
     git worktree add /tmp/rf_old <commit>
     .venv/bin/python -m loadtest.ab_trees --old /tmp/rf_old [--new .] \
         [--model image] [--placement router] [--payload binary] \
-        [-c 8 32] [--rounds 4] [--duration 6]
+        [--max-batch-size 16] [-c 8 32] [--rounds 4] [--duration 6]
 
 Each tree serves from its own code (``loadtest.targets`` run with that tree as
 its working directory and ``PYTHONPATH``), on this tree's benchmark store and
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from loadtest.common import (
     free_port,
 )
 from loadtest.loadgen import LoadResult, infer_load, v2_request
-from loadtest.servers import rayfleet_env, target_command
+from loadtest.servers import rayfleet_env, stop_session, target_command
 
 __all__ = ["main"]
 
@@ -77,14 +76,7 @@ def tree_target(
         (router,) = actor_pids("bench:Router")
         yield psutil.Process(router)
     finally:
-        # SIGINT lets the target shut its own Ray down; never `ray stop`.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_session(process)
         log.close()
 
 
@@ -112,6 +104,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["digits", "image"], default="image")
     parser.add_argument("--placement", choices=["replica", "router"], default="router")
     parser.add_argument("--payload", choices=["json", "binary"], default="binary")
+    parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=6.0)
@@ -119,7 +112,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     body, headers = request(args.model, args.payload)
-    options = ["--placement", args.placement]
+    options = [
+        "--placement",
+        args.placement,
+        "--max-batch-size",
+        str(args.max_batch_size),
+    ]
     rps: dict[tuple[str, int], list[float]] = {}
     cpu_ms: dict[tuple[str, int], list[float]] = {}
     for round_ in range(args.rounds):

@@ -27,6 +27,7 @@ __all__ = [
     "rayfleet_env",
     "server_process",
     "serving",
+    "stop_session",
     "target_command",
 ]
 
@@ -114,16 +115,21 @@ def server_process(
             time.sleep(0.5)
         yield process
     finally:
-        # SIGINT lets a Ray server shut its own local cluster down; never
-        # `ray stop`, which would end every Ray on the machine.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_session(process)
         log.close()
+
+
+def stop_session(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process`` and everything in its session (Ray's processes too)."""
+    # SIGINT lets a Ray server shut its own local cluster down; never `ray
+    # stop`, which would end every Ray on the machine.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @contextlib.contextmanager

@@ -85,6 +85,12 @@ class BatchRunner:
         return [ReplicaResult(part, model_ms, len(members)) for part in parts]
 
     async def _each_alone(self, members: list[Inputs]) -> list[Answer]:
+        if len(members) == 1:
+            # The common case of a quiet model, without gather's task per member.
+            try:
+                return [await self._alone(members[0])]
+            except Exception as error:
+                return [error]
         return list(
             await asyncio.gather(
                 *(self._alone(inputs) for inputs in members), return_exceptions=True

@@ -10,8 +10,9 @@ import numpy as np
 
 from rayfleet.platform.config.signature import Signature, TensorSpec
 from rayfleet.platform.config.spec import parse_spec
-from rayfleet.platform.config.store import MANIFEST, Manifest, PythonEntry
+from rayfleet.platform.config.store import ModelStore
 from rayfleet.platform.serving.inprocess import InProcessBackend, load_runners
+from tests.models import write_python_version
 
 # Sums each row, logs every batch size it is called with beside its own files,
 # and holds the thread it runs in for the seconds in `pause.txt`.
@@ -38,16 +39,14 @@ SIGNATURE = Signature(
 
 def backend(root: Path, pause_s: float, max_batch_size: int) -> InProcessBackend:
     """``summer/v1`` placed in the router, from a store at ``root``."""
-    manifest = Manifest(
-        runtime="python",
+    write_python_version(
+        root,
+        "summer",
+        "v1",
+        source=PREDICT,
         signature=SIGNATURE,
-        python=PythonEntry(callable="inprocess_predict:load"),
+        **{"pause.txt": str(pause_s)},
     )
-    folder = root / "summer" / "v1"
-    folder.mkdir(parents=True)
-    (folder / MANIFEST).write_text(manifest.to_json())
-    (folder / "inprocess_predict.py").write_text(PREDICT)
-    (folder / "pause.txt").write_text(str(pause_s))
     spec = parse_spec(
         {
             "store": str(root),
@@ -68,6 +67,7 @@ def backend(root: Path, pause_s: float, max_batch_size: int) -> InProcessBackend
             ],
         }
     )
+    manifest = ModelStore(str(root)).manifest("summer", "v1")
     return InProcessBackend(load_runners(spec, {"summer": {"v1": manifest}}))
 
 
