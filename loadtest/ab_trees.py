@@ -24,6 +24,7 @@ import contextlib
 import os
 import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,27 +53,28 @@ def tree_target(
     tree: Path, port: int, model: str, options: list[str]
 ) -> Iterator[psutil.Process]:
     """``loadtest.targets rayfleet`` from ``tree``'s code on ``port``; yields
-    its router's process once the target prints READY."""
+    its router's process once the target prints READY (its output goes to
+    ``loadtest/out/ab-<tree>.log``)."""
     command = [
         part.replace("{port}", str(port))
         for part in target_command("rayfleet", *options, model=model)
     ]
-    log = open(OUT / f"ab-{tree.name}.log", "wb")  # noqa: SIM115 - closed below
+    path = OUT / f"ab-{tree.name}.log"
+    log = open(path, "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         command,
         cwd=tree,
         env={**os.environ, **rayfleet_env(), "PYTHONPATH": str(tree)},
-        stdout=subprocess.PIPE,
-        stderr=log,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if b"READY" in line:
-                break
-        else:
-            raise RuntimeError(f"the target from {tree} exited; see {log.name}")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while b"READY" not in path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the target from {tree} never served; see {path}")
+            time.sleep(0.5)
         (router,) = actor_pids("bench:Router")
         yield psutil.Process(router)
     finally:
