@@ -29,12 +29,11 @@ import contextlib
 import shutil
 import statistics
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from loadtest.common import (
     actor_pids,
     ensure_digits_store,
     free_port,
+    http_in_thread,
     markdown_table,
     write_report,
 )
@@ -114,13 +114,8 @@ class _Sink(BaseHTTPRequestHandler):
 @contextmanager
 def otlp_sink() -> Iterator[str]:
     """An OTLP/HTTP traces endpoint on loopback for as long as the block runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1/traces"
-    finally:
-        server.shutdown()
+    with http_in_thread(_Sink) as port:
+        yield f"http://127.0.0.1:{port}/v1/traces"
 
 
 def _slug(name: str) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ __all__ = [
     "ensure_kserve",
     "ensure_mlserver",
     "free_port",
+    "http_in_thread",
     "markdown_row",
     "markdown_table",
     "versus_table",
@@ -49,6 +53,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def http_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """``handler`` served on a loopback port of its own, from a thread, for as
+    long as the block runs; yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def actor_pids(class_name: str) -> list[int]:

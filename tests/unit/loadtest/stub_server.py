@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
+
+from loadtest.common import http_in_thread
 
 
 class PinnedModel(BaseHTTPRequestHandler):
@@ -35,11 +36,5 @@ class PinnedModel(BaseHTTPRequestHandler):
 def serving() -> Iterator[str]:
     """A fresh :class:`PinnedModel` server on loopback; its ``/app`` URL."""
     PinnedModel.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), PinnedModel)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}/app"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_in_thread(PinnedModel) as port:
+        yield f"http://127.0.0.1:{port}/app"
