@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import ray
@@ -27,6 +28,14 @@ from rayfleet.platform.tracing import tracing_for
 __all__ = ["DirectModelReplica", "ModelReplica"]
 
 logger = logging.getLogger("ray.serve")
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class _ModelReplica:
@@ -131,15 +140,39 @@ class _ModelReplica:
         replica = serve.get_replica_context().replica_id.unique_id
         return {"replica": replica, **self.channel.address()}
 
-    def __del__(self) -> None:
-        # Serve calls this on graceful shutdown (and Python again on collection):
-        # the spans still held leave before the process does.
+    def __del__(self) -> Coroutine[Any, Any, None] | None:
+        # Serve calls this on graceful shutdown, once the requests it counts are
+        # done, and awaits what it returns; Python calls it again on collection.
         self.background.cancel()
         channel: ChannelServer | None = getattr(self, "channel", None)
-        if channel is not None:
+        if channel is not None and not channel.stopping:
             # Routers send what arrives from now on to another replica; Serve
             # stopped listing this one to them before it called this.
             channel.stop_accepting()
+            if channel.in_flight and _on_event_loop():
+                # Serve does not count the calls running on the channel: they
+                # would be cut when the process stops, and run again elsewhere.
+                # (Collected with no loop running, at exit, a coroutine would
+                # never be awaited.)
+                return self._drain(channel)
+        self._close_tracing()
+        return None
+
+    async def _drain(self, channel: ChannelServer) -> None:
+        """Let the calls running on ``channel`` answer, then close it. Serve's
+        ``graceful_shutdown_timeout_s`` (the router's request timeout and some
+        slack) bounds the wait: past it, Serve stops the process regardless."""
+        logger.info(
+            "%s/%s: stopping; %d call(s) on the direct channel to finish first",
+            self.model,
+            self.spec.name,
+            channel.in_flight,
+        )
+        await channel.close(timeout_s=None)
+        self._close_tracing()
+
+    def _close_tracing(self) -> None:
+        # The spans still held leave before the process does.
         tracing = getattr(self, "tracing", None)
         if tracing is not None:
             tracing.close()

@@ -1,6 +1,7 @@
 """``transport: direct`` on real Serve: the router reaches the replicas over the
 channel they open, answers stay right, load spreads, and a killed replica's
-request is answered by another.
+request is answered by another, and one that Serve stops gracefully answers
+what it is running first.
 
 One app of its own (``/direct``): ``tell`` (the fault suite's model, which says
 which process ran a slow request) in two replicas, and ``double`` (the doubling
@@ -10,11 +11,14 @@ test model, which fails on negative input) in one.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ray import serve
 
@@ -27,6 +31,7 @@ from .test_faults import (
     TELLING_MODEL,
     infer,
     kill_the_replica_under_a_slow_request,
+    wait_busy,
 )
 
 APP = "direct"
@@ -39,15 +44,13 @@ def busy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def url(
-    serve_url: str, tmp_path_factory: pytest.TempPathFactory, busy_file: Path
-) -> Iterator[str]:
+def args(tmp_path_factory: pytest.TempPathFactory, busy_file: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("direct-store")
     write_python_version(
         root, "tell", "v1", source=TELLING_MODEL, busy_file=str(busy_file)
     )
     write_python_version(root, "double", "v1")
-    args = {
+    return {
         "store": str(root),
         "router": {"num_cpus": 0.05, "request_timeout_s": 30},
         "observations": {"enabled": False},
@@ -74,6 +77,10 @@ def url(
             },
         ],
     }
+
+
+@pytest.fixture(scope="module")
+def url(serve_url: str, args: dict[str, Any]) -> Iterator[str]:
     serve.run(build(args), name=APP, route_prefix=f"/{APP}")
     base = f"{serve_url}/{APP}"
     wait_ready(base, APP)
@@ -155,3 +162,35 @@ def test_a_request_on_a_killed_replica_is_answered_by_another(
     # And the requests after it are answered while Serve replaces the victim.
     for x in range(20):
         assert infer(url, x, "tell").status_code == 200
+
+
+def test_a_replica_stopped_by_a_redeploy_answers_its_running_request(
+    url: str, args: dict[str, Any], busy_file: Path
+) -> None:
+    wait_direct(url, "tell", replicas=2)
+    replicas = actor_pids(f":{APP}:tell:v1")
+    busy_file.unlink(missing_ok=True)
+    answers: list[httpx.Response] = []
+    # 15 s: Serve begins to stop the old replicas within a few seconds.
+    thread = threading.Thread(target=lambda: answers.append(infer(url, 16000)))
+    thread.start()
+    victim = wait_busy(busy_file)
+    assert victim in replicas
+    # A new spec replaces every replica; Serve stops the old ones gracefully
+    # while the request runs. Serve does not count calls on the channel, so
+    # without the replica's own drain it would be cut and run again elsewhere.
+    changed = copy.deepcopy(args)
+    changed["models"][0]["versions"][0]["num_cpus"] = 0.06
+    # Serve stops an old replica before it starts its replacement, and returns
+    # once the new ones serve: here, after the victim's drain.
+    serve.run(build(changed), name=APP, route_prefix=f"/{APP}")
+    thread.join(timeout=60)
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [32000, 0]
+    assert int(busy_file.read_text()) == victim, "the request ran again elsewhere"
+    # And the replica did stop: the drain above happened on its way out.
+    deadline = time.monotonic() + 30
+    while victim in actor_pids(f":{APP}:tell:v1"):
+        assert time.monotonic() < deadline, "the old replica never stopped"
+        time.sleep(0.5)

@@ -100,6 +100,15 @@ def infer(url: str, x: float, model: str = "tell") -> httpx.Response:
     return httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=60)
 
 
+def wait_busy(busy_file: Path) -> int:
+    """The pid of the replica that started a slow request of ``TELLING_MODEL``."""
+    deadline = time.monotonic() + 20
+    while not busy_file.exists() or not busy_file.read_text():
+        assert time.monotonic() < deadline, "the slow request never started"
+        time.sleep(0.05)
+    return int(busy_file.read_text())
+
+
 def kill_the_replica_under_a_slow_request(
     infer: Callable[[float], httpx.Response], busy_file: Path, replicas: list[int]
 ) -> None:
@@ -110,11 +119,7 @@ def kill_the_replica_under_a_slow_request(
     answers: list[httpx.Response] = []
     thread = threading.Thread(target=lambda: answers.append(infer(4000)))
     thread.start()
-    deadline = time.monotonic() + 20
-    while not busy_file.exists() or not busy_file.read_text():
-        assert time.monotonic() < deadline, "the slow request never started"
-        time.sleep(0.05)
-    victim = int(busy_file.read_text())
+    victim = wait_busy(busy_file)
     assert victim in replicas
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=60)

@@ -91,9 +91,9 @@ class ChannelServer:
         if self._server is not None:
             self._server.close()
 
-    async def close(self, timeout_s: float) -> None:
-        """Stop accepting, wait up to ``timeout_s`` for running calls, then drop
-        every connection."""
+    async def close(self, timeout_s: float | None) -> None:
+        """Stop accepting, wait up to ``timeout_s`` (``None``: as long as they
+        take) for running calls to answer, then drop every connection."""
         self.stop_accepting()
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=timeout_s)

@@ -360,6 +360,35 @@ def test_a_call_on_a_replica_that_dies_is_sent_to_another() -> None:
     asyncio.run(scenario())
 
 
+def test_a_closing_replica_answers_its_running_call_and_sends_new_ones_away() -> None:
+    stuck = Doubler(gated=True)
+
+    async def scenario() -> None:
+        async with (
+            serving(stuck, Doubler()) as [a, b],
+            channel([endpoint("A", a)], attempts=2) as direct,
+        ):
+            running = asyncio.create_task(direct.infer(row(5)))
+            await asyncio.wait_for(stuck.entered.wait(), PATIENCE_S)
+            direct.update([endpoint("A", a), endpoint("B", b)])
+            # What a replica's graceful shutdown does: no deadline of its own.
+            closing = asyncio.create_task(a.close(None))
+            await asyncio.sleep(0.05)
+            assert not closing.done()
+            # A call arriving on A's open connection meanwhile is answered "going
+            # away" and goes to B; B may take calls picked for it too.
+            later = await asyncio.gather(*(direct.infer(row(i)) for i in range(4)))
+            assert [doubled(result) for result in later] == list(range(4))
+            assert not running.done()
+            stuck.gate.set()
+            assert doubled(await asyncio.wait_for(running, PATIENCE_S)) == 5
+            await asyncio.wait_for(closing, PATIENCE_S)
+            # Ran once, where it started: not resent.
+            assert (a.calls, b.calls) == (1, 4)
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     ("attempts", "expected"),
     [
