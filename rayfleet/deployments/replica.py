@@ -179,12 +179,14 @@ class _ModelReplica:
 
     def stats(self) -> dict[str, Any]:
         """Counters of this replica: requests (``direct_requests`` of them over
-        the direct channel), errors, batch sizes, warm-up time, and the execution
-        provider it runs on."""
+        the direct channel, ``direct_cancelled`` of those cancelled by their
+        router), errors, batch sizes, warm-up time, and the execution provider
+        it runs on."""
         counters = self.runner.counters
         return {
             "requests": counters.requests,
             "direct_requests": self.channel.calls if self.channel else 0,
+            "direct_cancelled": self.channel.cancelled if self.channel else 0,
             "errors": counters.errors,
             "batch_sizes": dict(counters.batches),
             "warm_s": self.warm_s,

@@ -154,9 +154,16 @@ class _Connection:
             _keep_alive(writer)
             router_nonce = secrets.token_bytes(NONCE_BYTES)
             writer.write(MAGIC + router_nonce)
-            answer = await asyncio.wait_for(
-                reader.readexactly(NONCE_BYTES + PROOF_BYTES), CONNECT_TIMEOUT_S
-            )
+            try:
+                answer = await asyncio.wait_for(
+                    reader.readexactly(NONCE_BYTES + PROOF_BYTES), CONNECT_TIMEOUT_S
+                )
+            except asyncio.IncompleteReadError:
+                # A replica of a release that speaks another protocol version
+                # hangs up on the greeting.
+                raise ConnectionRefusedError(
+                    f"{endpoint.host}:{endpoint.port} closed the handshake"
+                ) from None
             replica_nonce, theirs = answer[:NONCE_BYTES], answer[NONCE_BYTES:]
             expected = proof(endpoint.token, "replica", router_nonce, replica_nonce)
             if not hmac.compare_digest(theirs, expected):
@@ -186,6 +193,14 @@ class _Connection:
             kind, body = await reply
         except OSError as error:  # ConnectionError, and a timeout of the socket's
             raise ChannelClosed(f"{type(error).__name__}: {error}") from error
+        except asyncio.CancelledError:
+            # The caller gave up (its deadline, its client gone): the replica
+            # drops the call if it has not run yet, as Serve's handle does.
+            # Cancelled while waiting, this task cancelled ``reply`` too; while
+            # the call was still being sent, ``reply`` is not done yet.
+            if reply.cancelled() or not reply.done():
+                self._send_cancel(request_id)
+            raise
         finally:
             self._pending.pop(request_id, None)
         if kind is Kind.RESULT:
@@ -196,6 +211,11 @@ class _Connection:
         if isinstance(body, RayfleetError):
             raise body
         raise ProtocolError(f"a reply of kind {kind.name} carried {type(body)}")
+
+    def _send_cancel(self, request_id: int) -> None:
+        # On a connection that is going, the replica cancels what it runs.
+        if not self.closed and not self._writer.is_closing():
+            self._writer.write(encode_frame(request_id, Kind.CANCEL, None))
 
     async def _read_replies(self) -> None:
         reason = "closed by the router"

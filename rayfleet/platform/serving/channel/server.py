@@ -3,13 +3,16 @@
 Serve still places the replica, scales it and checks its health; only the
 tensors skip Serve's handle. Each call runs as its own task on the replica's
 event loop, so requests on one connection batch together exactly as handle
-calls do, and one call that fails fails alone.
+calls do, and one call that fails fails alone. A call its router cancels is
+cancelled here, as Serve's handle cancels a replica's task: one still queued
+for a batch never runs (a model already running in a thread finishes, unread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import secrets
@@ -51,6 +54,12 @@ HANDSHAKE_TIMEOUT_S = 2.0
 REFUSED_WARN_EVERY_S = 60.0
 
 
+def _forget(
+    running: dict[int, asyncio.Task[None]], request_id: int, _: asyncio.Task[None]
+) -> None:
+    del running[request_id]
+
+
 class ChannelServer:
     """Listens on ``host`` (port chosen by the OS) and runs each call with
     ``handler``; ``token`` is what a router must prove it holds (and this
@@ -64,8 +73,10 @@ class ChannelServer:
             raise ValueError(f"a channel token is {TOKEN_BYTES} bytes")
         self.port = 0
         self.in_flight = 0
-        # Calls run over the channel since it started, answered or failed.
+        # Calls run over the channel since it started, answered or failed, and
+        # those of them their router cancelled before they answered.
         self.calls = 0
+        self.cancelled = 0
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -108,6 +119,9 @@ class ChannelServer:
             writer.close()
             return
         self._writers.add(writer)
+        # This connection's calls still running, by request id (ids are the
+        # router's, unique on one connection).
+        running: dict[int, asyncio.Task[None]] = {}
         try:
             while True:
                 try:
@@ -118,14 +132,21 @@ class ChannelServer:
                     )
                     writer.write(encode_frame(error.request_id, Kind.ERROR, failure))
                     continue
+                if kind is Kind.CANCEL:
+                    self._cancel(running.get(request_id))
+                    continue
                 if kind is not Kind.CALL:
-                    raise ProtocolError(f"a replica takes only calls, not {kind.name}")
+                    raise ProtocolError(
+                        f"a replica takes only calls and cancels, not {kind.name}"
+                    )
                 if self.stopping:
                     writer.write(encode_frame(request_id, Kind.GOING_AWAY, None))
                     continue
                 task = asyncio.create_task(self._call(request_id, body, writer))
                 self._calls.add(task)
+                running[request_id] = task
                 task.add_done_callback(self._calls.discard)
+                task.add_done_callback(functools.partial(_forget, running, request_id))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the router closed the connection
         except ProtocolError as error:
@@ -133,6 +154,10 @@ class ChannelServer:
         finally:
             self._writers.discard(writer)
             writer.close()
+            # Their answers could only go back on this connection; the router
+            # resends elsewhere what it still wants.
+            for task in list(running.values()):
+                self._cancel(task)
 
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -155,6 +180,12 @@ class ChannelServer:
             return False
         expected = proof(self.token, "router", router_nonce, replica_nonce)
         return hmac.compare_digest(theirs, expected)
+
+    def _cancel(self, task: asyncio.Task[None] | None) -> None:
+        # A cancel may cross the call's answer on the wire: then nothing runs.
+        if task is not None and not task.done():
+            task.cancel()
+            self.cancelled += 1
 
     def _refuse(self) -> None:
         self.refused += 1

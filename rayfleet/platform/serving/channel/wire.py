@@ -8,6 +8,11 @@ closes a connection whose peer fails. After that both sides send frames, and a
 connection carries many requests at once: each frame names its request, so
 replies come back in whatever order the replica finishes them.
 
+:data:`MAGIC` ends in the protocol's version: a router and a replica of rayfleet
+releases that speak different versions refuse each other's handshake, and the
+router sends that version's calls through Serve's handle instead, so a rolling
+upgrade never mixes frames of two versions on one connection.
+
 A frame is a :data:`HEADER` (request id, kind, body length) and a pickled body.
 Pickle is safe here because only rayfleet's own processes get past the
 handshake: the token is handed out through Serve's handle (see
@@ -41,7 +46,8 @@ __all__ = [
     "read_frame",
 ]
 
-MAGIC = b"RFCH\x02"
+# Version 3 added CANCEL.
+MAGIC = b"RFCH\x03"
 TOKEN_BYTES = 32
 NONCE_BYTES = 16
 PROOF_BYTES = hashlib.sha256().digest_size
@@ -63,6 +69,9 @@ class Kind(enum.IntEnum):
     ERROR = 3
     # replica -> router: it is stopping and did not run the call; send it elsewhere
     GOING_AWAY = 4
+    # router -> replica, no body: the caller gave up (its deadline passed, its
+    # client left); drop the call if it has not run yet, and send no reply
+    CANCEL = 5
 
 
 class ProtocolError(Exception):

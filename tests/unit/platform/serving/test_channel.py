@@ -63,13 +63,18 @@ class Doubler:
         self.entered = asyncio.Event()
         self.poison = poison or {}
         self.traces: list[dict[str, str] | None] = []
+        self.cancelled = 0
 
     async def __call__(
         self, inputs: dict[str, np.ndarray], trace: dict[str, str] | None
     ) -> ReplicaResult:
         self.traces.append(trace)
         self.entered.set()
-        await self.gate.wait()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         if seconds := self.delay():
             await asyncio.sleep(seconds)
         x = inputs["x"]
@@ -389,6 +394,85 @@ def test_a_closing_replica_answers_its_running_call_and_sends_new_ones_away() ->
     asyncio.run(scenario())
 
 
+async def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        await asyncio.sleep(0.01)
+
+
+def test_a_call_its_caller_gives_up_on_is_cancelled_on_the_replica() -> None:
+    stuck = Doubler(gated=True)
+
+    async def scenario() -> None:
+        async with (
+            serving(stuck) as [a],
+            channel([endpoint("A", a)], max_ongoing=1) as direct,
+        ):
+            # The router's deadline, or its client gone, cancels the call.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(direct.infer(row(1)), 0.2)
+            await eventually(lambda: stuck.cancelled == 1)
+            assert (a.calls, a.cancelled, a.in_flight) == (1, 1, 0)
+            # The connection and the replica's one slot serve the next call.
+            stuck.gate.set()
+            assert (
+                doubled(await asyncio.wait_for(direct.infer(row(2)), PATIENCE_S)) == 2
+            )
+            assert a.cancelled == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_cancels_the_calls_of_a_connection_that_closed() -> None:
+    stuck = Doubler(gated=True)
+
+    async def scenario() -> None:
+        async with serving(stuck) as [a]:
+            reader, writer = await asyncio.open_connection(HOST, a.port)
+            assert await handshake(reader, writer, a.token)
+            writer.write(encode_frame(1, Kind.CALL, (row(1), None)))
+            await asyncio.wait_for(stuck.entered.wait(), PATIENCE_S)
+            writer.close()  # no answer could reach anyone now
+            await eventually(lambda: stuck.cancelled == 1 and a.in_flight == 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancel_for_a_call_that_answered_is_ignored() -> None:
+    async def scenario() -> None:
+        async with serving(Doubler()) as [a]:
+            reader, writer = await asyncio.open_connection(HOST, a.port)
+            assert await handshake(reader, writer, a.token)
+            writer.write(encode_frame(1, Kind.CALL, (row(1), None)))
+            assert (await read_frame(reader))[:2] == (1, Kind.RESULT)
+            # Crossed on the wire with the answer, and an id never used.
+            writer.write(encode_frame(1, Kind.CANCEL, None))
+            writer.write(encode_frame(99, Kind.CANCEL, None))
+            writer.write(encode_frame(2, Kind.CALL, (row(2), None)))
+            assert (await read_frame(reader))[:2] == (2, Kind.RESULT)
+            assert (a.calls, a.cancelled) == (2, 0)
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_of_another_protocol_version_is_left_to_the_handle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A replica of the release before CANCEL, during a rolling upgrade.
+    monkeypatch.setattr(server_module, "MAGIC", b"RFCH\x02")
+
+    async def scenario() -> None:
+        async with serving(Doubler()) as [a], channel([endpoint("A", a)]) as direct:
+            with pytest.raises(NoReplica):
+                await direct.infer(row(1))
+            assert direct.replicas == []
+            assert a.calls == 0
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     ("attempts", "expected"),
     [
@@ -670,7 +754,7 @@ def test_a_call_frame_carries_inputs_and_trace() -> None:
     assert same_tensors(got, inputs)
 
 
-@pytest.mark.parametrize("raw_kind", [0, 5, 255])
+@pytest.mark.parametrize("raw_kind", [0, 6, 255])
 def test_an_unknown_kind_is_a_protocol_error(raw_kind: int) -> None:
     good = encode_frame(1, Kind.RESULT, None)
     bad = HEADER.pack(1, raw_kind, HEADER.unpack(good[: HEADER.size])[2])
