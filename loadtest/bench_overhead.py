@@ -15,6 +15,15 @@ generator (loadtest/loadgen.py at nice 19, closed loop):
 
 Prints a markdown table of requests/s and p50/p99 with ratios to KServe, and writes
 it to loadtest/out/overhead.md. Loopback only; every server is stopped at the end.
+
+By default the targets run one after another, so a slow spell of the machine
+hits whichever runs then. With ``--rounds N`` every selected target is up at
+once and they take turns, round after round (the order rotating each round):
+the table then shows each row's median round, and a second table the median of
+the rounds' ratios to KServe (each round's pair ran minutes apart at most: the
+number to read) and each round's. At most one of the targets may run on Ray
+then (each starts a Ray instance of its own), for example
+``--only kserve mlserver "direct to replica" --rounds 4``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +45,7 @@ from loadtest.common import (
     ensure_digits_store,
     ensure_kserve,
     ensure_mlserver,
+    markdown_row,
     versus_table,
     write_report,
 )
@@ -54,9 +65,11 @@ ROWS = 4
 
 @dataclass(frozen=True)
 class Target(Server):
-    """A server to start and the payloads to send it."""
+    """A server to start and the payloads to send it; ``ray``: whether it
+    starts a Ray instance of its own."""
 
     payloads: tuple[str, ...] = ("json",)
+    ray: bool = True
 
 
 def digits_payloads(rows: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -112,10 +125,10 @@ def targets(only: Sequence[str] = ()) -> list[Target]:
             "digits",
             "{port}",
         ]
-        return [Target(name, command)]
+        return [Target(name, command, ray=False)]
 
     every = [
-        Target("starlette (no Ray)", target("starlette"), payloads=both),
+        Target("starlette (no Ray)", target("starlette"), payloads=both, ray=False),
         *peer("kserve", ensure_kserve),
         *peer("mlserver", ensure_mlserver),
         Target("serve-bare (Serve defaults)", target("serve-bare"), quiet),
@@ -151,6 +164,12 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--only", nargs="*", help="substrings of target names to run")
     parser.add_argument("--port", type=int, default=18123)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="every target up at once, measured in turns, this many rounds",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_digits_store()
@@ -168,23 +187,23 @@ def main() -> None:
         ("raw onnxruntime (in-process)", "-"): {raw.concurrency: (raw.rps, raw)}
     }
     print(f"raw onnxruntime: {raw.rps:.0f} runs/s, p50 {raw.p50_ms:.3f} ms", flush=True)
-    for target in targets(args.only or ()):
-        with running(target, args.port):
-            for payload in target.payloads:
-                body, headers = payloads[payload]
-                for concurrency in args.concurrency:
-                    result = infer_load(
-                        args.port, body, headers, concurrency, args.duration, "digits"
-                    )
-                    results.setdefault((target.name, payload), {})[concurrency] = (
+    chosen = targets(args.only or ())
+    rounds: list[dict[tuple[str, str, int], LoadResult]] = []
+    if args.rounds:
+        rounds = interleaved(chosen, payloads, args)
+        for key in rounds[0]:
+            name, payload, concurrency = key
+            by_rps = sorted((r[key] for r in rounds), key=lambda result: result.rps)
+            median = by_rps[len(by_rps) // 2]
+            results.setdefault((name, payload), {})[concurrency] = (median.rps, median)
+    else:
+        for target in chosen:
+            with running(target, args.port):
+                for key, result in measure(target, args.port, payloads, args):
+                    name, payload, concurrency = key
+                    results.setdefault((name, payload), {})[concurrency] = (
                         result.rps,
                         result,
-                    )
-                    print(
-                        f"{target.name:30} {payload:6} c={concurrency:<3} "
-                        f"{result.rps:7.0f} rps  p50 {result.p50_ms:7.2f} ms  "
-                        f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
-                        flush=True,
                     )
     kserve = {c: rate for c, (rate, _) in results.get(("kserve", "json"), {}).items()}
     table = versus_table(
@@ -195,7 +214,87 @@ def main() -> None:
         kserve,
         ratio_unit="x rps",
     )
+    if rounds:
+        table += "\n\n" + rounds_table(rounds, args.concurrency)
     write_report("overhead.md", table)
+
+
+def measure(
+    target: Target,
+    port: int,
+    payloads: dict[str, tuple[bytes, dict[str, str]]],
+    args: argparse.Namespace,
+) -> Iterator[tuple[tuple[str, str, int], LoadResult]]:
+    """Load ``target`` (up on ``port``) with each of its payloads at each
+    concurrency; yields ``(name, payload, c)`` and the result, printing each."""
+    for payload in target.payloads:
+        body, headers = payloads[payload]
+        for concurrency in args.concurrency:
+            result = infer_load(
+                port, body, headers, concurrency, args.duration, "digits"
+            )
+            print(
+                f"{target.name:30} {payload:6} c={concurrency:<3} "
+                f"{result.rps:7.0f} rps  p50 {result.p50_ms:7.2f} ms  "
+                f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+                flush=True,
+            )
+            yield (target.name, payload, concurrency), result
+
+
+def interleaved(
+    chosen: Sequence[Target],
+    payloads: dict[str, tuple[bytes, dict[str, str]]],
+    args: argparse.Namespace,
+) -> list[dict[tuple[str, str, int], LoadResult]]:
+    """Every target up at once, measured in turns for ``args.rounds`` rounds;
+    one dict of results per round."""
+    on_ray = [target.name for target in chosen if target.ray]
+    if len(on_ray) > 1:
+        raise SystemExit(f"--rounds takes at most one target on Ray, not {on_ray}")
+    # The peers take the two ports after theirs too (gRPC, metrics).
+    ports = {target.name: args.port + 10 * i for i, target in enumerate(chosen)}
+    rounds: list[dict[tuple[str, str, int], LoadResult]] = []
+    with contextlib.ExitStack() as stack:
+        for target in chosen:
+            stack.enter_context(running(target, ports[target.name]))
+        for round_ in range(args.rounds):
+            print(f"round {round_}", flush=True)
+            shift = round_ % len(chosen)
+            found: dict[tuple[str, str, int], LoadResult] = {}
+            for target in [*chosen[shift:], *chosen[:shift]]:
+                found.update(measure(target, ports[target.name], payloads, args))
+            rounds.append(found)
+    return rounds
+
+
+def rounds_table(
+    rounds: Sequence[dict[tuple[str, str, int], LoadResult]], levels: Sequence[int]
+) -> str:
+    """Each row's ratio to KServe (JSON) at each level: the median of the
+    rounds' ratios (a paired measure: in a round the targets run minutes apart
+    at most), then each round's."""
+    header = [
+        "server",
+        "payload",
+        *(f"c={level} vs KServe (rounds)" for level in levels),
+    ]
+    lines = [markdown_row(header), markdown_row(["---"] * len(header))]
+    for name, payload, level in rounds[0]:
+        if level != levels[0] or name == "kserve":
+            continue
+        cells = [name, payload]
+        for each in levels:
+            ratios = [
+                r[(name, payload, each)].rps / r[("kserve", "json", each)].rps
+                for r in rounds
+                if ("kserve", "json", each) in r
+            ]
+            each_round = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            median = statistics.median(ratios) if ratios else float("nan")
+            cells.append(f"**{median:.2f}x** ({each_round})")
+        lines.append(markdown_row(cells))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
