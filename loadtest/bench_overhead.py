@@ -194,6 +194,8 @@ def main() -> None:
         for key in rounds[0]:
             name, payload, concurrency = key
             by_rps = sorted((r[key] for r in rounds), key=lambda result: result.rps)
+            # A real round (the upper middle one of an even count), so that its
+            # p50 and p99 belong with its rate.
             median = by_rps[len(by_rps) // 2]
             results.setdefault((name, payload), {})[concurrency] = (median.rps, median)
     else:

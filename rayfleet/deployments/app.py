@@ -125,6 +125,7 @@ def _replica(
         validator,
         spec.observations.replica_report_s,
         spec.tracing.model_dump(mode="json"),
+        spec.router.request_timeout_s,
     )
     return replica
 

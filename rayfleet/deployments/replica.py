@@ -52,9 +52,13 @@ class _ModelReplica:
         validator: DeploymentHandle[Any] | None,
         report_every_s: float,
         tracing: dict[str, Any] | None = None,
+        drain_timeout_s: float | None = None,
     ) -> None:
         send_to_serve()
         self.model = model
+        # How long a stopping replica waits for its direct calls: the router's
+        # request timeout, past which the router has cancelled them anyway.
+        self.drain_timeout_s = drain_timeout_s
         self.spec = VersionSpec.model_validate(version)
         self.background = BackgroundTasks(deployment_name(model, self.spec.name))
         # Before the model loads: __del__ closes it even when loading fails.
@@ -149,7 +153,7 @@ class _ModelReplica:
             # Routers send what arrives from now on to another replica; Serve
             # stopped listing this one to them before it called this.
             channel.stop_accepting()
-            if channel.in_flight and _on_event_loop():
+            if channel.busy and _on_event_loop():
                 # Serve does not count the calls running on the channel: they
                 # would be cut when the process stops, and run again elsewhere.
                 # (Collected with no loop running, at exit, a coroutine would
@@ -159,17 +163,20 @@ class _ModelReplica:
         return None
 
     async def _drain(self, channel: ChannelServer) -> None:
-        """Let the calls running on ``channel`` answer, then close it. Serve's
-        ``graceful_shutdown_timeout_s`` (the router's request timeout and some
-        slack) bounds the wait: past it, Serve stops the process regardless."""
+        """Let the calls running on ``channel`` answer, then close it, waiting
+        no longer than ``drain_timeout_s``: Serve's own deadline
+        (``graceful_shutdown_timeout_s``) is a little longer, so the spans
+        still leave before Serve stops the process."""
         logger.info(
             "%s/%s: stopping; %d call(s) on the direct channel to finish first",
             self.model,
             self.spec.name,
             channel.in_flight,
         )
-        await channel.close(timeout_s=None)
-        self._close_tracing()
+        try:
+            await channel.close(timeout_s=self.drain_timeout_s)
+        finally:
+            self._close_tracing()
 
     def _close_tracing(self) -> None:
         # The spans still held leave before the process does.
@@ -180,8 +187,8 @@ class _ModelReplica:
     def stats(self) -> dict[str, Any]:
         """Counters of this replica: requests (``direct_requests`` of them over
         the direct channel, ``direct_cancelled`` of those cancelled by their
-        router), errors, batch sizes, warm-up time, and the execution provider
-        it runs on."""
+        router or with its connection), errors, batch sizes, warm-up time, and
+        the execution provider it runs on."""
         counters = self.runner.counters
         return {
             "requests": counters.requests,

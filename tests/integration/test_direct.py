@@ -171,7 +171,9 @@ def test_a_replica_stopped_by_a_redeploy_answers_its_running_request(
     replicas = actor_pids(f":{APP}:tell:v1")
     busy_file.unlink(missing_ok=True)
     answers: list[httpx.Response] = []
-    # 15 s: Serve begins to stop the old replicas within a few seconds.
+    # 15 s: Serve replaces the two replicas one at a time, each in a few
+    # seconds, so whichever the victim is, it is stopped while this runs (the
+    # old code answered 503 here: the resend met the other stopping replica).
     thread = threading.Thread(target=lambda: answers.append(infer(url, 16000)))
     thread.start()
     victim = wait_busy(busy_file)

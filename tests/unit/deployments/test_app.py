@@ -127,12 +127,15 @@ def test_the_tracing_block_reaches_the_router_and_each_replica(store: str) -> No
     spec, _manifests, replicas, _validator, _pools = router.init_args
     assert spec["tracing"]["otlp_endpoint"] == tracing["otlp_endpoint"]
     (replica,) = replicas["m"].values()
-    # The replica's last argument: the block as the spec validated it.
-    assert replica._bound_deployment.init_args[-1] == {
+    # The replica's last arguments: the block as the spec validated it, then
+    # how long it drains its direct calls (the router's request timeout).
+    *_, replica_tracing, drain_timeout_s = replica._bound_deployment.init_args
+    assert replica_tracing == {
         **tracing,
         "service_name": "rayfleet",
         "export_every_s": 5.0,
     }
+    assert drain_timeout_s == 30.0
 
 
 def _pooled(store: str, **pool: Any) -> dict[str, Any]:

@@ -55,9 +55,11 @@ REFUSED_WARN_EVERY_S = 60.0
 
 
 def _forget(
-    running: dict[int, asyncio.Task[None]], request_id: int, _: asyncio.Task[None]
+    running: dict[int, asyncio.Task[None]], request_id: int, task: asyncio.Task[None]
 ) -> None:
-    del running[request_id]
+    # A peer that reused an id has replaced this task's entry with its own.
+    if running.get(request_id) is task:
+        del running[request_id]
 
 
 class ChannelServer:
@@ -74,7 +76,8 @@ class ChannelServer:
         self.port = 0
         self.in_flight = 0
         # Calls run over the channel since it started, answered or failed, and
-        # those of them their router cancelled before they answered.
+        # those of them cancelled (by their router, or with their connection)
+        # before they answered.
         self.calls = 0
         self.cancelled = 0
         self.stopping = False
@@ -93,6 +96,11 @@ class ChannelServer:
     def address(self) -> dict[str, Any]:
         """Where and how to connect: what a router needs, token included."""
         return {"host": self.host, "port": self.port, "token": self.token.hex()}
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is running or still writing its answer."""
+        return bool(self._calls)
 
     def stop_accepting(self) -> None:
         """From now on, answer calls with GOING_AWAY so routers send them to
@@ -168,6 +176,12 @@ class ChannelServer:
                 reader.readexactly(len(MAGIC) + NONCE_BYTES), HANDSHAKE_TIMEOUT_S
             )
             if not hello.startswith(MAGIC):
+                if hello.startswith(MAGIC[:-1]):
+                    # A router of a release with another channel version: a
+                    # proof that cannot check out makes it refuse this replica
+                    # and take Serve's handle (routers before version 3 read a
+                    # bare hang-up as an error, not a refusal).
+                    writer.write(secrets.token_bytes(NONCE_BYTES + PROOF_BYTES))
                 return False
             router_nonce = hello[len(MAGIC) :]
             replica_nonce = secrets.token_bytes(NONCE_BYTES)
@@ -181,11 +195,11 @@ class ChannelServer:
         expected = proof(self.token, "router", router_nonce, replica_nonce)
         return hmac.compare_digest(theirs, expected)
 
-    def _cancel(self, task: asyncio.Task[None] | None) -> None:
+    @staticmethod
+    def _cancel(task: asyncio.Task[None] | None) -> None:
         # A cancel may cross the call's answer on the wire: then nothing runs.
         if task is not None and not task.done():
             task.cancel()
-            self.cancelled += 1
 
     def _refuse(self) -> None:
         self.refused += 1
@@ -212,6 +226,9 @@ class ChannelServer:
                 Kind.RESULT,
                 (result.outputs, result.model_ms, result.batch_size),
             )
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         except RayfleetError as error:
             frame = encode_frame(request_id, Kind.ERROR, type(error)(error.message))
         except Exception as error:

@@ -439,14 +439,15 @@ def test_a_replica_cancels_the_calls_of_a_connection_that_closed() -> None:
     asyncio.run(scenario())
 
 
-def test_a_cancel_for_a_call_that_answered_is_ignored() -> None:
+def test_a_cancel_for_a_call_not_running_is_ignored() -> None:
     async def scenario() -> None:
         async with serving(Doubler()) as [a]:
             reader, writer = await asyncio.open_connection(HOST, a.port)
             assert await handshake(reader, writer, a.token)
             writer.write(encode_frame(1, Kind.CALL, (row(1), None)))
             assert (await read_frame(reader))[:2] == (1, Kind.RESULT)
-            # Crossed on the wire with the answer, and an id never used.
+            # For a call that already answered (as when a cancel crosses the
+            # answer on the wire), and for an id never used.
             writer.write(encode_frame(1, Kind.CANCEL, None))
             writer.write(encode_frame(99, Kind.CANCEL, None))
             writer.write(encode_frame(2, Kind.CALL, (row(2), None)))
@@ -818,6 +819,24 @@ def test_the_server_closes_a_connection_without_a_timely_handshake(
             assert await closed_by_peer(reader)
             assert time.monotonic() - started < 1.0
             writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_router_of_another_channel_version_gets_a_proof_it_refuses() -> None:
+    async def scenario() -> None:
+        async with serving(Doubler()) as [server]:
+            reader, writer = await asyncio.open_connection(HOST, server.port)
+            router_nonce = b"n" * NONCE_BYTES
+            writer.write(b"RFCH\x02" + router_nonce)
+            # An answer of the right length, not a hang-up: a router before
+            # version 3 reads it, finds the proof wrong and takes the handle.
+            answer = await reader.readexactly(NONCE_BYTES + PROOF_BYTES)
+            replica_nonce, theirs = answer[:NONCE_BYTES], answer[NONCE_BYTES:]
+            assert theirs != proof(server.token, "replica", router_nonce, replica_nonce)
+            assert await closed_by_peer(reader)
+            writer.close()
+            assert server.calls == 0
 
     asyncio.run(scenario())
 
