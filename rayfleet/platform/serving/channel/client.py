@@ -194,8 +194,9 @@ class _Connection:
         except OSError as error:  # ConnectionError, and a timeout of the socket's
             raise ChannelClosed(f"{type(error).__name__}: {error}") from error
         except asyncio.CancelledError:
-            # The caller gave up (its deadline, its client gone): the replica
-            # drops the call if it has not run yet, as Serve's handle does.
+            # The caller was cancelled (its deadline passed, or Serve cancelled
+            # the request): the replica drops the call if it has not run yet,
+            # as Serve's handle does.
             # Cancelled while waiting, this task cancelled ``reply`` too; while
             # the call was still being sent, ``reply`` is not done yet.
             if reply.cancelled() or not reply.done():

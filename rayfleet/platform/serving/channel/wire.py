@@ -69,8 +69,8 @@ class Kind(enum.IntEnum):
     ERROR = 3
     # replica -> router: it is stopping and did not run the call; send it elsewhere
     GOING_AWAY = 4
-    # router -> replica, no body: the caller gave up (its deadline passed, its
-    # client left); drop the call if it has not run yet, and send no reply
+    # router -> replica, no body: the caller gave up (its deadline passed); drop
+    # the call if it has not run yet, and send no reply
     CANCEL = 5
 
 
