@@ -200,6 +200,11 @@ class Harness:
 def harness(store: Path) -> Iterator[Harness]:
     harness = Harness(store)
     yield harness
+    # The in-router versions' batcher workers live on this loop: stopped, and
+    # their cancellation run, before the loop closes (else Python warns, later,
+    # that a pending task was destroyed).
+    harness.servicer.service.backend.close()
+    harness.loop.run_until_complete(asyncio.sleep(0))
     harness.loop.close()
 
 
