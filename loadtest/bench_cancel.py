@@ -1,8 +1,9 @@
 """Overload with deadlines on the direct channel: what the replica runs for
 requests whose router already gave up.
 
-One version on ``transport: direct``, one replica, a python model that holds
-each call ``--model-ms`` (a thread's sleep), no batching, and a router
+One version on ``transport: direct``, one replica, the test suite's python
+model (``tests/models.py``) holding each call ``--model-ms`` (a thread's sleep,
+asked for by the input's value), no batching, and a router
 ``request_timeout_s`` of ``--timeout-s``; closed-loop clients, more than the
 model keeps up with, for ``--duration`` seconds. Prints the answers by status,
 then the calls the replica was sent, those its model ran and those cancelled
@@ -23,7 +24,6 @@ import argparse
 import concurrent.futures
 import os
 import tempfile
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -41,17 +41,14 @@ from tests.models import write_python_version
 
 __all__ = ["main"]
 
-MODEL = """
-    import time
 
-    def load(version_dir):
-        def predict(inputs):
-            time.sleep({seconds})
-            return {{"y": inputs["x"] * 2}}
-
-        return predict
-"""
-BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 0]}]}
+def body(model_ms: float) -> dict[str, Any]:
+    """A request the test model sleeps ``model_ms`` on (it sleeps x - 1000 ms
+    for x >= 1000)."""
+    data = [1000 + model_ms, 0]
+    return {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": data}]
+    }
 
 
 def app_args(store: Path, timeout_s: float) -> dict[str, Any]:
@@ -78,8 +75,8 @@ def main() -> None:
     parser.add_argument("--model-ms", type=float, default=50.0)
     args = parser.parse_args()
     store = Path(tempfile.mkdtemp(prefix="bench-cancel-"))
-    source = textwrap.dedent(MODEL.format(seconds=args.model_ms / 1000))
-    write_python_version(store, "slow", "v1", source=source)
+    write_python_version(store, "slow", "v1")
+    request = body(args.model_ms)
     port = free_port()
     apply_serve_env()
     # The router's shutdown waits this long for an outside load balancer (30 s
@@ -102,7 +99,7 @@ def main() -> None:
             while stats()["direct_requests"] == 0:
                 if time.monotonic() > deadline:
                     raise SystemExit("the router never used the direct channel")
-                client.post(url, json=BODY)
+                client.post(url, json=request)
                 time.sleep(0.2)
         before = stats()
         codes: Counter[int] = Counter()
@@ -112,7 +109,7 @@ def main() -> None:
         def load() -> None:
             with httpx.Client(timeout=30) as client:
                 while time.monotonic() < stop:
-                    status = client.post(url, json=BODY).status_code
+                    status = client.post(url, json=request).status_code
                     with lock:
                         codes[status] += 1
 

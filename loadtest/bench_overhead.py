@@ -188,25 +188,17 @@ def main() -> None:
     }
     print(f"raw onnxruntime: {raw.rps:.0f} runs/s, p50 {raw.p50_ms:.3f} ms", flush=True)
     chosen = targets(args.only or ())
-    rounds: list[dict[tuple[str, str, int], LoadResult]] = []
     if args.rounds:
         rounds = interleaved(chosen, payloads, args)
-        for key in rounds[0]:
-            name, payload, concurrency = key
-            by_rps = sorted((r[key] for r in rounds), key=lambda result: result.rps)
-            # A real round (the upper middle one of an even count), so that its
-            # p50 and p99 belong with its rate.
-            median = by_rps[len(by_rps) // 2]
-            results.setdefault((name, payload), {})[concurrency] = (median.rps, median)
     else:
-        for target in chosen:
-            with running(target, args.port):
-                for key, result in measure(target, args.port, payloads, args):
-                    name, payload, concurrency = key
-                    results.setdefault((name, payload), {})[concurrency] = (
-                        result.rps,
-                        result,
-                    )
+        rounds = [one_after_another(chosen, payloads, args)]
+    for key in rounds[0]:
+        name, payload, concurrency = key
+        by_rps = sorted((r[key] for r in rounds), key=lambda result: result.rps)
+        # A real round (the upper middle one of an even count), so that its
+        # p50 and p99 belong with its rate.
+        median = by_rps[len(by_rps) // 2]
+        results.setdefault((name, payload), {})[concurrency] = (median.rps, median)
     kserve = {c: rate for c, (rate, _) in results.get(("kserve", "json"), {}).items()}
     table = versus_table(
         ["server", "payload"],
@@ -216,7 +208,7 @@ def main() -> None:
         kserve,
         ratio_unit="x rps",
     )
-    if rounds:
+    if args.rounds:
         table += "\n\n" + rounds_table(rounds, args.concurrency)
     write_report("overhead.md", table)
 
@@ -242,6 +234,19 @@ def measure(
                 flush=True,
             )
             yield (target.name, payload, concurrency), result
+
+
+def one_after_another(
+    chosen: Sequence[Target],
+    payloads: dict[str, tuple[bytes, dict[str, str]]],
+    args: argparse.Namespace,
+) -> dict[tuple[str, str, int], LoadResult]:
+    """Each target started, measured and stopped in turn, on ``args.port``."""
+    found: dict[tuple[str, str, int], LoadResult] = {}
+    for target in chosen:
+        with running(target, args.port):
+            found.update(measure(target, args.port, payloads, args))
+    return found
 
 
 def interleaved(

@@ -394,13 +394,6 @@ def test_a_closing_replica_answers_its_running_call_and_sends_new_ones_away() ->
     asyncio.run(scenario())
 
 
-async def eventually(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        await asyncio.sleep(0.01)
-
-
 def test_a_call_its_caller_gives_up_on_is_cancelled_on_the_replica() -> None:
     stuck = Doubler(gated=True)
 
@@ -412,7 +405,7 @@ def test_a_call_its_caller_gives_up_on_is_cancelled_on_the_replica() -> None:
             # The router's deadline, or its client gone, cancels the call.
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(direct.infer(row(1)), 0.2)
-            await eventually(lambda: stuck.cancelled == 1)
+            await until(lambda: stuck.cancelled == 1)
             assert (a.calls, a.cancelled, a.in_flight) == (1, 1, 0)
             # The connection and the replica's one slot serve the next call.
             stuck.gate.set()
@@ -434,7 +427,7 @@ def test_a_replica_cancels_the_calls_of_a_connection_that_closed() -> None:
             writer.write(encode_frame(1, Kind.CALL, (row(1), None)))
             await asyncio.wait_for(stuck.entered.wait(), PATIENCE_S)
             writer.close()  # no answer could reach anyone now
-            await eventually(lambda: stuck.cancelled == 1 and a.in_flight == 0)
+            await until(lambda: stuck.cancelled == 1 and a.in_flight == 0)
 
     asyncio.run(scenario())
 
