@@ -8,6 +8,8 @@ anything wrong with what a client sent. One idea per module:
 - :mod:`.types`: the protocol-neutral request and response.
 - :mod:`.datatypes`: v2 datatypes, their numpy dtypes, and JSON tensor values.
 - :mod:`.bytes_codec`: the length-prefixed binary layout of BYTES tensors.
+- :mod:`.jsonio`: JSON bodies read and written by orjson, with the standard
+  library's meaning.
 - :mod:`.limits`: what a decoded input may be (rank, dimensions, decoded bytes),
   checked by every codec before numpy sees it.
 - :mod:`.v2`: the v2 REST codec with the binary tensor extension.
@@ -52,6 +54,7 @@ from rayfleet.platform.protocol.datatypes import (
     numpy_dtype,
     v2_datatype,
 )
+from rayfleet.platform.protocol.jsonio import dump_json, load_json
 from rayfleet.platform.protocol.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     INT64_MAX,
@@ -95,12 +98,14 @@ __all__ = [
     "decode_request",
     "decode_v1_request",
     "decoded_bytes",
+    "dump_json",
     "element_size",
     "encode_arrow_response",
     "encode_bytes",
     "encode_response",
     "encode_v1_response",
     "little_endian",
+    "load_json",
     "numpy_dtype",
     "parse_header_length",
     "read_arrow_stream",

@@ -18,7 +18,6 @@ bytes are valid UTF-8 and ``{"b64": ...}`` otherwise, so nothing is lost.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
@@ -31,6 +30,7 @@ from rayfleet.platform.protocol.datatypes import (
     element_size,
     v2_datatype,
 )
+from rayfleet.platform.protocol.jsonio import dump_json, load_json
 from rayfleet.platform.protocol.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     check_decoded_bytes,
@@ -59,7 +59,7 @@ def decode_v1_request(
             "input_names and input_dtypes must be non-empty and of equal length"
         )
     try:
-        document = json.loads(body)
+        document = load_json(body)
     except (ValueError, RecursionError) as e:
         raise InvalidInput(f"request body is not valid JSON: {e}") from e
     if not isinstance(document, dict):
@@ -120,9 +120,12 @@ def encode_v1_response(response: InferResponse) -> bytes:
         predictions = [
             {name: values[row] for name, values in rows.items()} for row in range(batch)
         ]
-    return json.dumps({"predictions": predictions}, separators=(",", ":")).encode(
-        "utf-8"
-    )
+    try:
+        return dump_json({"predictions": predictions})
+    except ValueError as e:
+        # Only text that is not UTF-8 (a lone surrogate) fails here; the rest
+        # came from arrays numpy already typed.
+        raise ModelError(f"output is not JSON-serializable: {e}") from e
 
 
 def _is_b64(value: object) -> bool:

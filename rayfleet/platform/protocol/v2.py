@@ -24,7 +24,6 @@ floats in JSON are written as ``NaN``/``Infinity``, which Python's and Triton's
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from rayfleet.platform.protocol.datatypes import (
     numpy_dtype,
     v2_datatype,
 )
+from rayfleet.platform.protocol.jsonio import dump_json, load_json
 from rayfleet.platform.protocol.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     check_decoded_bytes,
@@ -286,9 +286,7 @@ def encode_response(
         header["parameters"] = response.parameters
     header["outputs"] = outputs_json
     try:
-        header_bytes = json.dumps(
-            header, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        header_bytes = dump_json(header)
     except (TypeError, ValueError) as e:
         raise ModelError(f"response parameters are not JSON-serializable: {e}") from e
     any_binary = any(binary for _, binary in selection)
@@ -300,7 +298,7 @@ def encode_response(
 
 def _load_header(raw: memoryview) -> dict[str, Any]:
     try:
-        header = json.loads(bytes(raw))
+        header = load_json(raw)
     except (ValueError, RecursionError) as e:
         # JSONDecodeError and UnicodeDecodeError are ValueErrors; absurdly deep
         # nesting exhausts the parser's recursion instead.
