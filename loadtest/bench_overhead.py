@@ -61,6 +61,8 @@ from rayfleet.deployments.serve_env import SERVE_ENV
 __all__ = ["ROWS", "Target", "digits_payloads", "main", "running", "targets"]
 
 ROWS = 4
+# How the rounds tables name the targets they divide by.
+_TITLES = {"kserve": "KServe", "mlserver": "MLServer"}
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,9 @@ def main() -> None:
         ratio_unit="x rps",
     )
     if args.rounds:
-        table += "\n\n" + rounds_table(rounds, args.concurrency)
+        for baseline in ("kserve", "mlserver"):
+            if any(target.name == baseline for target in chosen):
+                table += "\n\n" + rounds_table(rounds, args.concurrency, baseline)
     write_report("overhead.md", table)
 
 
@@ -218,12 +222,13 @@ def measure(
     port: int,
     payloads: dict[str, tuple[bytes, dict[str, str]]],
     args: argparse.Namespace,
+    levels: Sequence[int],
 ) -> Iterator[tuple[tuple[str, str, int], LoadResult]]:
-    """Load ``target`` (up on ``port``) with each of its payloads at each
-    concurrency; yields ``(name, payload, c)`` and the result, printing each."""
+    """Load ``target`` (up on ``port``) with each of its payloads at each of
+    ``levels``; yields ``(name, payload, c)`` and the result, printing each."""
     for payload in target.payloads:
         body, headers = payloads[payload]
-        for concurrency in args.concurrency:
+        for concurrency in levels:
             result = infer_load(
                 port, body, headers, concurrency, args.duration, "digits"
             )
@@ -245,7 +250,7 @@ def one_after_another(
     found: dict[tuple[str, str, int], LoadResult] = {}
     for target in chosen:
         with running(target, args.port):
-            found.update(measure(target, args.port, payloads, args))
+            found.update(measure(target, args.port, payloads, args, args.concurrency))
     return found
 
 
@@ -255,7 +260,12 @@ def interleaved(
     args: argparse.Namespace,
 ) -> list[dict[tuple[str, str, int], LoadResult]]:
     """Every target up at once, measured in turns for ``args.rounds`` rounds;
-    one dict of results per round."""
+    one dict of results per round.
+
+    A round goes level by level, every target at one concurrency before the
+    next, so that the measurements a ratio pairs are seconds apart, not the
+    minute one target's whole sweep takes; the order of the targets rotates
+    from round to round."""
     on_ray = [target.name for target in chosen if target.ray]
     if len(on_ray) > 1:
         raise SystemExit(f"--rounds takes at most one target on Ray, not {on_ray}")
@@ -269,33 +279,39 @@ def interleaved(
             print(f"round {round_}", flush=True)
             shift = round_ % len(chosen)
             found: dict[tuple[str, str, int], LoadResult] = {}
-            for target in [*chosen[shift:], *chosen[:shift]]:
-                found.update(measure(target, ports[target.name], payloads, args))
+            for level in args.concurrency:
+                for target in [*chosen[shift:], *chosen[:shift]]:
+                    found.update(
+                        measure(target, ports[target.name], payloads, args, [level])
+                    )
             rounds.append(found)
     return rounds
 
 
 def rounds_table(
-    rounds: Sequence[dict[tuple[str, str, int], LoadResult]], levels: Sequence[int]
+    rounds: Sequence[dict[tuple[str, str, int], LoadResult]],
+    levels: Sequence[int],
+    baseline: str = "kserve",
 ) -> str:
-    """Each row's ratio to KServe (JSON) at each level: the median of the
-    rounds' ratios (a paired measure: in a round the targets run minutes apart
-    at most), then each round's."""
+    """Each row's ratio to ``baseline`` (JSON) at each level: the median of the
+    rounds' ratios (a paired measure: in a round the two run seconds apart),
+    then each round's."""
+    shown = _TITLES.get(baseline, baseline)
     header = [
         "server",
         "payload",
-        *(f"c={level} vs KServe (rounds)" for level in levels),
+        *(f"c={level} vs {shown} (rounds)" for level in levels),
     ]
     lines = [markdown_row(header), markdown_row(["---"] * len(header))]
     for name, payload, level in rounds[0]:
-        if level != levels[0] or name == "kserve":
+        if level != levels[0] or name == baseline:
             continue
         cells = [name, payload]
         for each in levels:
             ratios = [
-                r[(name, payload, each)].rps / r[("kserve", "json", each)].rps
+                r[(name, payload, each)].rps / r[(baseline, "json", each)].rps
                 for r in rounds
-                if ("kserve", "json", each) in r
+                if (baseline, "json", each) in r
             ]
             each_round = ", ".join(f"{ratio:.2f}" for ratio in ratios)
             median = statistics.median(ratios) if ratios else float("nan")

@@ -1,5 +1,6 @@
-"""The interleaved mode's ratio table: each round's ratio is taken against
-KServe in the same round, and the median of those is the number shown first."""
+"""The interleaved mode's ratio tables: each round's ratio is taken against the
+baseline (KServe, or MLServer) in the same round, and the median of those is the
+number shown first."""
 
 from __future__ import annotations
 
@@ -32,4 +33,25 @@ def test_ratios_pair_each_round_with_kserve_in_that_round() -> None:
         "| server | payload | c=8 vs KServe (rounds) |",
         "| --- | --- | --- |",
         "| rf | binary | **1.00x** (1.20, 0.95, 1.00) |",
+    ]
+
+
+def test_ratios_against_mlserver_leave_mlserver_out_and_keep_kserve_in() -> None:
+    rounds = [
+        {
+            ("kserve", "json", 32): result(32, 100.0),
+            ("mlserver", "json", 32): result(32, 80.0),
+            ("rf", "json", 32): result(32, 60.0),
+        },
+        {
+            ("kserve", "json", 32): result(32, 90.0),
+            ("mlserver", "json", 32): result(32, 100.0),
+            ("rf", "json", 32): result(32, 110.0),
+        },
+    ]
+    assert rounds_table(rounds, [32], "mlserver").splitlines() == [
+        "| server | payload | c=32 vs MLServer (rounds) |",
+        "| --- | --- | --- |",
+        "| kserve | json | **1.07x** (1.25, 0.90) |",
+        "| rf | json | **0.93x** (0.75, 1.10) |",
     ]
