@@ -286,6 +286,11 @@ def _exact_integers(
     name: str, data: object, datatype: str, dtype: np.dtype[Any]
 ) -> np.ndarray:
     leaves, shape = _flatten(name, data)
+    for leaf in leaves:
+        # An integer past 64 bits arrives as the float the JSON reader made of
+        # it (protocol.jsonio): out of range, rather than not an integer.
+        if type(leaf) is float and leaf.is_integer():
+            _check_range(name, leaf, leaf, datatype, dtype)
     # type() rather than isinstance() so that booleans are not taken as integers.
     if any(type(leaf) is not int for leaf in leaves):
         raise InvalidInput(f"input {name!r}: {datatype} data must be integers")
@@ -294,7 +299,7 @@ def _exact_integers(
 
 
 def _check_range(
-    name: str, low: int, high: int, datatype: str, dtype: np.dtype[Any]
+    name: str, low: float, high: float, datatype: str, dtype: np.dtype[Any]
 ) -> None:
     info = np.iinfo(dtype)
     if low < info.min or high > info.max:

@@ -120,12 +120,7 @@ def encode_v1_response(response: InferResponse) -> bytes:
         predictions = [
             {name: values[row] for name, values in rows.items()} for row in range(batch)
         ]
-    try:
-        return dump_json({"predictions": predictions})
-    except ValueError as e:
-        # Only text that is not UTF-8 (a lone surrogate) fails here; the rest
-        # came from arrays numpy already typed.
-        raise ModelError(f"output is not JSON-serializable: {e}") from e
+    return dump_json({"predictions": predictions})
 
 
 def _is_b64(value: object) -> bool:

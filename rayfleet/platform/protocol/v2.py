@@ -287,7 +287,7 @@ def encode_response(
     header["outputs"] = outputs_json
     try:
         header_bytes = dump_json(header)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise ModelError(f"response parameters are not JSON-serializable: {e}") from e
     any_binary = any(binary for _, binary in selection)
     return EncodedResponse(

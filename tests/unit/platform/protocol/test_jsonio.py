@@ -6,13 +6,15 @@ import dataclasses
 import enum
 import json
 import math
+import uuid
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayfleet.platform.protocol import dump_json, load_json
+from rayfleet.platform.errors import InvalidInput
+from rayfleet.platform.protocol import decode_request, dump_json, load_json
 
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
@@ -24,11 +26,15 @@ def _same(value: Any) -> str:
 
 
 def _floats_past_64_bits(value: Any) -> Any:
-    """``value`` with every integer past 64 bits as its nearest float."""
+    """``value`` with every integer past 64 bits, within a double's range, as
+    its nearest float."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and not _INT64_MIN <= value <= _UINT64_MAX:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            return value
     if isinstance(value, list):
         return [_floats_past_64_bits(item) for item in value]
     if isinstance(value, dict):
@@ -84,6 +90,19 @@ def test_an_integer_past_64_bits_reads_as_its_nearest_float() -> None:
     assert _same(load_json(b"[123456789012345678901234567890, -1]")) == (
         "[1.2345678901234568e+29, -1]"
     )
+    # Past a double's range, only the standard library reads it: exactly.
+    assert load_json(b"1" + b"0" * 400) == 10**400
+
+
+def test_an_integer_past_64_bits_is_out_of_range_for_an_integer_input() -> None:
+    body = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "UINT64", '
+    with pytest.raises(
+        InvalidInput, match=r"value 1\.8446744073709552e\+19 does not fit"
+    ):
+        decode_request(body + b'"data": [18446744073709551616]}]}', None)
+    assert decode_request(body + b'"data": [18446744073709551615]}]}', None).inputs[
+        "x"
+    ].tolist() == [_UINT64_MAX]
 
 
 def test_memoryviews_are_read_like_bytes() -> None:
@@ -119,8 +138,25 @@ def test_non_finite_floats_are_written_as_the_standard_library_writes_them() -> 
     )
 
 
-def test_text_is_written_as_utf8_not_escaped() -> None:
+def test_text_is_written_as_utf8_and_lone_surrogates_as_escapes() -> None:
     assert dump_json({"é": "ü"}) == '{"é":"ü"}'.encode()
+    # orjson refuses a lone surrogate; the standard library escapes it.
+    assert json.loads(dump_json(["\udcff", "é"])) == ["\udcff", "é"]
+
+
+@pytest.mark.parametrize("other", [1, None], ids=["orjson", "standard library"])
+def test_uuids_and_enums_are_written_as_their_values_on_both_paths(
+    other: object,
+) -> None:
+    class Stage(enum.Enum):
+        PROD = "prod"
+
+    run = uuid.UUID(int=1)
+    assert json.loads(dump_json({"run": run, "stage": Stage.PROD, "x": other})) == {
+        "run": str(run),
+        "stage": "prod",
+        "x": other,
+    }
 
 
 def test_values_the_standard_library_refuses_are_refused() -> None:
@@ -132,6 +168,11 @@ def test_values_the_standard_library_refuses_are_refused() -> None:
         dump_json({"point": Point(1)})
     with pytest.raises(TypeError):
         dump_json({"set": {1}})
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        dump_json(deep)
 
 
 def test_keys_and_subclasses_are_written_as_the_standard_library_writes_them() -> None:
