@@ -30,14 +30,6 @@ __all__ = ["DirectModelReplica", "ModelReplica"]
 logger = logging.getLogger("ray.serve")
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 class _ModelReplica:
     """Serves one version. Serve marks it healthy only once the constructor is
     done, and the constructor loads the model and runs it once per batch size, so
@@ -153,11 +145,11 @@ class _ModelReplica:
             # Routers send what arrives from now on to another replica; Serve
             # stopped listing this one to them before it called this.
             channel.stop_accepting()
-            if channel.busy and _on_event_loop():
+            if channel.busy and channel.on_its_loop():
                 # Serve does not count the calls running on the channel: they
                 # would be cut when the process stops, and run again elsewhere.
-                # (Collected with no loop running, at exit, a coroutine would
-                # never be awaited.)
+                # (Called off the channel's loop, by collection at exit, a
+                # coroutine would never be awaited.)
                 return self._drain(channel)
         self._close_tracing()
         return None

@@ -85,3 +85,33 @@ def test_an_idle_replica_has_nothing_to_drain(store: Path) -> None:
         assert channel.stopping
 
     asyncio.run(scenario())
+
+
+def test_a_replica_collected_off_its_channels_loop_returns_nothing_to_await(
+    store: Path,
+) -> None:
+    # Python may collect the replica on another thread's loop, at exit: a
+    # coroutine returned there would never be awaited, and its calls could not
+    # be waited for from that loop anyway.
+    async def scenario() -> None:
+        replica, channel = await started_replica(store)
+        direct = DirectChannel("m/v1", 4)
+        direct.update([Endpoint.from_address("r", channel.address())])
+        call = asyncio.create_task(
+            direct.infer({"x": np.array([[SLOW_X, 0.0]], dtype=np.float32)})
+        )
+        deadline = time.monotonic() + 5
+        while not channel.in_flight:
+            assert time.monotonic() < deadline, "the call never reached the replica"
+            await asyncio.sleep(0.01)
+
+        async def collect() -> object:
+            return replica.__del__()
+
+        assert await asyncio.to_thread(asyncio.run, collect()) is None
+        assert channel.stopping
+        # The running call still answers on the channel's own loop.
+        await asyncio.wait_for(call, 5)
+        direct.close()
+
+    asyncio.run(scenario())

@@ -82,6 +82,7 @@ class ChannelServer:
         self.cancelled = 0
         self.stopping = False
         self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.refused = 0
@@ -89,6 +90,7 @@ class ChannelServer:
 
     async def start(self) -> int:
         """Start listening; returns the port."""
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(self._serve, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -101,6 +103,14 @@ class ChannelServer:
     def busy(self) -> bool:
         """Whether a call is running or still writing its answer."""
         return bool(self._calls)
+
+    def on_its_loop(self) -> bool:
+        """Whether the caller runs on the event loop the server started on,
+        the only one where waiting for its calls can work."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def stop_accepting(self) -> None:
         """From now on, answer calls with GOING_AWAY so routers send them to

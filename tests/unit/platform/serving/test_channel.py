@@ -394,6 +394,20 @@ def test_a_closing_replica_answers_its_running_call_and_sends_new_ones_away() ->
     asyncio.run(scenario())
 
 
+def test_only_the_loop_a_server_started_on_counts_as_its_own() -> None:
+    async def scenario() -> None:
+        async with serving(Doubler()) as [server]:
+            assert server.on_its_loop()
+
+            async def elsewhere() -> bool:
+                return server.on_its_loop()
+
+            assert not await asyncio.to_thread(asyncio.run, elsewhere())
+            assert not await asyncio.to_thread(server.on_its_loop)
+
+    asyncio.run(scenario())
+
+
 def test_a_call_its_caller_gives_up_on_is_cancelled_on_the_replica() -> None:
     stuck = Doubler(gated=True)
 
