@@ -52,17 +52,26 @@ async def started_replica(store: Path) -> tuple[Any, ChannelServer]:
     return replica, channel
 
 
+async def running_call(
+    channel: ChannelServer, x: np.ndarray
+) -> tuple[DirectChannel, asyncio.Task[Any]]:
+    """A router's channel to the replica, and a call of ``x`` on it that the
+    replica is running."""
+    direct = DirectChannel("m/v1", 4)
+    direct.update([Endpoint.from_address("r", channel.address())])
+    call = asyncio.create_task(direct.infer({"x": x}))
+    deadline = time.monotonic() + 5
+    while not channel.in_flight:
+        assert time.monotonic() < deadline, "the call never reached the replica"
+        await asyncio.sleep(0.01)
+    return direct, call
+
+
 def test_a_stopping_replica_answers_its_running_call_first(store: Path) -> None:
     async def scenario() -> None:
         replica, channel = await started_replica(store)
-        direct = DirectChannel("m/v1", 4)
-        direct.update([Endpoint.from_address("r", channel.address())])
         x = np.array([[SLOW_X, 0.0]], dtype=np.float32)
-        call = asyncio.create_task(direct.infer({"x": x}))
-        deadline = time.monotonic() + 5
-        while not channel.in_flight:
-            assert time.monotonic() < deadline, "the call never reached the replica"
-            await asyncio.sleep(0.01)
+        direct, call = await running_call(channel, x)
         drain = replica.__del__()
         assert asyncio.iscoroutine(drain)
         assert not call.done()
@@ -95,15 +104,8 @@ def test_a_replica_collected_off_its_channels_loop_returns_nothing_to_await(
     # be waited for from that loop anyway.
     async def scenario() -> None:
         replica, channel = await started_replica(store)
-        direct = DirectChannel("m/v1", 4)
-        direct.update([Endpoint.from_address("r", channel.address())])
-        call = asyncio.create_task(
-            direct.infer({"x": np.array([[SLOW_X, 0.0]], dtype=np.float32)})
-        )
-        deadline = time.monotonic() + 5
-        while not channel.in_flight:
-            assert time.monotonic() < deadline, "the call never reached the replica"
-            await asyncio.sleep(0.01)
+        x = np.array([[SLOW_X, 0.0]], dtype=np.float32)
+        direct, call = await running_call(channel, x)
 
         async def collect() -> object:
             return replica.__del__()
