@@ -76,11 +76,12 @@ def dump_json(value: Any) -> bytes:
     try:
         text = orjson.dumps(value, option=_DUMP_OPTIONS)
     except orjson.JSONEncodeError:
-        text = b"null"
-    if b"null" not in text:
-        return text
-    # null is either a None, a string holding it, or a non-finite float that
-    # orjson wrote as null: only the standard library tells them apart. Its
-    # ASCII escapes also carry the lone surrogates orjson refuses (the
+        pass  # the standard library writes it, or raises its own error
+    else:
+        # null is either a None, a string holding it, or a non-finite float
+        # that orjson wrote as null: only the standard library tells them apart.
+        if b"null" not in text:
+            return text
+    # Its ASCII escapes also carry the lone surrogates orjson refuses (the
     # standard library's own default).
     return json.dumps(value, separators=(",", ":"), default=_as_orjson_writes).encode()
