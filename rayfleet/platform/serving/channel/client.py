@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from rayfleet.platform.errors import ModelError, RayfleetError, ServiceUnavailable
+from rayfleet.platform.serving.channel.grouping import FrameSender
 from rayfleet.platform.serving.channel.wire import (
     MAGIC,
     NONCE_BYTES,
@@ -139,6 +140,8 @@ class _Connection:
     ) -> None:
         self._reader = reader
         self._writer = writer
+        # Calls made in one turn of the loop leave as one write.
+        self._sender = FrameSender(writer)
         self._pending: dict[int, asyncio.Future[tuple[Kind, Any]]] = {}
         self._next_id = 0
         self.closed = False
@@ -188,8 +191,8 @@ class _Connection:
         )
         self._pending[request_id] = reply
         try:
-            self._writer.write(encode_frame(request_id, Kind.CALL, (inputs, trace)))
-            await self._writer.drain()
+            self._sender.send(encode_frame(request_id, Kind.CALL, (inputs, trace)))
+            await self._sender.drain()
             kind, body = await reply
         except OSError as error:  # ConnectionError, and a timeout of the socket's
             raise ChannelClosed(f"{type(error).__name__}: {error}") from error
@@ -215,8 +218,9 @@ class _Connection:
 
     def _send_cancel(self, request_id: int) -> None:
         # On a connection that is going, the replica cancels what it runs.
-        if not self.closed and not self._writer.is_closing():
-            self._writer.write(encode_frame(request_id, Kind.CANCEL, None))
+        # The sender keeps it behind its call, which may not have left yet.
+        if not self.closed and not self._sender.closing:
+            self._sender.send(encode_frame(request_id, Kind.CANCEL, None))
 
     async def _read_replies(self) -> None:
         reason = "closed by the router"

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rayfleet.platform.errors import ModelError, RayfleetError
+from rayfleet.platform.serving.channel.grouping import FrameSender
 from rayfleet.platform.serving.channel.wire import (
     MAGIC,
     NONCE_BYTES,
@@ -137,6 +138,8 @@ class ChannelServer:
             writer.close()
             return
         self._writers.add(writer)
+        # The answers of one batch finish in one turn and leave as one write.
+        sender = FrameSender(writer)
         # This connection's calls still running, by request id (ids are the
         # router's, unique on one connection).
         running: dict[int, asyncio.Task[None]] = {}
@@ -148,7 +151,7 @@ class ChannelServer:
                     failure = ModelError(
                         f"the replica could not read the call: {error}"
                     )
-                    writer.write(encode_frame(error.request_id, Kind.ERROR, failure))
+                    sender.send(encode_frame(error.request_id, Kind.ERROR, failure))
                     continue
                 if kind is Kind.CANCEL:
                     self._cancel(running.get(request_id))
@@ -158,9 +161,9 @@ class ChannelServer:
                         f"a replica takes only calls and cancels, not {kind.name}"
                     )
                 if self.stopping:
-                    writer.write(encode_frame(request_id, Kind.GOING_AWAY, None))
+                    sender.send(encode_frame(request_id, Kind.GOING_AWAY, None))
                     continue
-                task = asyncio.create_task(self._call(request_id, body, writer))
+                task = asyncio.create_task(self._call(request_id, body, sender))
                 self._calls.add(task)
                 running[request_id] = task
                 task.add_done_callback(self._calls.discard)
@@ -223,9 +226,7 @@ class ChannelServer:
                 self.refused,
             )
 
-    async def _call(
-        self, request_id: int, body: Any, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _call(self, request_id: int, body: Any, sender: FrameSender) -> None:
         self.in_flight += 1
         self.calls += 1
         try:
@@ -249,9 +250,12 @@ class ChannelServer:
             frame = encode_frame(request_id, Kind.ERROR, failure)
         finally:
             self.in_flight -= 1
-        if writer.is_closing():
+        if sender.closing:
             return
-        writer.write(frame)
+        sender.send(frame)
+        # The call ends once its answer is written: a server closing after
+        # its last call must not drop that answer unsent.
+        await sender.written()
         # A router that went away resends elsewhere what it still wants.
         with contextlib.suppress(ConnectionError):
-            await writer.drain()
+            await sender.drain()
