@@ -5,12 +5,14 @@ starts the target from one tree, loads it at every concurrency, stops it, then
 does the same from the other tree (the order flips every round, so neither
 always runs first). Prints each measurement, then the median requests/s of
 each tree, the ratio new / old per round, and the router process's CPU time
-per request (the less noisy number when both trees are CPU bound).
+per request (the less noisy number when both trees are CPU bound), and with
+``--placement replica`` the version replica's too.
 
     git worktree add /tmp/rf_old <commit>
     .venv/bin/python -m loadtest.ab_trees --old /tmp/rf_old [--new .] \
-        [--model image] [--placement router] [--payload binary] \
-        [--max-batch-size 16] [-c 8 32] [--rounds 4] [--duration 6]
+        [--model image] [--placement router] [--transport handle] \
+        [--payload binary] [--max-batch-size 16] [-c 8 32] [--rounds 4] \
+        [--duration 6]
 
 Each tree serves from its own code (``loadtest.targets`` run with that tree as
 its working directory and ``PYTHONPATH``), on this tree's benchmark store and
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--new", type=Path, default=ROOT, help="the changed tree")
     parser.add_argument("--model", choices=["digits", "image"], default="image")
     parser.add_argument("--placement", choices=["replica", "router"], default="router")
+    parser.add_argument("--transport", choices=["handle", "direct"], default="handle")
     parser.add_argument("--payload", choices=["json", "binary"], default="binary")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[8, 32])
@@ -119,39 +122,49 @@ def main() -> None:
         args.placement,
         "--max-batch-size",
         str(args.max_batch_size),
+        "--transport",
+        args.transport,
     ]
     rps: dict[tuple[str, int], list[float]] = {}
     cpu_ms: dict[tuple[str, int], list[float]] = {}
+    replica_ms: dict[tuple[str, int], list[float]] = {}
     for round_ in range(args.rounds):
         order = ["old", "new"] if round_ % 2 == 0 else ["new", "old"]
         for name in order:
             port = free_port()
             with tree_target(trees[name], port, args.model, options) as router:
+                replicas = [
+                    psutil.Process(pid) for pid in actor_pids(f"bench:{args.model}:")
+                ]
                 # Warm: the first requests of a process are slow.
                 infer_load(port, body, headers, 8, 2.0, args.model)
                 for concurrency in args.concurrency:
                     before = cpu_seconds(router)
+                    before_replicas = sum(map(cpu_seconds, replicas))
                     result: LoadResult = infer_load(
                         port, body, headers, concurrency, args.duration, args.model
                     )
-                    per_request = (cpu_seconds(router) - before) / max(
-                        result.requests, 1
-                    )
-                    rps.setdefault((name, concurrency), []).append(result.rps)
-                    cpu_ms.setdefault((name, concurrency), []).append(
-                        per_request * 1000
-                    )
+                    requests = max(result.requests, 1)
+                    per_request = (cpu_seconds(router) - before) / requests
+                    replica_per_request = (
+                        sum(map(cpu_seconds, replicas)) - before_replicas
+                    ) / requests
+                    key = (name, concurrency)
+                    rps.setdefault(key, []).append(result.rps)
+                    cpu_ms.setdefault(key, []).append(per_request * 1000)
+                    replica_ms.setdefault(key, []).append(replica_per_request * 1000)
                     print(
                         f"round {round_} {name} c={concurrency}: {result.rps:.0f} "
                         f"requests/s, p50 {result.p50_ms:.1f} ms, router CPU "
-                        f"{per_request * 1000:.2f} ms/request",
+                        f"{per_request * 1000:.2f} ms/request, replica CPU "
+                        f"{replica_per_request * 1000:.2f} ms/request",
                         flush=True,
                     )
     print(
         "| c | old req/s | new req/s | new / old | per round "
-        "| router CPU ms/request, old / new |"
+        "| router CPU ms/request, old / new | replica CPU ms/request, old / new |"
     )
-    print("|---:|---:|---:|---:|---|---|")
+    print("|---:|---:|---:|---:|---|---|---|")
     for concurrency in args.concurrency:
         old, new = rps[("old", concurrency)], rps[("new", concurrency)]
         rounds = ", ".join(f"{b / a:.2f}" for a, b in zip(old, new, strict=True))
@@ -160,7 +173,9 @@ def main() -> None:
             f"{statistics.median(new):.0f} | "
             f"{statistics.median(new) / statistics.median(old):.2f}x | {rounds} | "
             f"{statistics.median(cpu_ms[('old', concurrency)]):.2f} / "
-            f"{statistics.median(cpu_ms[('new', concurrency)]):.2f} |"
+            f"{statistics.median(cpu_ms[('new', concurrency)]):.2f} | "
+            f"{statistics.median(replica_ms[('old', concurrency)]):.2f} / "
+            f"{statistics.median(replica_ms[('new', concurrency)]):.2f} |"
         )
 
 
