@@ -81,7 +81,10 @@ class FrameSender:
             raise ValueError("max_frames and max_bytes must be >= 1")
         self._writer = writer
         self._queued: list[bytes] = []
-        # Done once the queued frames are handed to the writer.
+        # A frame left in this turn of the loop: the next ones queue.
+        self._turn_open = False
+        # Made for the first caller that waits on the queued frames; done once
+        # they are handed to the writer.
         self._flushed: asyncio.Future[None] | None = None
         # Frames handed to the writer, and the writes that carried them.
         self.frames = 0
@@ -96,16 +99,15 @@ class FrameSender:
         """Write ``frame`` now if it is the first of this turn, else queue it
         for the turn's group; dropped if the connection is closing by then (the
         peer resends, or its caller hears of the close)."""
-        if self._flushed is not None:
+        if self._turn_open:
             self._queued.append(frame)
             return
         # The first of the turn goes now. Holding it back for company costs the
         # peer its head start: in a closed loop the two ends then take turns
         # instead of working at once (loadtest/RESULTS.md, "Grouped sends").
         if self.max_frames > 1:
-            loop = asyncio.get_running_loop()
-            self._flushed = loop.create_future()
-            loop.call_soon(self._flush)
+            self._turn_open = True
+            asyncio.get_running_loop().call_soon(self._flush)
         if not self._writer.is_closing():
             self._writer.write(frame)
             self.writes += 1
@@ -120,12 +122,16 @@ class FrameSender:
         """Wait until the frames sent so far are handed to the connection: one
         whose sender returns from here is on its way even if the connection is
         closed right after."""
-        if self._queued and self._flushed is not None:
-            # Shielded: a caller cancelled here must not cancel the group's
-            # flush for the others.
-            await asyncio.shield(self._flushed)
+        if not self._queued:
+            return
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+        # Shielded: a caller cancelled here must not cancel the group's flush
+        # for the others.
+        await asyncio.shield(self._flushed)
 
     def _flush(self) -> None:
+        self._turn_open = False
         queued, self._queued = self._queued, []
         flushed, self._flushed = self._flushed, None
         if flushed is not None:
