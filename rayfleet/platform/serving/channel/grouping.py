@@ -104,7 +104,8 @@ class FrameSender:
             return
         # The first of the turn goes now. Holding it back for company costs the
         # peer its head start: in a closed loop the two ends then take turns
-        # instead of working at once (loadtest/RESULTS.md, "Grouped sends").
+        # instead of working at once (loadtest/RESULTS.md, "Grouped sends on
+        # the direct channel").
         if self.max_frames > 1:
             self._turn_open = True
             asyncio.get_running_loop().call_soon(self._flush)

@@ -22,6 +22,7 @@ from rayfleet.platform.serving.channel import ChannelServer, DirectChannel, Endp
 from rayfleet.platform.serving.channel.grouping import FrameSender, cut_groups
 from rayfleet.platform.serving.channel.wire import Kind, encode_frame, read_frame
 from rayfleet.platform.serving.service import ReplicaResult
+from tests.unit.platform.serving.test_channel import settle
 
 HOST = "127.0.0.1"
 PATIENCE_S = 2.0
@@ -95,13 +96,6 @@ async def connected(
         peer.close()
         server.close()
         await settle()
-
-
-async def settle() -> None:
-    """Let closing transports run their callbacks before the loop goes away."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
 
 
 def numbered(count: int, size: int = 10) -> list[bytes]:
