@@ -89,6 +89,16 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def replica_column(
+    replica_ms: dict[tuple[str, int], list[float]], concurrency: int
+) -> str:
+    """Median replica CPU, old / new; "-" when the version runs in the router."""
+    old, new = replica_ms[("old", concurrency)], replica_ms[("new", concurrency)]
+    if not any(old) and not any(new):
+        return "-"
+    return f"{statistics.median(old):.2f} / {statistics.median(new):.2f}"
+
+
 def request(model: str, payload: str) -> tuple[bytes, dict[str, str]]:
     """One v2 request body for ``model``: an image, or 4 digits rows."""
     if model == "image":
@@ -174,8 +184,7 @@ def main() -> None:
             f"{statistics.median(new) / statistics.median(old):.2f}x | {rounds} | "
             f"{statistics.median(cpu_ms[('old', concurrency)]):.2f} / "
             f"{statistics.median(cpu_ms[('new', concurrency)]):.2f} | "
-            f"{statistics.median(replica_ms[('old', concurrency)]):.2f} / "
-            f"{statistics.median(replica_ms[('new', concurrency)]):.2f} |"
+            f"{replica_column(replica_ms, concurrency)} |"
         )
 
 

@@ -90,7 +90,6 @@ async def _router(settings: dict[str, Any]) -> None:
     direct.update([Endpoint.from_address("replica", address)])
     x = np.random.default_rng(0).random((settings["rows"], 64), dtype=np.float32)
     calls = 0
-    warm_calls = 0
 
     async def caller(until: float) -> None:
         nonlocal calls
@@ -103,14 +102,15 @@ async def _router(settings: dict[str, Any]) -> None:
 
     # Warm: the connection opens and both processes reach their steady state.
     await asyncio.gather(*(caller(time.monotonic() + 0.5) for _ in range(concurrency)))
-    warm_calls, calls = calls, 0
+    calls = 0
+    # The bench reads the replica's CPU from here.
+    print("MEASURING", flush=True)
     cpu = time.process_time()
     started = time.monotonic()
     await asyncio.gather(*(caller(started + duration_s) for _ in range(concurrency)))
     elapsed = time.monotonic() - started
     cpu_s = time.process_time() - cpu
-    report = {"calls": calls, "all_calls": warm_calls + calls}
-    print(json.dumps({**report, "elapsed": elapsed, "cpu": cpu_s}), flush=True)
+    print(json.dumps({"calls": calls, "elapsed": elapsed, "cpu": cpu_s}), flush=True)
     direct.close()
 
 
@@ -128,6 +128,7 @@ def measure(mode: str, concurrency: int, args: argparse.Namespace) -> Measuremen
     """One replica process and one router process with ``mode``'s grouping."""
     max_frames = MODES[mode]
     replica = _spawn("--serve", max_frames=max_frames)
+    processes = [replica]
     try:
         assert replica.stdout is not None
         settings = {
@@ -138,21 +139,32 @@ def measure(mode: str, concurrency: int, args: argparse.Namespace) -> Measuremen
             "jitter_ms": args.jitter_ms,
         }
         router = _spawn("--call", json.dumps(settings), max_frames=max_frames)
+        processes.append(router)
+        assert router.stdout is not None
         replica_process = psutil.Process(replica.pid)
-        # From here the replica only serves this router's calls, warm-up
-        # included, so its CPU is divided by all of them.
+        if router.stdout.readline().strip() != "MEASURING":
+            raise RuntimeError(f"the {mode} router failed before measuring")
         before = replica_process.cpu_times()
         out, _ = router.communicate(timeout=args.duration + 60)
         after = replica_process.cpu_times()
+        if router.returncode != 0 or not out.strip():
+            raise RuntimeError(f"the {mode} router failed (exit {router.returncode})")
         report = json.loads(out.strip().splitlines()[-1])
-    finally:
         replica.communicate(timeout=10)
+    finally:
+        # A hung or failed run leaves no process behind.
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    # Both CPU figures cover the measured window (the replica's also the
+    # router's final report and exit, a few milliseconds).
     replica_cpu = (after.user + after.system) - (before.user + before.system)
     calls = max(report["calls"], 1)
     return Measurement(
         calls_per_s=report["calls"] / report["elapsed"],
         router_cpu_us=report["cpu"] / calls * 1e6,
-        replica_cpu_us=replica_cpu / max(report["all_calls"], 1) * 1e6,
+        replica_cpu_us=replica_cpu / calls * 1e6,
     )
 
 

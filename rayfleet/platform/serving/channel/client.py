@@ -139,8 +139,7 @@ class _Connection:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._reader = reader
-        self._writer = writer
-        # Calls made in one turn of the loop leave as one write.
+        # Calls made in one turn of the loop leave together (grouping module).
         self._sender = FrameSender(writer)
         self._pending: dict[int, asyncio.Future[tuple[Kind, Any]]] = {}
         self._next_id = 0
@@ -245,7 +244,7 @@ class _Connection:
                     reply.set_exception(
                         ChannelClosed(f"the replica went away: {reason}")
                     )
-            self._writer.close()
+            self._sender.close()
 
     def close(self) -> None:
         self._reading.cancel()

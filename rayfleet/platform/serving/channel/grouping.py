@@ -1,14 +1,15 @@
 """Grouped sends: the frames one end of the channel sends in one turn of its
-event loop leave in two writes or a few, not one each.
+event loop leave in two writes, not one each.
 
 The first frame of a turn leaves at once, so a lone request waits for nothing
 and the peer can start on it; the frames sent after it in the same turn leave
-together when the loop comes round. So requests that reach the router together
-go to a replica together, and the answers of one batch come back together: a
-group costs one system call on the sending side and one wake-up and read on
-the other, where each frame cost one of each. The replica's reader takes the
-group's calls off its buffer in one turn, so they queue for its batcher
-together and run as one batch.
+together, in one write, when the loop comes round. So requests that reach the
+router together go to a replica in two writes, and the answers of one batch
+come back the same way: a group costs one system call on the sending side and
+one wake-up and read on the other, where each frame cost one of each. The
+replica's reader takes a group's calls off its buffer in one turn, so they
+queue for its batcher together and run as one batch (on an idle replica the
+first frame, which arrived ahead of them, may already be running alone).
 
 Frames keep their order and stay whole, one after another on the wire: the
 peer reads them one by one, so a member that fails (a body that does not
@@ -63,8 +64,8 @@ class FrameSender:
     is written there and then, and those after it in the same turn at the
     start of the next, a group per write (with ``max_frames`` 1, each frame at
     once, as without grouping). Callers that want backpressure await
-    :meth:`drain` after sending, as they would after a write; :meth:`written`
-    waits for the write itself.
+    :meth:`drain` after sending, as they would after a write. Close the
+    connection with :meth:`close`, which writes what is still queued first.
     """
 
     def __init__(
@@ -83,9 +84,6 @@ class FrameSender:
         self._queued: list[bytes] = []
         # A frame left in this turn of the loop: the next ones queue.
         self._turn_open = False
-        # Made for the first caller that waits on the queued frames; done once
-        # they are handed to the writer.
-        self._flushed: asyncio.Future[None] | None = None
         # Frames handed to the writer, and the writes that carried them.
         self.frames = 0
         self.writes = 0
@@ -107,39 +105,36 @@ class FrameSender:
         # instead of working at once (loadtest/RESULTS.md, "Grouped sends on
         # the direct channel").
         if self.max_frames > 1:
+            asyncio.get_running_loop().call_soon(self.flush)
             self._turn_open = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        if not self._writer.is_closing():
-            self._writer.write(frame)
-            self.writes += 1
-            self.frames += 1
+        self._write([frame])
 
     async def drain(self) -> None:
         """Wait while the connection holds more unsent bytes than its
-        high-water mark: backpressure, as the stream writer's ``drain``."""
+        high-water mark: backpressure, as the stream writer's ``drain``.
+        Frames still queued here for the turn's group do not count yet."""
         await self._writer.drain()
 
-    async def written(self) -> None:
-        """Wait until the frames sent so far are handed to the connection: one
-        whose sender returns from here is on its way even if the connection is
-        closed right after."""
-        if not self._queued:
-            return
-        if self._flushed is None:
-            self._flushed = asyncio.get_running_loop().create_future()
-        # Shielded: a caller cancelled here must not cancel the group's flush
-        # for the others.
-        await asyncio.shield(self._flushed)
-
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the frames queued in this turn now, a group per write; the
+        next frame sent opens a new turn. Runs by itself when the loop comes
+        round."""
         self._turn_open = False
         queued, self._queued = self._queued, []
-        flushed, self._flushed = self._flushed, None
-        if flushed is not None:
-            flushed.set_result(None)
-        if not queued or self._writer.is_closing():
-            return
         for group in cut_groups(queued, self.max_frames, self.max_bytes):
-            self._writer.writelines(group)
-            self.writes += 1
-        self.frames += len(queued)
+            self._write(group)
+
+    def close(self) -> None:
+        """Write what is queued, then close the connection: a frame sent
+        before closing is not lost to the turn it waited for."""
+        self.flush()
+        self._writer.close()
+
+    def _write(self, group: list[bytes]) -> None:
+        # Checked for every group: a write that fails closes the transport,
+        # and the groups after it must not refill its buffer.
+        if self._writer.is_closing():
+            return
+        self._writer.writelines(group)
+        self.writes += 1
+        self.frames += len(group)

@@ -85,7 +85,7 @@ class ChannelServer:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._calls: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._senders: set[FrameSender] = set()
         self.refused = 0
         self._refused_warned_at = -REFUSED_WARN_EVERY_S
 
@@ -105,6 +105,11 @@ class ChannelServer:
         """Whether a call is running or still writing its answer."""
         return bool(self._calls)
 
+    @property
+    def connections(self) -> int:
+        """Router connections open now (past the handshake)."""
+        return len(self._senders)
+
     def on_its_loop(self) -> bool:
         """Whether the caller runs on the event loop the server started on,
         the only one where waiting for its calls can work."""
@@ -120,6 +125,10 @@ class ChannelServer:
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        # Answers of calls already ended may wait for the loop's next turn: the
+        # process may not see it.
+        for sender in self._senders:
+            sender.flush()
 
     async def close(self, timeout_s: float | None) -> None:
         """Stop accepting, wait up to ``timeout_s`` (``None``: as long as they
@@ -127,8 +136,8 @@ class ChannelServer:
         self.stop_accepting()
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=timeout_s)
-        for writer in list(self._writers):
-            writer.close()
+        for sender in list(self._senders):
+            sender.close()
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -137,9 +146,9 @@ class ChannelServer:
             self._refuse()
             writer.close()
             return
-        self._writers.add(writer)
-        # The answers of one batch finish in one turn and leave as one write.
+        # The answers of one batch finish in one turn and leave together.
         sender = FrameSender(writer)
+        self._senders.add(sender)
         # This connection's calls still running, by request id (ids are the
         # router's, unique on one connection).
         running: dict[int, asyncio.Task[None]] = {}
@@ -173,8 +182,8 @@ class ChannelServer:
         except ProtocolError as error:
             logger.warning("direct channel: closing a connection: %s", error)
         finally:
-            self._writers.discard(writer)
-            writer.close()
+            self._senders.discard(sender)
+            sender.close()
             # Their answers could only go back on this connection; the router
             # resends elsewhere what it still wants.
             for task in list(running.values()):
@@ -253,9 +262,6 @@ class ChannelServer:
         if sender.closing:
             return
         sender.send(frame)
-        # The call ends once its answer is written: a server closing after
-        # its last call must not drop that answer unsent.
-        await sender.written()
         # A router that went away resends elsewhere what it still wants.
         with contextlib.suppress(ConnectionError):
             await sender.drain()

@@ -539,11 +539,11 @@ def test_a_replica_removed_by_update_finishes_its_call_first() -> None:
             assert [doubled(result) for result in results] == list(range(10))
             assert (a.calls, b.calls) == (1, 10)
             # The connection to A stays up for the call still on it...
-            assert len(a._writers) == 1
+            assert a.connections == 1
             slow.gate.set()
             assert doubled(await asyncio.wait_for(call, PATIENCE_S)) == 3
             # ... and closes once it is answered.
-            await until(lambda: not a._writers)
+            await until(lambda: a.connections == 0)
 
     asyncio.run(scenario())
 
