@@ -38,6 +38,7 @@ from loadtest.common import (
     OUT,
     ROOT,
     actor_pids,
+    cpu_seconds,
     ensure_digits_store,
     ensure_image_model,
     free_port,
@@ -82,11 +83,6 @@ def tree_target(
     finally:
         stop_session(process)
         log.close()
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def replica_column(

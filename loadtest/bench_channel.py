@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from loadtest.common import markdown_table, write_report
+from loadtest.common import cpu_seconds, markdown_table, write_report
 from rayfleet.platform.serving.batcher import DynamicBatcher
 from rayfleet.platform.serving.channel import (
     ChannelServer,
@@ -144,9 +144,9 @@ def measure(mode: str, concurrency: int, args: argparse.Namespace) -> Measuremen
         replica_process = psutil.Process(replica.pid)
         if router.stdout.readline().strip() != "MEASURING":
             raise RuntimeError(f"the {mode} router failed before measuring")
-        before = replica_process.cpu_times()
+        before = cpu_seconds(replica_process)
         out, _ = router.communicate(timeout=args.duration + 60)
-        after = replica_process.cpu_times()
+        after = cpu_seconds(replica_process)
         if router.returncode != 0 or not out.strip():
             raise RuntimeError(f"the {mode} router failed (exit {router.returncode})")
         report = json.loads(out.strip().splitlines()[-1])
@@ -159,7 +159,7 @@ def measure(mode: str, concurrency: int, args: argparse.Namespace) -> Measuremen
                 process.wait()
     # Both CPU figures cover the measured window (the replica's also the
     # router's final report and exit, a few milliseconds).
-    replica_cpu = (after.user + after.system) - (before.user + before.system)
+    replica_cpu = after - before
     calls = max(report["calls"], 1)
     return Measurement(
         calls_per_s=report["calls"] / report["elapsed"],

@@ -44,6 +44,7 @@ from loadtest.common import (
     OUT,
     STORE,
     actor_pids,
+    cpu_seconds,
     ensure_digits_store,
     free_port,
     http_in_thread,
@@ -136,8 +137,7 @@ def _cpu_s(app: str) -> dict[str, float]:
         total = 0.0
         for pid in actor_pids(f"ServeReplica:{app}:{role}"):
             with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                total += times.user + times.system
+                total += cpu_seconds(psutil.Process(pid))
         spent[role] = total
     return spent
 

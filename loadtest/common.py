@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import psutil
+
     from loadtest.loadgen import LoadResult
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ROOT",
     "STORE",
     "actor_pids",
+    "cpu_seconds",
     "ensure_digits_store",
     "ensure_image_model",
     "ensure_kserve",
@@ -85,6 +88,12 @@ def actor_pids(class_name: str) -> list[int]:
         if words[0].startswith("ray::") and class_name in words[0]:
             pids.append(process.pid)
     return sorted(pids)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User and system CPU seconds ``process`` has used so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def ensure_image_model() -> None:

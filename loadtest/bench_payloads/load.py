@@ -24,6 +24,7 @@ import grpc
 import psutil
 
 from loadtest.bench_payloads.profile import FORMATS, MODEL_INFER
+from loadtest.common import cpu_seconds
 from loadtest.loadgen import LoadResult, run_load
 
 __all__ = ["load_main", "run_grpc_load"]
@@ -65,8 +66,7 @@ def _cpu_seconds(router_pid: int, server_pid: int) -> tuple[float, float]:
 
     def used(process: psutil.Process) -> float:
         with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            return float(times.user + times.system)
+            return cpu_seconds(process)
         return 0.0
 
     root = psutil.Process(server_pid)
