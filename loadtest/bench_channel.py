@@ -210,7 +210,9 @@ def main() -> None:
     for concurrency in args.concurrency:
 
         def median(mode: str, field: str, c: int = concurrency) -> float:
-            return statistics.median(getattr(m, field) for m in results[(mode, c)])
+            return float(
+                statistics.median(getattr(m, field) for m in results[(mode, c)])
+            )
 
         g_rps, u_rps = (
             median("grouped", "calls_per_s"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -19,11 +18,11 @@ from hypothesis import strategies as st
 
 from rayfleet.platform.errors import InvalidInput
 from rayfleet.platform.serving.batcher import DynamicBatcher
-from rayfleet.platform.serving.channel import ChannelServer, DirectChannel, Endpoint
+from rayfleet.platform.serving.channel import ChannelServer
 from rayfleet.platform.serving.channel.grouping import FrameSender, cut_groups
 from rayfleet.platform.serving.channel.wire import Kind, encode_frame, read_frame
 from rayfleet.platform.serving.service import ReplicaResult
-from tests.unit.platform.serving.test_channel import settle
+from tests.unit.platform.serving.test_channel import channel, endpoint, settle
 
 HOST = "127.0.0.1"
 PATIENCE_S = 2.0
@@ -242,18 +241,16 @@ async def grouped_calls(
     """``count`` calls made in one turn over a fresh channel to ``model``."""
     server = ChannelServer(model, HOST)
     await server.start()
-    direct = DirectChannel("m/v", max_ongoing=count, rng=random.Random(3))
-    direct.update([Endpoint.from_address("A", server.address())])
     try:
-        return await asyncio.gather(
-            *(
-                direct.infer({"x": np.full((1, 2), i, dtype=np.float32)})
-                for i in range(count)
-            ),
-            return_exceptions=True,
-        )
+        async with channel([endpoint("A", server)], max_ongoing=count) as direct:
+            return await asyncio.gather(
+                *(
+                    direct.infer({"x": np.full((1, 2), i, dtype=np.float32)})
+                    for i in range(count)
+                ),
+                return_exceptions=True,
+            )
     finally:
-        direct.close()
         model.batcher.close()
         await server.close(0)
         await settle()
