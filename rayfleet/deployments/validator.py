@@ -223,7 +223,11 @@ class Validator:
         self._unsent = []
         while True:
             try:
-                ready = await self.health.versions_ready(self.spec)
+                ready = (
+                    await self.health.versions_ready(self.spec)
+                    if self.core.awaiting_canary()
+                    else {}
+                )
                 self.send_events(self.core.tick(time.time(), ready))
             except Exception:  # the loop must outlive any one bad evaluation
                 logger.exception("rollout evaluation failed; retrying")

@@ -87,6 +87,29 @@ def weights(core: ValidatorCore) -> dict[str, float]:
     return dict(core.plans()["digits"].weights)
 
 
+def test_awaiting_canary_only_while_a_rollout_waits_for_its_canary() -> None:
+    # The Validator asks Serve which versions are ready only while this holds.
+    core = ValidatorCore(platform(), APP, MemoryStateStore(), {}, now=T0)
+    assert core.rollouts["digits"].phase is Phase.PENDING
+    assert core.awaiting_canary()
+    core.tick(T0 + 10, READY)
+    assert not core.awaiting_canary()
+    serve(core, T0 + 10, 10)
+    core.tick(T0 + 20, READY)
+    serve(core, T0 + 20, 10)
+    # v2 promoted, v3's rollout started: it waits for v3.
+    assert moves(core.tick(T0 + 30, READY))[-1][:2] == ("rollout_started", "v3")
+    assert core.awaiting_canary()
+
+    no_rollout = PlatformSpec(
+        store="memory://unused",
+        observations=OBSERVATIONS,
+        models=(ModelSpec(name="iris", versions=(VersionSpec(name="v1"),)),),
+    )
+    idle = ValidatorCore(no_rollout, APP, MemoryStateStore(), {}, now=T0)
+    assert not idle.awaiting_canary()
+
+
 def test_canaries_roll_out_one_at_a_time_in_declared_order() -> None:
     store = MemoryStateStore()
     core = ValidatorCore(platform(), APP, store, {}, now=T0)
