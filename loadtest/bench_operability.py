@@ -16,7 +16,8 @@ Variants: ``off`` (the defaults: request log and tracing off), ``request log
 a sink in this process, which reads and drops what it gets), and ``validation
 off`` (no observations and no Validator: ``off`` observes every request, as
 shipped, so validation on against off is the inverse of its ratio). Prints a markdown
-table of the median ratio and its range per variant, and the CPU time the
+table of the median ratio, the interval that holds it at 90% (from five rounds;
+loadtest/rounds.py) and its range per variant, and the CPU time the
 variant's router and Validator processes spent per request (median over rounds;
 CPU time, unlike requests/s, barely moves with a busy neighbour), and writes it to
 loadtest/out/operability.md.
@@ -52,6 +53,7 @@ from loadtest.common import (
     write_report,
 )
 from loadtest.loadgen import LoadResult, run_load_subprocess
+from loadtest.rounds import ratio_cell
 from loadtest.targets import bench_args
 
 __all__ = ["VARIANTS", "main"]
@@ -182,7 +184,7 @@ def _table(names: list[str], rounds: list[dict[str, _Run]], c: int) -> str:
                 name,
                 f"{statistics.median(r.load.rps for r in runs):.0f}",
                 f"{statistics.median(r.load.p50_ms for r in runs):.2f}",
-                f"{statistics.median(ratios):.2f}x",
+                ratio_cell(ratios),
                 f"{min(ratios):.2f}-{max(ratios):.2f}",
                 *(
                     f"{statistics.median(r.cpu_us[role] for r in runs):.0f}"
@@ -195,7 +197,7 @@ def _table(names: list[str], rounds: list[dict[str, _Run]], c: int) -> str:
         "variant",
         f"c={c} rps (median)",
         "p50 ms (median)",
-        f"vs {base} (median)",
+        f"vs {base}: median [90% interval]",
         "range over rounds",
         *(f"{role} CPU us/request" for role in ROLES),
         "errors",

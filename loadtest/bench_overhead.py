@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from loadtest.loadgen import (
     raw_onnxruntime,
     v2_request,
 )
+from loadtest.rounds import ratio_cell
 from loadtest.servers import Server, serving, target_command
 from rayfleet.deployments.serve_env import SERVE_ENV
 
@@ -295,7 +295,8 @@ def rounds_table(
 ) -> str:
     """Each row's ratio to ``baseline`` (JSON) at each level: the median of the
     rounds' ratios (a paired measure: in a round the two run seconds apart),
-    then each round's."""
+    from five rounds the interval that holds it at 90%
+    (:func:`loadtest.rounds.median_interval`), then each round's."""
     shown = _TITLES.get(baseline, baseline)
     header = [
         "server",
@@ -314,8 +315,7 @@ def rounds_table(
                 if (baseline, "json", each) in r
             ]
             each_round = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-            median = statistics.median(ratios) if ratios else float("nan")
-            cells.append(f"**{median:.2f}x** ({each_round})")
+            cells.append(f"{ratio_cell(ratios)} ({each_round})")
         lines.append(markdown_row(cells))
     return "\n".join(lines)
 

@@ -55,3 +55,15 @@ def test_ratios_against_mlserver_leave_mlserver_out_and_keep_kserve_in() -> None
         "| kserve | json | **1.07x** (1.25, 0.90) |",
         "| rf | json | **0.93x** (0.75, 1.10) |",
     ]
+
+
+def test_from_five_rounds_the_median_carries_its_interval() -> None:
+    rates = [100.0, 125.0, 80.0, 95.0, 110.0, 70.0, 90.0, 105.0]
+    rounds = [
+        {("kserve", "json", 8): result(8, 100.0), ("rf", "json", 8): result(8, rate)}
+        for rate in rates
+    ]
+    assert rounds_table(rounds, [8]).splitlines()[-1] == (
+        "| rf | json | **0.97x** [0.80, 1.10] "
+        "(1.00, 1.25, 0.80, 0.95, 1.10, 0.70, 0.90, 1.05) |"
+    )
