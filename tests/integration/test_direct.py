@@ -89,9 +89,14 @@ def url(serve_url: str, args: dict[str, Any]) -> Iterator[str]:
 
 
 def replica_stats(model: str) -> list[dict[str, Any]]:
-    """Every replica's ``stats()``, asked through Serve's handle."""
+    """Every live replica's ``stats()``, asked through Serve's handle.
+
+    A replica killed by an earlier test can still be on the handle's list for a
+    moment; its answer is an ActorDiedError, left out like the replica itself.
+    """
     handle = serve.get_deployment_handle(f"{model}:v1", APP)
-    return list(handle.broadcast("stats").results(timeout_s=30))
+    answers = handle.broadcast("stats").results(timeout_s=30, return_exceptions=True)
+    return [answer for answer in answers if isinstance(answer, dict)]
 
 
 def direct_requests(model: str) -> list[int]:
