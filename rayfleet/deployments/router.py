@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -39,10 +40,9 @@ from rayfleet.platform.constants import (
     CHANNEL_DISCOVER_TIMEOUT_S,
     DROPS_LOG_EVERY_S,
     FLUSH_CHECK_S,
-    INGEST_TIMEOUT_S,
-    PLAN_POLL_TIMEOUT_S,
     REPLICA_CALL_ATTEMPTS,
     ROUTER_READY_CACHE_S,
+    SYNC_TIMEOUT_S,
 )
 from rayfleet.platform.errors import RayfleetError, ServiceUnavailable
 from rayfleet.platform.events_log import EventLog
@@ -252,10 +252,10 @@ class ValidatorLink:
     """The router's side of the Validator: observations and the request counters
     of versions placed in the router out, plans in.
 
-    Both loops tolerate a Validator that is slow, restarting or gone: a failed
-    flush counts its observations as dropped, a failed poll keeps the last plan
-    (fail static), and neither ever touches a client's request. The request log's
-    counters ride with the observations, and alone when they changed.
+    The loop tolerates a Validator that is slow, restarting or gone: a failed
+    call counts its observations as dropped and keeps the last plan (fail
+    static), and never touches a client's request. The request log's counters
+    ride with the observations, and alone when they changed.
     """
 
     def __init__(
@@ -275,19 +275,33 @@ class ValidatorLink:
         self.request_log = request_log
         self._log_counts_sent: dict[str, Any] | None = None
         self.observations = service.spec.observations
-        self.plans_received = 0
         self.background = BackgroundTasks(f"router {router_id}")
         self.drops = DropReport(EventLog(logger), router_id, DROPS_LOG_EVERY_S)
 
-    async def flush_loop(self) -> None:
-        """Send what was observed every ``flush_every_s``, or sooner when
-        ``flush_max`` shadow-pair rows wait."""
-        every = self.observations.flush_every_s
+    async def sync_loop(self) -> None:
+        """Send what was observed and fetch the traffic plans, in one call.
+
+        A call goes every ``flush_every_s`` when there is something to send,
+        sooner when ``flush_max`` shadow-pair rows wait, and at least every
+        ``plan_poll_s`` for the plans (the first at once: a router that starts
+        mid-rollout must not serve the spec's split for long). One call rather
+        than a flush and a poll: each is a Serve handle call on the event loop
+        that serves the requests.
+        """
+        spec = self.observations
+        last_flush = time.monotonic()
+        last_plans = -math.inf
         while True:
-            waited = 0.0
-            while waited < every and len(self.observed) < self.observations.flush_max:
-                await asyncio.sleep(min(FLUSH_CHECK_S, every))
-                waited += min(FLUSH_CHECK_S, every)
+            await asyncio.sleep(FLUSH_CHECK_S)
+            now = time.monotonic()
+            plans_due = now - last_plans >= spec.plan_poll_s
+            if (
+                not plans_due
+                and now - last_flush < spec.flush_every_s
+                and len(self.observed) < spec.flush_max
+            ):
+                continue
+            last_flush = now
             self.drops.update(self.observed.dropped)
             summary = self.observed.take()
             log_counts = (
@@ -295,34 +309,28 @@ class ValidatorLink:
                 if self.request_log is None
                 else self.request_log.counts().to_dict()
             )
-            if not summary.versions and log_counts == self._log_counts_sent:
+            if (
+                not plans_due
+                and not summary.versions
+                and log_counts == self._log_counts_sent
+            ):
                 continue
+            last_plans = now
             try:
-                await asyncio.wait_for(
-                    self.validator.ingest.remote(
+                plans = await asyncio.wait_for(
+                    self.validator.sync.remote(
                         summary, self.router_id, self.observed.dropped, log_counts
                     ),
-                    timeout=INGEST_TIMEOUT_S,
+                    timeout=SYNC_TIMEOUT_S,
                 )
-            except Exception as error:  # any failure: count the loss, carry on
+            except Exception as error:  # count the loss, keep the last plan
                 self.observed.lose(summary)
                 # The loss itself reaches the log as the rate-limited
-                # observations_dropped line; one warning per failed flush would
-                # repeat it twice a second while the Validator is down.
+                # observations_dropped line; one warning per failed call would
+                # repeat it every second while the Validator is down.
                 logger.debug("observations lost (%d): %r", summary.observations, error)
             else:
                 self._log_counts_sent = log_counts
-
-    async def poll_loop(self) -> None:
-        """Fetch the traffic plans every ``plan_poll_s``; keep the last on failure."""
-        while True:
-            try:
-                plans = await asyncio.wait_for(
-                    self.validator.plans.remote(), timeout=PLAN_POLL_TIMEOUT_S
-                )
-            except Exception as error:  # fail static: the last plan stays in force
-                logger.debug("plan poll failed: %r", error)
-            else:
                 self.service.update_plans(
                     {
                         model: TrafficPlan(
@@ -334,8 +342,6 @@ class ValidatorLink:
                         for model, plan in plans.items()
                     }
                 )
-                self.plans_received += 1
-            await asyncio.sleep(self.observations.plan_poll_s)
 
     async def _ask_validator(
         self, method: str, path: str, query: bytes, headers: Headers, body: bytes
@@ -353,8 +359,7 @@ class ValidatorLink:
     @contextlib.asynccontextmanager
     async def running(self, app: Starlette) -> AsyncIterator[None]:
         """The router app's lifespan: the loops run while it serves."""
-        self.background.start("observation flush", self.flush_loop)
-        self.background.start("plan poll", self.poll_loop)
+        self.background.start("observations and plans", self.sync_loop)
         node_id = ray.get_runtime_context().get_node_id()
         self.background.start(
             "replica reports",

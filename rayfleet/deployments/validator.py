@@ -162,17 +162,18 @@ class Validator:
                 job.status = "passed" if report.passed else "failed"
             job.finished_at = time.time()
 
-    async def ingest(
+    async def sync(
         self,
         summary: ObservationSummary,
         router: str,
         dropped: int,
         request_log: dict[str, Any] | None = None,
-    ) -> int:
-        """Take what a router observed since its last flush, and its request
-        log's counts when it keeps one."""
+    ) -> dict[str, dict[str, Any]]:
+        """Take what a router observed since its last call, and its request
+        log's counts when it keeps one; answer with every model's traffic plan."""
         self._ensure_loop()
-        return self.core.ingest(summary, router, dropped, request_log)
+        self.core.ingest(summary, router, dropped, request_log)
+        return {model: plan.to_dict() for model, plan in self.core.plans().items()}
 
     async def replica_report(self, reports: list[dict[str, Any]]) -> None:
         """Take the request counters of one replica (a model or router replica)."""
@@ -187,11 +188,6 @@ class Validator:
         self.core.report_pools(
             [PoolReport.from_dict(report) for report in reports], time.time()
         )
-
-    async def plans(self) -> dict[str, dict[str, Any]]:
-        """Every model's traffic plan, as routers poll it."""
-        self._ensure_loop()
-        return {model: plan.to_dict() for model, plan in self.core.plans().items()}
 
     async def http(
         self,

@@ -16,14 +16,13 @@ __all__ = [
     "DEFAULT_VALIDATION_WINDOW_S",
     "DROPS_LOG_EVERY_S",
     "FLUSH_CHECK_S",
-    "INGEST_TIMEOUT_S",
     "PACKAGE_VERSION",
-    "PLAN_POLL_TIMEOUT_S",
     "REPLICA_REPORT_TIMEOUT_S",
     "ROUTER_READY_CACHE_S",
     "ROUTER_TARGET_ONGOING_REQUESTS",
     "SHUTDOWN_SLACK_S",
     "SHUTDOWN_WAIT_LOOP_S",
+    "SYNC_TIMEOUT_S",
     "UNBATCHED_CONCURRENCY",
     "VALIDATOR_READY_CACHE_S",
 ]
@@ -36,21 +35,20 @@ PACKAGE_VERSION: str = metadata.version("rayfleet")
 # Nothing a client waits on crosses these calls, so each is bounded only to keep a
 # hung Validator from stalling the loop that makes it; the loop carries on.
 
-# How often a router's flush loop looks at its buffer between flushes: fine enough
+# How often a router's sync loop looks at its buffer between calls: fine enough
 # that a full buffer leaves within a twentieth of a second, coarse enough to cost
 # nothing while idle.
 FLUSH_CHECK_S = 0.05
-# One flush of observations: a Validator that takes longer is restarting or
-# overloaded, and the flush is counted as dropped rather than piling up behind it.
-INGEST_TIMEOUT_S = 5.0
+# One call that sends observations and brings the plans back: a Validator that
+# takes longer is restarting or overloaded, so the observations are counted as
+# dropped rather than piling up behind it, and the router keeps its last plan
+# (fail static) until the next call.
+SYNC_TIMEOUT_S = 5.0
 # A router writes at most one line about dropped observations per this many
 # seconds: a Validator down for an hour makes every request drop one, and the log
 # needs to say when and how many, not each. rayfleet_observations_dropped_total
 # counts every one.
 DROPS_LOG_EVERY_S = 30.0
-# One plan poll: the router keeps its last plan on failure (fail static), so a
-# short bound only decides how soon the next poll is tried.
-PLAN_POLL_TIMEOUT_S = 2.0
 # One replica's counters: they are running totals, so a late report is superseded
 # by the next one and need not be waited for longer than the usual report period.
 REPLICA_REPORT_TIMEOUT_S = 5.0

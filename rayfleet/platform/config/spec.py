@@ -526,8 +526,9 @@ class ObservationSpec(Spec):
     ``buffer_size`` (those past it count as unpaired in the agreement figures),
     and a router flushes as soon as ``flush_max`` of them wait. A flush the
     Validator does not take is dropped and counted.
-    Routers ask for the traffic plan every
-    ``plan_poll_s`` and keep the last one when the Validator does not answer.
+    The Validator answers each flush with the traffic plans; a router with
+    nothing to send still asks for them every ``plan_poll_s``, and keeps the
+    last ones when the Validator does not answer.
     Every replica, of a version or of the router, sends its request counters every
     ``replica_report_s`` (``rayfleet_replica_requests`` in ``/metrics``). A page
     the router forwards to the Validator (``/metrics``, ``/-/...``) answers 503
@@ -545,7 +546,9 @@ class ObservationSpec(Spec):
     # the router's time each); input drift needs only a sample (500 rows a bucket).
     sample_rate: float = Field(default=0.25, ge=0, le=1)
     buffer_size: PositiveInt = 20_000
-    flush_every_s: PositiveFloat = 0.5
+    # Each flush is a Serve handle call on the router's event loop; a rollout
+    # reads what it carries in 10 s buckets, so once a second is soon enough.
+    flush_every_s: PositiveFloat = 1.0
     flush_max: PositiveInt = 1000
     plan_poll_s: PositiveFloat = 1.0
     replica_report_s: PositiveFloat = 5.0

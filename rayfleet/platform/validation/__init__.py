@@ -52,6 +52,7 @@ from rayfleet.platform.validation.jobs import Job, JobQueue, ValidationRequest
 from rayfleet.platform.validation.kolmogorov import kolmogorov_sf, ks_2samp, smirnov_sf
 from rayfleet.platform.validation.observation import (
     Observation,
+    ObservationColumns,
     ObservationRow,
     batch_predictions,
     summarize_batch,
@@ -90,6 +91,7 @@ __all__ = [
     "JobQueue",
     "LatencySketch",
     "Observation",
+    "ObservationColumns",
     "ObservationRow",
     "OfflineGates",
     "OfflineReport",

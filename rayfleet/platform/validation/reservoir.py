@@ -11,8 +11,10 @@ Vitter's algorithm R, is uniform too but does not merge exactly.)
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+import numpy as np
 
 __all__ = ["Reservoir"]
 
@@ -57,6 +59,36 @@ class Reservoir(Generic[T]):
         """Offer one item with its priority in [0, 1)."""
         self.seen += 1
         self._offer(-priority, item)
+
+    def add_many(self, priorities: np.ndarray, item: Callable[[int], T]) -> None:
+        """Offer ``len(priorities)`` items at once: item ``i`` has priority
+        ``priorities[i]`` and is built by ``item(i)``, only if the sample keeps it.
+
+        The sample :meth:`add` would hold after offering them one by one: only
+        the ``capacity`` smallest priorities below the current threshold can
+        stay, so at most that many are built and offered.
+        """
+        self.seen += len(priorities)
+        candidates = np.flatnonzero(priorities < self.threshold)
+        if len(candidates) > self.capacity:
+            smallest = np.argpartition(priorities[candidates], self.capacity - 1)
+            candidates = candidates[smallest[: self.capacity]]
+        if not candidates.size:
+            return
+        first = self._counter + 1
+        self._counter += len(candidates)
+        heap = self._heap + [
+            (-priority, first + n, item(index))
+            for n, (index, priority) in enumerate(
+                zip(candidates.tolist(), priorities[candidates].tolist(), strict=True)
+            )
+        ]
+        if len(heap) > self.capacity:
+            # Largest negated priority first: the smallest priorities stay.
+            heap.sort(reverse=True)
+            del heap[self.capacity :]
+        heapq.heapify(heap)
+        self._heap = heap
 
     def merge(self, other: Reservoir[T]) -> None:
         """Make this the sample of both streams (``other`` is unchanged)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
+import numpy as np
 from ddsketch import LogCollapsingLowestDenseDDSketch
 from ddsketch.store import CollapsingLowestDenseStore
 
@@ -53,6 +54,31 @@ class _Sketch(LogCollapsingLowestDenseDDSketch):
         if self._count:
             self._min = float(state["min"])
             self._max = float(state["max"])
+
+    def add_values(self, values: np.ndarray) -> None:
+        """Add each of ``values`` (float64, finite, not negative) as :meth:`add`
+        would, with the keys computed in one numpy pass.
+
+        numpy's logarithm may differ from ``math.log`` in the last bit, which
+        moves a value lying on a bin's edge into its neighbour: still within the
+        relative accuracy, and :meth:`rank_bounds` allows for it.
+        """
+        mapping = self._mapping
+        positive = values[values > mapping.min_possible]
+        if positive.size:
+            keys = np.ceil(np.log2(positive) * mapping._multiplier) + mapping._offset
+            unique, counts = np.unique(keys.astype(np.int64), return_counts=True)
+            store, _ = self.stores()
+            # The lowest and highest key first, as in _restore_store: the dense
+            # store then grows once.
+            order = [0, len(unique) - 1, *range(1, len(unique) - 1)]
+            for index in order[: len(unique)]:
+                store.add(int(unique[index]), float(counts[index]))
+        self._zero_count += values.size - positive.size
+        self._count += values.size
+        self._sum += float(values.sum())
+        self._min = min(self._min, float(values.min()))
+        self._max = max(self._max, float(values.max()))
 
     def rank_bounds(self, rank: int) -> tuple[float, float]:
         """Bounds on the ``rank``-th smallest value added (1-based).
@@ -154,6 +180,15 @@ class LatencySketch:
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"a latency must be finite and >= 0: {value}")
         self._sketch.add(value)
+
+    def add_many(self, values: np.ndarray) -> None:
+        """Add every value of a float64 array; each must be finite and not
+        negative. The sketch :meth:`add` would make, in a few numpy passes."""
+        if values.size == 0:
+            return
+        if not (np.isfinite(values).all() and (values >= 0).all()):
+            raise ValueError("latencies must be finite and >= 0")
+        self._sketch.add_values(values)
 
     def merge(self, other: LatencySketch) -> None:
         """Add every value of ``other`` to this sketch (``other`` is unchanged)."""

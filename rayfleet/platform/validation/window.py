@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rayfleet.platform.validation._json import json_float
-from rayfleet.platform.validation.observation import Observation
+from rayfleet.platform.validation.observation import Observation, ObservationColumns
 from rayfleet.platform.validation.reservoir import Reservoir
 from rayfleet.platform.validation.sketch import LatencySketch
 
@@ -172,10 +173,72 @@ class VersionStats:
         else:
             self.other_classes += 1
 
-    def add_many(self, observations: Iterable[Observation]) -> None:
-        """Account for each of ``observations``."""
-        for observation in observations:
-            self.add(observation)
+    def add_many(self, observations: Sequence[Observation]) -> None:
+        """Account for each of ``observations``: :meth:`add_columns` of them."""
+        self.add_columns(ObservationColumns.of(observations))
+
+    def add_columns(self, columns: ObservationColumns) -> None:
+        """Account for every observation of ``columns`` at once.
+
+        What :meth:`add` row by row would give: the same counts, histograms and
+        sample sizes (the sample's rows are drawn afresh), sketches within their
+        accuracy, and a confidence sum rounded differently. Routers fold a
+        flush's worth of requests so, for a tenth of the CPU.
+        """
+        count = len(columns)
+        if not count:
+            return
+        status = columns.status
+        self.requests += count
+        for code, times in zip(*np.unique(status, return_counts=True), strict=True):
+            self.statuses[int(code)] = self.statuses.get(int(code), 0) + int(times)
+        self.errors += int(np.count_nonzero(status >= 500))
+        self.client_errors += int(np.count_nonzero((status >= 400) & (status < 500)))
+        self.shadow_requests += int(np.count_nonzero(columns.shadow))
+        answered = status < 400
+        _add_latencies(self.latency, columns.latency_ms[answered])
+        _add_latencies(self.model_latency, columns.model_ms[answered])
+        first, last = float(columns.ts.min()), float(columns.ts.max())
+        self.first_ts = first if self.first_ts is None else min(self.first_ts, first)
+        self.last_ts = last if self.last_ts is None else max(self.last_ts, last)
+        # One priority a request, as add() draws, shared by its two samples.
+        draw = self._rng.random
+        priorities = np.array([draw() for _ in range(count)])
+        self._add_predictions(columns.prediction, priorities)
+        confidence = columns.confidence[np.isfinite(columns.confidence)]
+        if confidence.size:
+            bins = (np.clip(confidence, 0.0, 1.0) * CONFIDENCE_BINS).astype(np.int64)
+            counts = np.bincount(
+                np.minimum(bins, CONFIDENCE_BINS - 1), minlength=CONFIDENCE_BINS
+            )
+            self.confidence_bins = [
+                a + int(b) for a, b in zip(self.confidence_bins, counts, strict=True)
+            ]
+            self.confidence_sum += float(confidence.sum())
+        rows = [i for i, row in enumerate(columns.features) if row is not None]
+        if rows:
+            features = columns.features
+            self.features.add_many(
+                priorities[rows],
+                lambda i: np.asarray(features[rows[i]], dtype=np.float32),
+            )
+
+    def _add_predictions(self, predictions: np.ndarray, priorities: np.ndarray) -> None:
+        finite = np.isfinite(predictions)
+        values, priorities = predictions[finite], priorities[finite]
+        if not values.size:
+            return
+        self.predictions.add_many(priorities, values.tolist().__getitem__)
+        whole = values == np.floor(values)
+        self.fractional_predictions += int(np.count_nonzero(~whole))
+        # Counted in order of first appearance, so the classes past max_classes
+        # are the ones add() would turn away; Python ints, as add() keeps them,
+        # since a whole float may not fit in 64 bits.
+        for label, times in Counter(int(v) for v in values[whole].tolist()).items():
+            if label in self.classes or len(self.classes) < self.max_classes:
+                self.classes[label] = self.classes.get(label, 0) + times
+            else:
+                self.other_classes += times
 
     def merge(self, other: VersionStats) -> None:
         """Add everything ``other`` holds to this (``other`` is unchanged)."""
@@ -282,6 +345,11 @@ def _add_latency(sketch: LatencySketch, value: float) -> None:
         sketch.add(value)
 
 
+def _add_latencies(sketch: LatencySketch, values: np.ndarray) -> None:
+    # As _add_latency, for a whole column.
+    sketch.add_many(values[np.isfinite(values) & (values >= 0)])
+
+
 @dataclass(frozen=True)
 class BucketPoint:
     """One time bucket of a dashboard series; latencies ``None`` when empty."""
@@ -385,10 +453,31 @@ class WindowedStats:
             self._evict()
         self._bucket(index).add(observation)
 
-    def add_many(self, observations: Iterable[Observation]) -> None:
-        """Account for each of ``observations``."""
-        for observation in observations:
-            self.add(observation)
+    def add_many(self, observations: Sequence[Observation]) -> None:
+        """Account for each of ``observations``: :meth:`add_columns` of them."""
+        self.add_columns(ObservationColumns.of(observations))
+
+    def add_columns(self, columns: ObservationColumns) -> None:
+        """Account for every observation of ``columns`` in its time bucket, as
+        :meth:`add` would in their order: the same ones dropped late, each
+        bucket's statistics as :meth:`VersionStats.add_columns` gives them."""
+        if not len(columns):
+            return
+        indices = np.floor(columns.ts / self.bucket_s).astype(np.int64)
+        # The newest bucket seen before each row, against which it is late.
+        start = indices[0] if self._newest is None else self._newest
+        before = np.maximum.accumulate(np.concatenate(([start], indices)))[:-1]
+        late = indices <= before - self.max_buckets
+        self.dropped_late += int(np.count_nonzero(late))
+        advanced = self._newest is None or int(indices.max()) > self._newest
+        self._newest = max(int(before[-1]), int(indices[-1]))
+        # Rows of buckets that the newest pushes out of the horizon would be
+        # added, then evicted: leave them out.
+        keep = ~late & (indices > self._newest - self.max_buckets)
+        for index in np.unique(indices[keep]).tolist():
+            self._bucket(index).add_columns(columns.where(keep & (indices == index)))
+        if advanced:
+            self._evict()
 
     def _evict(self) -> None:
         assert self._newest is not None
