@@ -286,62 +286,70 @@ class ValidatorLink:
         ``plan_poll_s`` for the plans (the first at once: a router that starts
         mid-rollout must not serve the spec's split for long). One call rather
         than a flush and a poll: each is a Serve handle call on the event loop
-        that serves the requests.
+        that serves the requests. A round that fails in the router (a summary
+        that will not fold, a plan that will not parse) is logged and the loop
+        goes on: it carries both the observations and the plans.
         """
-        spec = self.observations
         last_flush = time.monotonic()
         last_plans = -math.inf
         while True:
             await asyncio.sleep(FLUSH_CHECK_S)
             now = time.monotonic()
-            plans_due = now - last_plans >= spec.plan_poll_s
+            plans_due = now - last_plans >= self.observations.plan_poll_s
             if (
                 not plans_due
-                and now - last_flush < spec.flush_every_s
-                and len(self.observed) < spec.flush_max
+                and now - last_flush < self.observations.flush_every_s
+                and len(self.observed) < self.observations.flush_max
             ):
                 continue
             last_flush = now
-            self.drops.update(self.observed.dropped)
-            summary = self.observed.take()
-            log_counts = (
-                None
-                if self.request_log is None
-                else self.request_log.counts().to_dict()
-            )
-            if (
-                not plans_due
-                and not summary.versions
-                and log_counts == self._log_counts_sent
-            ):
-                continue
-            last_plans = now
             try:
-                plans = await asyncio.wait_for(
-                    self.validator.sync.remote(
-                        summary, self.router_id, self.observed.dropped, log_counts
-                    ),
-                    timeout=SYNC_TIMEOUT_S,
+                if await self._sync(plans_due):
+                    last_plans = now
+            except Exception:  # the loop must outlive any one round
+                logger.exception("a round of observations and plans failed")
+                last_plans = now
+
+    async def _sync(self, plans_due: bool) -> bool:
+        """One round: send the summary, apply the plans. Whether a call was made."""
+        self.drops.update(self.observed.dropped)
+        summary = self.observed.take()
+        log_counts = (
+            None if self.request_log is None else self.request_log.counts().to_dict()
+        )
+        if (
+            not plans_due
+            and not summary.versions
+            and log_counts == self._log_counts_sent
+        ):
+            return False
+        try:
+            reply = await asyncio.wait_for(
+                self.validator.sync.remote(
+                    summary, self.router_id, self.observed.dropped, log_counts
+                ),
+                timeout=SYNC_TIMEOUT_S,
+            )
+        except Exception as error:  # count the loss, keep the last plan
+            self.observed.lose(summary)
+            # The loss itself reaches the log as the rate-limited
+            # observations_dropped line; one warning per failed call would
+            # repeat it every second while the Validator is down.
+            logger.debug("observations lost (%d): %r", summary.observations, error)
+            return True
+        if reply["ingested"]:
+            self._log_counts_sent = log_counts
+        else:
+            self.observed.lose(summary)
+        self.service.update_plans(
+            {
+                model: TrafficPlan(
+                    model, plan["weights"], plan["shadow"], plan["shadow_percent"]
                 )
-            except Exception as error:  # count the loss, keep the last plan
-                self.observed.lose(summary)
-                # The loss itself reaches the log as the rate-limited
-                # observations_dropped line; one warning per failed call would
-                # repeat it every second while the Validator is down.
-                logger.debug("observations lost (%d): %r", summary.observations, error)
-            else:
-                self._log_counts_sent = log_counts
-                self.service.update_plans(
-                    {
-                        model: TrafficPlan(
-                            model,
-                            plan["weights"],
-                            plan["shadow"],
-                            plan["shadow_percent"],
-                        )
-                        for model, plan in plans.items()
-                    }
-                )
+                for model, plan in reply["plans"].items()
+            }
+        )
+        return True
 
     async def _ask_validator(
         self, method: str, path: str, query: bytes, headers: Headers, body: bytes

@@ -85,7 +85,7 @@ class Validator:
         store = ModelStore(self.spec.store)
         # The store is synchronous, and on S3 each state save or history append is
         # a PUT: made on this replica's event loop, one slow write would stall the
-        # routers' plan polls, observation ingest and every page. One thread makes
+        # routers' calls and every page. One thread makes
         # them instead, in the order the core asks.
         self.writer = BackgroundWriter(store, log=logger)
         self.core = ValidatorCore(
@@ -168,12 +168,24 @@ class Validator:
         router: str,
         dropped: int,
         request_log: dict[str, Any] | None = None,
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, Any]:
         """Take what a router observed since its last call, and its request
-        log's counts when it keeps one; answer with every model's traffic plan."""
+        log's counts when it keeps one; answer with every model's traffic plan
+        (``plans``) and whether the observations were taken (``ingested``).
+
+        A summary that will not merge is logged and refused, never the plans:
+        a router must keep following the rollout whatever it sends.
+        """
         self._ensure_loop()
-        self.core.ingest(summary, router, dropped, request_log)
-        return {model: plan.to_dict() for model, plan in self.core.plans().items()}
+        try:
+            self.core.ingest(summary, router, dropped, request_log)
+        except Exception:
+            logger.exception("observations from router %s refused", router)
+            ingested = False
+        else:
+            ingested = True
+        plans = {model: plan.to_dict() for model, plan in self.core.plans().items()}
+        return {"plans": plans, "ingested": ingested}
 
     async def replica_report(self, reports: list[dict[str, Any]]) -> None:
         """Take the request counters of one replica (a model or router replica)."""

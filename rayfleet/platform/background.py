@@ -1,6 +1,6 @@
 """Long-running loops beside request handling: started once, watched, cancelled.
 
-Routers flush observations and poll plans, replicas report their counters, the
+Routers send observations and fetch plans, replicas report their counters, the
 Validator evaluates rollouts and runs validation jobs: each is a coroutine that
 should run as long as its owner does. :class:`BackgroundTasks` starts each under
 a name at most once at a time (a loop that ended is started again on the next

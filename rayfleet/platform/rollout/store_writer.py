@@ -2,8 +2,8 @@
 
 The store is synchronous (a pyarrow filesystem): on S3 each state save and each
 history append is an HTTP PUT. The Validator runs the controller on its replica's
-event loop, the loop that also answers routers' plan polls, takes their
-observations and serves the pages, so a slow PUT made there stalls all of them.
+event loop, the loop that also answers the routers' calls (their observations
+in, the plans out) and serves the pages, so a slow PUT made there stalls all of them.
 :class:`BackgroundWriter` takes each write, copies it, and applies it later on one
 daemon thread, in the order the writes were submitted. Nothing reads the state
 back while the controller runs: its memory stays the truth, and the store only

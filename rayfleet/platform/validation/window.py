@@ -159,8 +159,11 @@ class VersionStats:
             self.confidence_bins[min(index, CONFIDENCE_BINS - 1)] += 1
             self.confidence_sum += confidence
         # Only rows the sample keeps are worth converting to an array.
-        if obs.features is not None and priority < self.features.threshold:
-            self.features.add(priority, np.asarray(obs.features, dtype=np.float32))
+        if obs.features is not None:
+            if priority < self.features.threshold:
+                self.features.add(priority, np.asarray(obs.features, dtype=np.float32))
+            else:
+                self.features.seen += 1
 
     def _add_prediction(self, prediction: float, priority: float) -> None:
         self.predictions.add(priority, prediction)
@@ -181,8 +184,8 @@ class VersionStats:
         """Account for every observation of ``columns`` at once.
 
         What :meth:`add` row by row would give: the same counts, histograms and
-        sample sizes (the sample's rows are drawn afresh), sketches within their
-        accuracy, and a confidence sum rounded differently. Routers fold a
+        samples (the same priorities are drawn, in the same order), sketches
+        within their accuracy, and a confidence sum rounded differently. Routers fold a
         flush's worth of requests so, for a tenth of the CPU.
         """
         count = len(columns)
@@ -460,7 +463,14 @@ class WindowedStats:
     def add_columns(self, columns: ObservationColumns) -> None:
         """Account for every observation of ``columns`` in its time bucket, as
         :meth:`add` would in their order: the same ones dropped late, each
-        bucket's statistics as :meth:`VersionStats.add_columns` gives them."""
+        bucket's statistics as :meth:`VersionStats.add_columns` gives them.
+        A row whose time is not finite fits no bucket: it is dropped and
+        counted in ``dropped_late`` (where :meth:`add` would raise).
+        """
+        timed = np.isfinite(columns.ts)
+        if not timed.all():
+            self.dropped_late += int(np.count_nonzero(~timed))
+            columns = columns.where(timed)
         if not len(columns):
             return
         indices = np.floor(columns.ts / self.bucket_s).astype(np.int64)

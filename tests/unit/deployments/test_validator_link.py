@@ -34,11 +34,14 @@ SIGNATURE = Signature.model_validate(
 
 
 class StandInValidator:
-    """Answers every call with ``CANARY`` unless told to fail."""
+    """Answers every call with ``CANARY`` unless told to fail, to refuse the
+    observations, or to answer with a plan no router can read."""
 
     def __init__(self) -> None:
         self.calls: list[ObservationSummary] = []
         self.failing = False
+        self.refusing = False
+        self.garbled = 0
         self.sync = SimpleNamespace(remote=self._sync)
 
     async def _sync(
@@ -47,11 +50,14 @@ class StandInValidator:
         router: str,
         dropped: int,
         request_log: dict[str, Any] | None,
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, Any]:
         self.calls.append(summary)
         if self.failing:
             raise ConnectionError("the Validator is restarting")
-        return {"m": CANARY.to_dict()}
+        if self.garbled:
+            self.garbled -= 1
+            return {"plans": {"m": {"weights": None}}, "ingested": True}
+        return {"plans": {"m": CANARY.to_dict()}, "ingested": not self.refusing}
 
 
 def link(
@@ -120,4 +126,23 @@ def test_a_failing_validator_costs_observations_not_the_plan(tmp_path: Path) -> 
 
     asyncio.run(scenario())
     assert router.observed.dropped == 5
+    assert router.service.plan("m").weights == CANARY.weights
+
+
+def test_refused_observations_are_counted_and_the_plan_still_applies(
+    tmp_path: Path,
+) -> None:
+    router, validator = link(tmp_path, flush_every_s=10.0, plan_poll_s=10.0)
+    validator.refusing = True
+    observe(router, 4)
+    asyncio.run(run_for(router, 0.3))
+    assert router.observed.dropped == 4
+    assert router.service.plan("m").weights == CANARY.weights
+
+
+def test_a_plan_that_will_not_parse_does_not_end_the_loop(tmp_path: Path) -> None:
+    router, validator = link(tmp_path, flush_every_s=0.1, plan_poll_s=0.1)
+    validator.garbled = 2
+    asyncio.run(run_for(router, 0.8))
+    assert len(validator.calls) >= 3
     assert router.service.plan("m").weights == CANARY.weights

@@ -234,7 +234,7 @@ def test_pairs_past_the_bound_are_unpaired_and_lost_flushes_dropped() -> None:
 
 
 def test_a_small_summary_pickles_small() -> None:
-    # Routers send one every half second per version they served.
+    # Routers send one every second per version they served.
     aggregator = ObservationAggregator(SPEC)
     aggregator.record(_request(0))
     assert len(pickle.dumps(aggregator.take())) < 2_000

@@ -57,7 +57,7 @@ def _observation(draw: st.DrawFn, ts: st.SearchStrategy[float]) -> Observation:
 
 
 IN_ONE_BUCKET = st.lists(
-    _observation(st.floats(min_value=T0, max_value=T0 + 9)), max_size=300
+    _observation(st.floats(min_value=T0, max_value=T0 + 9)), min_size=8, max_size=300
 )
 # Out of order, over more than the horizon: some rows arrive late.
 OVER_THE_HORIZON = st.lists(
@@ -108,10 +108,10 @@ def test_version_stats_add_columns_as_row_by_row(
     observations: list[Observation], max_classes: int
 ) -> None:
     # A few classes and a small sample, so both limits are reached.
-    one_by_one = VersionStats(sample_size=20, max_classes=max_classes)
+    one_by_one = VersionStats(sample_size=3, max_classes=max_classes)
     for observation in observations:
         one_by_one.add(observation)
-    at_once = VersionStats(sample_size=20, max_classes=max_classes, seed=7)
+    at_once = VersionStats(sample_size=3, max_classes=max_classes, seed=7)
     at_once.add_columns(ObservationColumns.of(observations))
     _assert_same(at_once, one_by_one)
     offered = {
@@ -128,7 +128,7 @@ def test_windowed_stats_add_columns_as_row_by_row(
     observations: list[Observation], split: int
 ) -> None:
     def windowed() -> WindowedStats:
-        return WindowedStats(bucket_s=10, horizon_s=60, sample_size=20)
+        return WindowedStats(bucket_s=10, horizon_s=60, sample_size=3)
 
     one_by_one = windowed()
     for observation in observations:
@@ -227,3 +227,14 @@ def test_columns_of_nothing_add_nothing() -> None:
     windowed.add_columns(empty)
     totals.add_columns(empty)
     assert (stats.requests, windowed.bucket_count, totals.requests) == (0, 0, 0)
+
+
+def test_a_row_without_a_finite_time_is_dropped_late_not_bucketed() -> None:
+    windowed = WindowedStats(bucket_s=10, horizon_s=60)
+    observations = [
+        Observation("m", "v1", ts, 5.0, 1.0, 200)
+        for ts in (math.nan, T0, math.inf, T0 + 1)
+    ]
+    windowed.add_columns(ObservationColumns.of(observations))
+    assert windowed.dropped_late == 2
+    assert windowed.window(60, T0 + 1).requests == 2
